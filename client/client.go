@@ -1,0 +1,180 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+)
+
+// Client calls the control plane's API over mTLS with the SVID in a Source.
+type Client struct {
+	base *url.URL
+	src  *Source
+	http *http.Client
+}
+
+// New returns a client for the control plane at serverURL that
+// authenticates with src and accepts only a server presenting the control
+// plane's SPIFFE ID in src's trust domain.
+func New(serverURL string, src *Source) (*Client, error) {
+	u, err := parseServerURL(serverURL)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(ServerID(src.ID().TrustDomain())))
+	tlsCfg.MinVersion = tls.VersionTLS13
+	return &Client{base: u, src: src, http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16},
+	}}, nil
+}
+
+// NewFromDir is New with the credential directory dir.
+func NewFromDir(serverURL, dir string) (*Client, error) {
+	src, err := LoadSource(dir)
+	if err != nil {
+		return nil, fmt.Errorf("client: load credentials: %w", err)
+	}
+	return New(serverURL, src)
+}
+
+func parseServerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(s, "/"))
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("client: server URL %q is not an absolute URL", s)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("client: server URL %q must use https", s)
+	}
+	return u, nil
+}
+
+// HTTPClient returns the underlying mTLS HTTP client.
+func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// Source returns the client's credential source.
+func (c *Client) Source() *Source { return c.src }
+
+// Error is a failed API call.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+}
+
+// do sends a JSON request and decodes a JSON response into out (if non-nil).
+func do(ctx context.Context, hc *http.Client, base *url.URL, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("client: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base.String()+path, body)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("client: read response: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e api.Error
+		if json.Unmarshal(b, &e) != nil || e.Message == "" {
+			e = api.Error{Code: "http_error", Message: strings.TrimSpace(string(b))}
+		}
+		return &Error{Status: resp.StatusCode, Code: e.Code, Message: e.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("client: decode response: %w", err)
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return do(ctx, c.http, c.base, method, path, in, out)
+}
+
+// CreateAgent registers an agent. ttl zero means the server's default.
+func (c *Client) CreateAgent(ctx context.Context, name string, ttl time.Duration) (api.Agent, error) {
+	req := api.CreateAgentRequest{Name: name}
+	if ttl > 0 {
+		req.SVIDTTL = ttl.String()
+	}
+	var a api.Agent
+	return a, c.do(ctx, http.MethodPost, "/v1/agents", req, &a)
+}
+
+// ListAgents lists agents.
+func (c *Client) ListAgents(ctx context.Context) ([]api.Agent, error) {
+	var out []api.Agent
+	return out, c.do(ctx, http.MethodGet, "/v1/agents", nil, &out)
+}
+
+// GetAgent shows one agent with its certificates.
+func (c *Client) GetAgent(ctx context.Context, name string) (api.Agent, error) {
+	var a api.Agent
+	return a, c.do(ctx, http.MethodGet, "/v1/agents/"+url.PathEscape(name), nil, &a)
+}
+
+// JoinToken makes a one-time enrollment token. ttl zero means the server's
+// default.
+func (c *Client) JoinToken(ctx context.Context, name string, ttl time.Duration) (api.JoinToken, error) {
+	req := api.JoinTokenRequest{}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	var t api.JoinToken
+	return t, c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(name)+"/join-token", req, &t)
+}
+
+// RevokeAgent revokes every certificate of an agent.
+func (c *Client) RevokeAgent(ctx context.Context, name, reason string) (api.RevokeResult, error) {
+	var r api.RevokeResult
+	return r, c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(name)+"/revoke", api.RevokeRequest{Reason: reason}, &r)
+}
+
+// SetAgentEnabled disables or enables an agent.
+func (c *Client) SetAgentEnabled(ctx context.Context, name string, enabled bool) (api.Agent, error) {
+	verb := "disable"
+	if enabled {
+		verb = "enable"
+	}
+	var a api.Agent
+	return a, c.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(name)+"/"+verb, nil, &a)
+}
+
+// IsCode reports whether err is an API error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}

@@ -1,0 +1,194 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+)
+
+// Row is an encoded event as the store keeps it: the canonical body plus the
+// columns that searches filter on.
+type Row struct {
+	Seq       int64
+	Time      time.Time
+	ActorKind string
+	ActorID   string
+	Action    string
+	Target    string
+	Decision  string
+	Task      string
+	Body      []byte
+}
+
+// Store is the durable, append-only home of the log.
+type Store interface {
+	// AppendEvents commits rows in one transaction, in order, assigning them
+	// consecutive sequence numbers, and returns the first number assigned.
+	AppendEvents(ctx context.Context, rows []Row) (first int64, err error)
+}
+
+// ErrUnavailable is returned when an event could not be committed. Callers
+// must refuse the action the event describes.
+var ErrUnavailable = errors.New("audit: log unavailable")
+
+// maxBatch bounds one group commit so that a burst does not build one huge
+// transaction.
+const maxBatch = 1024
+
+// commitTimeout bounds how long a batch may take. A batch carries many
+// callers' events, so it does not use any one caller's context.
+const commitTimeout = 30 * time.Second
+
+// Log appends events with group commit: concurrent Record calls that arrive
+// while a commit is in flight are committed together in the next one, so
+// durability costs one transaction per batch rather than per event.
+type Log struct {
+	store  Store
+	clock  clock.Clock
+	logger *slog.Logger
+	bus    bus
+
+	mu       sync.Mutex
+	queue    []*pending
+	flushing bool
+}
+
+type pending struct {
+	row  Row
+	ev   Event
+	done chan error
+}
+
+// New returns a log over store. store, clk and logger are required.
+func New(store Store, clk clock.Clock, logger *slog.Logger) *Log {
+	return &Log{store: store, clock: clk, logger: logger}
+}
+
+// Record commits ev durably and returns it with Seq set. It returns an error
+// wrapping ErrUnavailable if the event was not committed; the caller must then
+// not perform the action. A zero Time is set from the log's clock.
+func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
+	if ev.Time.IsZero() {
+		ev.Time = l.clock.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Seq = 0
+	if err := ev.Validate(); err != nil {
+		return Event{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	body, err := ev.Encode()
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	p := &pending{
+		ev:   ev,
+		done: make(chan error, 1),
+		row: Row{
+			Time: ev.Time, ActorKind: string(ev.Actor.Kind), ActorID: ev.Actor.ID,
+			Action: ev.Action, Target: ev.Target, Decision: string(ev.Decision),
+			Task: ev.Task, Body: body,
+		},
+	}
+	l.mu.Lock()
+	l.queue = append(l.queue, p)
+	lead := !l.flushing
+	l.flushing = true
+	l.mu.Unlock()
+	if lead {
+		l.flush()
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return Event{}, err
+		}
+		return p.ev, nil
+	case <-ctx.Done():
+		// The event may still be committed; the action is refused anyway,
+		// so the log can only over-report, never under-report.
+		return Event{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// flush commits queued events until the queue is empty. Exactly one caller
+// (the leader) runs it at a time.
+func (l *Log) flush() {
+	for {
+		l.mu.Lock()
+		n := min(len(l.queue), maxBatch)
+		if n == 0 {
+			l.flushing = false
+			l.mu.Unlock()
+			return
+		}
+		batch := l.queue[:n:n]
+		l.queue = l.queue[n:]
+		l.mu.Unlock()
+		l.commit(batch)
+	}
+}
+
+func (l *Log) commit(batch []*pending) {
+	rows := make([]Row, len(batch))
+	for i, p := range batch {
+		rows[i] = p.row
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	first, err := l.store.AppendEvents(ctx, rows)
+	cancel()
+	if err != nil {
+		l.logger.Error("audit commit failed; refusing the actions it describes", "events", len(batch), "err", err)
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
+	committed := make([]Event, len(batch))
+	for i, p := range batch {
+		p.ev.Seq = first + int64(i)
+		committed[i] = p.ev
+		p.done <- nil
+	}
+	l.bus.publish(committed)
+}
+
+// Subscribe returns a channel that receives every event committed after the
+// call for which match returns true (all events if match is nil). If the
+// subscriber falls more than buf events behind, the channel is closed: a
+// subscriber that must not miss events (a gateway watching revocations) then
+// catches up from the store and subscribes again. cancel releases the
+// subscription.
+func (l *Log) Subscribe(match func(Event) bool, buf int) (events <-chan Event, cancel func()) {
+	return l.bus.subscribe(match, buf)
+}
+
+// Query selects committed events.
+type Query struct {
+	// AfterSeq selects events with Seq > AfterSeq; -1 selects from the start.
+	AfterSeq int64
+	// Actions, if set, selects only these actions.
+	Actions []string
+	// Limit caps the number of events; 0 means no cap.
+	Limit int
+}
+
+// Reader reads committed events in sequence order.
+type Reader interface {
+	Events(ctx context.Context, q Query) ([]Row, error)
+}
+
+// EventFromRow decodes a stored row.
+func EventFromRow(r Row) (Event, error) {
+	ev, err := Decode(r.Body)
+	if err != nil {
+		return Event{}, fmt.Errorf("audit: event %d: %w", r.Seq, err)
+	}
+	ev.Seq = r.Seq
+	return ev, nil
+}

@@ -1,0 +1,280 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bulkhead-dev/bulkhead/client"
+)
+
+func (e *env) agentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Register agents and manage their identities",
+	}
+	cmd.AddCommand(e.agentCreateCmd(), e.agentListCmd(), e.agentShowCmd(), e.agentJoinTokenCmd(),
+		e.agentEnrollCmd(), e.agentRenewCmd(), e.agentRevokeCmd(), e.agentSetEnabledCmd(false), e.agentSetEnabledCmd(true))
+	return cmd
+}
+
+func (e *env) agentCreateCmd() *cobra.Command {
+	var (
+		ttl    time.Duration
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Register an agent (SPIFFE ID spiffe://TRUST-DOMAIN/agent/NAME)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			a, err := c.CreateAgent(cmd.Context(), args[0], ttl)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, a)
+			}
+			fmt.Fprintf(e.stdout, "created agent %s (%s, SVID TTL %s)\n", a.Name, a.SPIFFEID, a.SVIDTTL)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime of the agent's SVIDs (default: the server's, 1h)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			agents, err := c.ListAgents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, agents)
+			}
+			rows := make([][]string, 0, len(agents))
+			for _, a := range agents {
+				rows = append(rows, []string{a.Name, a.Status, a.SVIDTTL, a.SPIFFEID, fmtTime(a.CreatedAt)})
+			}
+			return table(e.stdout, []string{"NAME", "STATUS", "SVID TTL", "SPIFFE ID", "CREATED"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show an agent and its certificates",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			a, err := c.GetAgent(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, a)
+			}
+			fmt.Fprintf(e.stdout, "name:        %s\nspiffe id:   %s\nstatus:      %s\nsvid ttl:    %s\ncreated:     %s by %s\n\n",
+				a.Name, a.SPIFFEID, a.Status, a.SVIDTTL, fmtTime(a.CreatedAt), a.CreatedBy)
+			rows := make([][]string, 0, len(a.Certificates))
+			for _, ct := range a.Certificates {
+				state := "valid"
+				if ct.Revoked {
+					state = "revoked " + fmtTime(ct.RevokedAt)
+				} else if time.Now().After(ct.NotAfter) {
+					state = "expired"
+				}
+				rows = append(rows, []string{ct.Serial, fmtTime(ct.NotBefore), fmtTime(ct.NotAfter), state})
+			}
+			return table(e.stdout, []string{"SERIAL", "NOT BEFORE", "NOT AFTER", "STATE"}, rows)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentJoinTokenCmd() *cobra.Command {
+	var (
+		ttl    time.Duration
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "join-token NAME",
+		Short: "Print a one-time, short-lived enrollment token for an agent",
+		Long: `Print a one-time enrollment token. It is valid once, for --ttl, and pins
+the CA, so 'bulkhead agent enroll --token TOKEN' needs nothing else to
+authenticate the control plane. Treat it as a secret until it is used.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			t, err := c.JoinToken(cmd.Context(), args[0], ttl)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, t)
+			}
+			fmt.Fprintln(e.stdout, t.Token)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token stays valid (max 24h)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with the expiry)")
+	return cmd
+}
+
+func (e *env) agentEnrollCmd() *cobra.Command {
+	var token, out string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "enroll --token TOKEN --out DIR",
+		Short: "Enroll this agent: generate a key here and obtain its first SVID",
+		Long: `Run on the agent's side. Generates a private key locally (it never leaves
+this machine), sends a CSR with the join token, and writes svid.pem,
+svid_key.pem (mode 0600) and svid_bundle.pem to --out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if token == "" {
+				return fmt.Errorf("--token is required (from 'bulkhead agent join-token NAME')")
+			}
+			if out == "" {
+				return fmt.Errorf("--out DIR is required")
+			}
+			svid, err := client.Enroll(cmd.Context(), e.server, token, out)
+			if err != nil {
+				return err
+			}
+			return e.printSVID(svid.ID.String(), svid.Certificates[0].NotAfter, out, asJSON, "enrolled")
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "one-time join token")
+	cmd.Flags().StringVar(&out, "out", "", "directory for svid.pem, svid_key.pem, svid_bundle.pem")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) printSVID(id string, notAfter time.Time, dir string, asJSON bool, verb string) error {
+	if asJSON {
+		return printJSON(e.stdout, map[string]any{"spiffe_id": id, "expires_at": notAfter.UTC(), "dir": dir})
+	}
+	fmt.Fprintf(e.stdout, "%s %s; SVID in %s, expires %s\n", verb, id, dir, fmtTime(notAfter))
+	return nil
+}
+
+func (e *env) agentRenewCmd() *cobra.Command {
+	var dir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "renew --dir DIR",
+		Short: "Renew an SVID over mTLS with a new key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--dir is required")
+			}
+			c, err := client.NewFromDir(e.server, dir)
+			if err != nil {
+				return err
+			}
+			svid, err := c.Renew(cmd.Context(), dir)
+			if err != nil {
+				return fmt.Errorf("renewal refused: %w", err)
+			}
+			return e.printSVID(svid.ID.String(), svid.Certificates[0].NotAfter, dir, asJSON, "renewed")
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "credential directory to renew (rewritten in place)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentRevokeCmd() *cobra.Command {
+	var (
+		reason string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke every certificate of an agent and block its renewal",
+		Long: `Revoke every certificate of an agent: they go on the CRL, stop
+authenticating at once, and cannot be renewed. To let the agent back,
+'bulkhead agent enable NAME' and enroll it again with a new join token.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			r, err := c.RevokeAgent(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, r)
+			}
+			fmt.Fprintf(e.stdout, "revoked agent %s: %d certificate(s)\n", r.Agent, len(r.Serials))
+			for _, s := range r.Serials {
+				fmt.Fprintf(e.stdout, "  %s\n", s)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentSetEnabledCmd(enable bool) *cobra.Command {
+	verb, short := "disable", "Disable an agent: it cannot authenticate, renew or enroll until enabled"
+	if enable {
+		verb, short = "enable", "Enable a disabled or revoked agent"
+	}
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   verb + " NAME",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			a, err := c.SetAgentEnabled(cmd.Context(), args[0], enable)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, a)
+			}
+			fmt.Fprintf(e.stdout, "agent %s is %s\n", a.Name, a.Status)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
+)
+
+func (e *env) serveCmd() *cobra.Command {
+	var (
+		listen, trustDomain, store string
+		sans                       []string
+		svidTTL, operatorTTL       time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane (CA, identity API) on HTTPS",
+		Long: `Run the control plane. The first start creates the CA for the trust domain,
+the server's certificate and a bootstrap operator credential in
+DATA-DIR/operator; later starts reuse them.
+
+The embedded default keeps everything in DATA-DIR (SQLite); --store
+postgres://... uses PostgreSQL instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			td, err := spiffeid.TrustDomainFromString(trustDomain)
+			if err != nil {
+				return fmt.Errorf("--trust-domain: %w", err)
+			}
+			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
+				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL}
+			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
+			if err != nil {
+				return err
+			}
+			if err := srv.Listen(); err != nil {
+				return err
+			}
+			e.logger.Info("control plane ready",
+				"url", "https://"+srv.Addr(), "trust_domain", td.Name(), "operator_credentials", srv.OperatorDir())
+			return srv.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", server.DefaultListen, "HTTPS listen address")
+	f.StringVar(&trustDomain, "trust-domain", server.DefaultTrustDomain, "SPIFFE trust domain (fixed at first start)")
+	f.StringVar(&store, "store", "", "store: empty for SQLite in the data directory, or postgres://...")
+	f.StringSliceVar(&sans, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
+	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
+	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
+	return cmd
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
+)
+
+// Config is the validated runtime configuration of `bulkhead serve`.
+type Config struct {
+	// DataDir holds the CA, the server's and the bootstrap operator's
+	// credentials, and the embedded SQLite database. Required.
+	DataDir string
+	// Store is empty for SQLite in DataDir, or a postgres:// URL.
+	Store string
+	// Listen is the HTTPS address of the control plane.
+	Listen string
+	// TrustDomain is fixed at first start.
+	TrustDomain spiffeid.TrustDomain
+	// ExtraSANs are DNS names or IPs added to the server certificate.
+	ExtraSANs []string
+	// DefaultSVIDTTL applies to agents created without --ttl.
+	DefaultSVIDTTL time.Duration
+	// OperatorTTL is the lifetime of the bootstrap operator credential,
+	// renewed by the server at half-life.
+	OperatorTTL time.Duration
+}
+
+// Defaults.
+const (
+	DefaultListen      = "127.0.0.1:8443"
+	DefaultTrustDomain = "bulkhead.local"
+	DefaultDataDir     = "./bulkhead-data"
+	DefaultOperatorTTL = 24 * time.Hour
+	// ServerCertTTL is the serving certificate's lifetime; it is renewed at
+	// half-life while the server runs.
+	ServerCertTTL = 24 * time.Hour
+)
+
+// Paths inside the data directory.
+func (c Config) caDir() string       { return filepath.Join(c.DataDir, "ca") }
+func (c Config) serverDir() string   { return filepath.Join(c.DataDir, "server") }
+func (c Config) OperatorDir() string { return filepath.Join(c.DataDir, "operator") }
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("config: data directory is required")
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("config: listen address %q: %w", c.Listen, err)
+	}
+	if c.TrustDomain.IsZero() {
+		c.TrustDomain = spiffeid.RequireTrustDomainFromString(DefaultTrustDomain)
+	}
+	if c.DefaultSVIDTTL == 0 {
+		c.DefaultSVIDTTL = identity.DefaultSVIDTTL
+	}
+	if c.OperatorTTL == 0 {
+		c.OperatorTTL = DefaultOperatorTTL
+	}
+	if c.OperatorTTL < 10*time.Minute || c.OperatorTTL > 30*24*time.Hour {
+		return fmt.Errorf("config: operator TTL %s is outside [10m, 720h]", c.OperatorTTL)
+	}
+	return nil
+}
+
+// serverSANs returns the DNS names and IPs the serving certificate must
+// cover: the listen host (all local addresses for a wildcard), localhost,
+// and any extras.
+func (c Config) serverSANs() ([]string, []net.IP) {
+	host, _, _ := net.SplitHostPort(c.Listen)
+	dns := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	add := func(h string) {
+		if h == "" {
+			return
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			if ip.IsUnspecified() {
+				if addrs, err := net.InterfaceAddrs(); err == nil {
+					for _, a := range addrs {
+						if n, ok := a.(*net.IPNet); ok {
+							ips = appendIP(ips, n.IP)
+						}
+					}
+				}
+				return
+			}
+			ips = appendIP(ips, ip)
+			return
+		}
+		for _, d := range dns {
+			if d == h {
+				return
+			}
+		}
+		dns = append(dns, h)
+	}
+	add(host)
+	for _, s := range c.ExtraSANs {
+		add(s)
+	}
+	return dns, ips
+}
+
+func appendIP(ips []net.IP, ip net.IP) []net.IP {
+	for _, have := range ips {
+		if have.Equal(ip) {
+			return ips
+		}
+	}
+	return append(ips, ip)
+}

@@ -1,0 +1,220 @@
+// Package server wires the control plane: it builds the store, the CA, the
+// audit log and the services in one straight line, then serves them over
+// HTTPS until its context ends.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/store"
+)
+
+// IDs of the control plane's own identities.
+const (
+	ServerPath   = "/bulkhead/server"
+	OperatorPath = "/operator/admin"
+)
+
+// Server is a running control plane; Run starts one.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	clock    clock.Clock
+	db       *store.DB
+	ca       *ca.Authority
+	audit    *audit.Log
+	identity *identity.Service
+	serving  *ownCred
+	operator *ownCred
+	listener net.Listener
+	http     *http.Server
+}
+
+// New builds a control plane from cfg: opens (and migrates) the store,
+// loads or creates the CA, and makes sure the serving and bootstrap operator
+// credentials exist. It does not listen yet.
+func New(ctx context.Context, cfg Config, clk clock.Clock, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, logger: logger, clock: clk}
+	db, err := store.Open(ctx, cfg.Store, cfg.DataDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	if err := s.build(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) build(ctx context.Context) error {
+	cfg := s.cfg
+	td, err := s.db.SetMetaOnce(ctx, "trust_domain", cfg.TrustDomain.Name())
+	if err != nil {
+		return err
+	}
+	if td != cfg.TrustDomain.Name() {
+		return fmt.Errorf("server: the store belongs to trust domain %q, not %q", td, cfg.TrustDomain.Name())
+	}
+	authority, created, err := ca.LoadOrCreate(ca.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.caDir(), Clock: s.clock})
+	if err != nil {
+		return err
+	}
+	s.ca = authority
+	fp := authority.RootFingerprint()
+	storedFP, err := s.db.SetMetaOnce(ctx, "ca_root_sha256", hex.EncodeToString(fp[:]))
+	if err != nil {
+		return err
+	}
+	if storedFP != hex.EncodeToString(fp[:]) {
+		// Two replicas on one store must share one CA: copy DATA/ca.
+		return fmt.Errorf("server: the store was initialized by a CA with root SHA-256 %s, but %s holds a different root; copy the first server's ca directory here", storedFP, cfg.caDir())
+	}
+	if created {
+		s.logger.Info("created certificate authority", "trust_domain", cfg.TrustDomain.Name(), "dir", cfg.caDir(), "root_sha256", storedFP)
+	}
+	s.audit = audit.New(s.db, s.clock, s.logger)
+	s.identity, err = identity.New(identity.Config{Store: s.db, CA: authority, Audit: s.audit, Clock: s.clock,
+		Logger: s.logger, DefaultSVIDTTL: cfg.DefaultSVIDTTL})
+	if err != nil {
+		return err
+	}
+	dns, ips := cfg.serverSANs()
+	s.serving = &ownCred{dir: cfg.serverDir(), id: spiffeid.RequireFromPath(cfg.TrustDomain, ServerPath), ttl: ServerCertTTL,
+		dns: dns, ips: ips, action: audit.ActionSVIDIssue, ids: s.identity, root: authority.Root(), clock: s.clock, logger: s.logger}
+	s.operator = &ownCred{dir: cfg.OperatorDir(), id: spiffeid.RequireFromPath(cfg.TrustDomain, OperatorPath), ttl: cfg.OperatorTTL,
+		action: audit.ActionOperatorIssue, ids: s.identity, root: authority.Root(), clock: s.clock, logger: s.logger}
+	for _, c := range []*ownCred{s.serving, s.operator} {
+		if err := c.ensure(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Handler returns the control plane's HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.identity.Routes(mux, s.logger)
+	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
+		audit.StreamHandler(s.audit, s.db, s.logger)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// TLSConfig is the control plane's server TLS configuration: TLS 1.3, the
+// server's own SVID, and client SVIDs verified when presented.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.serving.tls.Load(), nil
+		},
+		// Public endpoints (bundle, CRL, enroll) take callers without a
+		// certificate; every other endpoint refuses them (peer.Require).
+		ClientAuth:       tls.RequestClientCert,
+		VerifyConnection: peer.VerifyConnection(s.ca.X509Bundle(), s.clock),
+	}
+}
+
+// Listen binds the listen address. Addr is valid afterwards.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.listener = ln
+	return nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// TrustDomain is the server's trust domain.
+func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.cfg.TrustDomain }
+
+// OperatorDir is the bootstrap operator's credential directory.
+func (s *Server) OperatorDir() string { return s.cfg.OperatorDir() }
+
+// Store exposes the store to tests that inspect or tamper with it.
+func (s *Server) Store() *store.DB { return s.db }
+
+// Serve runs the control plane until ctx ends, then shuts down gracefully.
+// Listen must have been called.
+func (s *Server) Serve(ctx context.Context) error {
+	defer s.db.Close()
+	if _, err := s.audit.Record(ctx, audit.Event{Actor: audit.Actor{Kind: audit.ActorSystem, ID: "bulkhead-serve"},
+		Action: audit.ActionServerStart, Target: spiffeid.RequireFromPath(s.cfg.TrustDomain, ServerPath).String(),
+		Decision: audit.Allow, Detail: map[string]string{"listen": s.Addr(), "store": s.db.Dialect()}}); err != nil {
+		return fmt.Errorf("server: audit log unavailable at start: %w", err)
+	}
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+	}
+	return run(ctx,
+		func(ctx context.Context) error {
+			err := s.http.ServeTLS(s.listener, "", "")
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		},
+		func(ctx context.Context) error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return s.http.Shutdown(sctx)
+		},
+		s.serving.refresh,
+		s.operator.refresh,
+	)
+}
+
+// run runs every component until ctx ends or one of them fails, then
+// cancels the rest and returns the first error.
+func run(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(fns))
+	for _, fn := range fns {
+		go func() {
+			err := fn(ctx)
+			cancel()
+			errs <- err
+		}()
+	}
+	var first error
+	for range fns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -1,0 +1,338 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
+	"github.com/bulkhead-dev/bulkhead/internal/store"
+	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
+)
+
+// The conformance suite: every store behaviour the services rely on, run
+// against SQLite and PostgreSQL alike.
+func TestConformance(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, db *store.DB)
+	}{
+		{"agents", testAgents},
+		{"join tokens are redeemed once", testJoinTokens},
+		{"issuing needs an active agent", testIssueNeedsActiveAgent},
+		{"revoking an agent revokes its certificates", testRevokeAgent},
+		{"revoked certificates omit expired ones", testRevokedCerts},
+		{"audit appends are contiguous", testAuditAppend},
+		{"audit appends stay contiguous under concurrency", testAuditConcurrent},
+		{"meta is set once", testMeta},
+	}
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { c.run(t, b.Open(t)) })
+			}
+		})
+	}
+}
+
+func TestReopenKeepsDataAndSkipsAppliedMigrations(t *testing.T) {
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn, dir := b.DSN(t)
+			ctx := context.Background()
+			db, err := store.Open(ctx, dsn, dir, storetest.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustCreateAgent(t, db, "alpha")
+			db.Close()
+			db, err = store.Open(ctx, dsn, dir, storetest.Logger(t))
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			defer db.Close()
+			if _, err := db.GetAgent(ctx, "alpha"); err != nil {
+				t.Fatalf("agent lost across reopen: %v", err)
+			}
+		})
+	}
+}
+
+func TestOpenRejectsUnknownStore(t *testing.T) {
+	_, err := store.Open(context.Background(), "mysql://root:secret@x/db", t.TempDir(), storetest.Logger(t))
+	if err == nil {
+		t.Fatal("opened an unsupported store")
+	}
+	if got := err.Error(); strings.Contains(got, "secret") {
+		t.Fatalf("error leaks the password: %s", got)
+	}
+}
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+func mustCreateAgent(t *testing.T, db *store.DB, name string) identity.Agent {
+	t.Helper()
+	a := identity.Agent{Name: name, SPIFFEID: "spiffe://bulkhead.local/agent/" + name, Status: identity.StatusActive,
+		SVIDTTL: time.Hour, CreatedAt: t0, CreatedBy: "spiffe://bulkhead.local/operator/admin", UpdatedAt: t0}
+	if err := db.CreateAgent(context.Background(), a); err != nil {
+		t.Fatalf("create agent %s: %v", name, err)
+	}
+	return a
+}
+
+func cert(agent, serial string, notAfter time.Time) identity.Cert {
+	return identity.Cert{Serial: serial, SPIFFEID: "spiffe://bulkhead.local/agent/" + agent, Agent: agent,
+		NotBefore: t0, NotAfter: notAfter, IssuedAt: t0, IssuedBy: "test", DER: []byte{0x30, 0x01, 0x02}}
+}
+
+func testAgents(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	want := mustCreateAgent(t, db, "alpha")
+	mustCreateAgent(t, db, "beta")
+	got, err := db.GetAgent(ctx, "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if err := db.CreateAgent(ctx, want); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("duplicate create: got %v, want conflict", err)
+	}
+	if _, err := db.GetAgent(ctx, "nobody"); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("missing agent: got %v, want not found", err)
+	}
+	list, err := db.ListAgents(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "alpha" || list[1].Name != "beta" {
+		t.Fatalf("list = %v, %v", list, err)
+	}
+	if err := db.SetAgentStatus(ctx, "beta", identity.StatusDisabled, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := db.GetAgent(ctx, "beta"); b.Status != identity.StatusDisabled || !b.UpdatedAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("status not updated: %+v", b)
+	}
+	if err := db.SetAgentStatus(ctx, "nobody", identity.StatusDisabled, t0); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("status of missing agent: got %v, want not found", err)
+	}
+}
+
+func testJoinTokens(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	mustCreateAgent(t, db, "alpha")
+	tok := identity.JoinToken{Hash: "h1", Agent: "alpha", ExpiresAt: t0.Add(10 * time.Minute), CreatedAt: t0, CreatedBy: "op"}
+	if err := db.CreateJoinToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.GetJoinToken(ctx, "h1"); err != nil || got != tok {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "01", t0.Add(time.Hour)), "h1", t0.Add(time.Minute)); err != nil {
+		t.Fatalf("first redemption: %v", err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "02", t0.Add(time.Hour)), "h1", t0.Add(2*time.Minute)); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("second redemption: got %v, want conflict", err)
+	}
+	if _, err := db.GetCert(ctx, "02"); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("a refused redemption left a certificate: %v", err)
+	}
+	if got, _ := db.GetJoinToken(ctx, "h1"); !got.UsedAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("used_at = %v", got.UsedAt)
+	}
+	// An expired token is refused and stays unused.
+	exp := identity.JoinToken{Hash: "h2", Agent: "alpha", ExpiresAt: t0.Add(time.Minute), CreatedAt: t0, CreatedBy: "op"}
+	if err := db.CreateJoinToken(ctx, exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "03", t0.Add(time.Hour)), "h2", t0.Add(time.Minute)); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("expired token: got %v, want conflict", err)
+	}
+	// A token redeems only for its own agent.
+	mustCreateAgent(t, db, "beta")
+	other := identity.JoinToken{Hash: "h3", Agent: "alpha", ExpiresAt: t0.Add(time.Hour), CreatedAt: t0, CreatedBy: "op"}
+	if err := db.CreateJoinToken(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IssueCert(ctx, cert("beta", "04", t0.Add(time.Hour)), "h3", t0); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("token of alpha redeemed for beta: %v", err)
+	}
+}
+
+func testIssueNeedsActiveAgent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	mustCreateAgent(t, db, "alpha")
+	if err := db.IssueCert(ctx, cert("alpha", "0a", t0.Add(time.Hour)), "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "0a", t0.Add(time.Hour)), "", t0); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("duplicate serial: got %v, want conflict", err)
+	}
+	if err := db.SetAgentStatus(ctx, "alpha", identity.StatusDisabled, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "0b", t0.Add(time.Hour)), "", t0); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("issued to a disabled agent: %v", err)
+	}
+	if err := db.IssueCert(ctx, cert("ghost", "0c", t0.Add(time.Hour)), "", t0); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("issued to an unknown agent: %v", err)
+	}
+	// Certificates of non-agents (operators, components) have no agent row.
+	op := identity.Cert{Serial: "0d", SPIFFEID: "spiffe://bulkhead.local/operator/admin", NotBefore: t0,
+		NotAfter: t0.Add(time.Hour), IssuedAt: t0, IssuedBy: "system", DER: []byte{1}}
+	if err := db.IssueCert(ctx, op, "", t0); err != nil {
+		t.Fatalf("operator certificate: %v", err)
+	}
+	got, err := db.GetCert(ctx, "0d")
+	if err != nil || got.Agent != "" || got.SPIFFEID != op.SPIFFEID || string(got.DER) != string(op.DER) {
+		t.Fatalf("operator certificate round trip: %+v, %v", got, err)
+	}
+}
+
+func testRevokeAgent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	mustCreateAgent(t, db, "alpha")
+	mustCreateAgent(t, db, "beta")
+	for i, a := range []string{"alpha", "alpha", "beta"} {
+		if err := db.IssueCert(ctx, cert(a, fmt.Sprintf("%02x", i+1), t0.Add(time.Hour)), "", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := t0.Add(5 * time.Minute)
+	serials, err := db.RevokeAgent(ctx, "alpha", at, "compromised")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(serials) != "[01 02]" {
+		t.Fatalf("revoked serials = %v", serials)
+	}
+	a, _ := db.GetAgent(ctx, "alpha")
+	if a.Status != identity.StatusRevoked {
+		t.Fatalf("agent status = %s", a.Status)
+	}
+	c, _ := db.GetCert(ctx, "01")
+	if !c.Revoked() || !c.RevokedAt.Equal(at) || c.RevokedReason != "compromised" {
+		t.Fatalf("certificate not revoked: %+v", c)
+	}
+	if c, _ := db.GetCert(ctx, "03"); c.Revoked() {
+		t.Fatal("revoking alpha revoked beta's certificate")
+	}
+	// Revoking again covers nothing new; an unknown agent is not found.
+	if again, err := db.RevokeAgent(ctx, "alpha", at, "again"); err != nil || len(again) != 0 {
+		t.Fatalf("second revoke = %v, %v", again, err)
+	}
+	if _, err := db.RevokeAgent(ctx, "nobody", at, ""); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("revoke unknown: %v", err)
+	}
+	if list, _ := db.ListCerts(ctx, "alpha"); len(list) != 2 {
+		t.Fatalf("ListCerts(alpha) = %d certs", len(list))
+	}
+}
+
+func testRevokedCerts(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	mustCreateAgent(t, db, "alpha")
+	if err := db.IssueCert(ctx, cert("alpha", "aa", t0.Add(time.Hour)), "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IssueCert(ctx, cert("alpha", "bb", t0.Add(time.Minute)), "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RevokeAgent(ctx, "alpha", t0, "test"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := db.RevokedCerts(ctx, t0.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Serial != "aa" {
+		t.Fatalf("revoked unexpired = %+v, want only aa", list)
+	}
+}
+
+func row(action string, i int) audit.Row {
+	return audit.Row{Time: t0.Add(time.Duration(i) * time.Second), ActorKind: "operator", ActorID: "op",
+		Action: action, Target: "t", Decision: "allow", Body: []byte(fmt.Sprintf(`{"i":%d}`, i))}
+}
+
+func testAuditAppend(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	first, err := db.AppendEvents(ctx, []audit.Row{row("a.x", 0), row("b.y", 1)})
+	if err != nil || first != 0 {
+		t.Fatalf("first batch at %d, %v", first, err)
+	}
+	first, err = db.AppendEvents(ctx, []audit.Row{row("a.x", 2)})
+	if err != nil || first != 2 {
+		t.Fatalf("second batch at %d, %v", first, err)
+	}
+	all, err := db.Events(ctx, audit.Query{AfterSeq: -1})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("events = %d, %v", len(all), err)
+	}
+	for i, r := range all {
+		if r.Seq != int64(i) || string(r.Body) != fmt.Sprintf(`{"i":%d}`, i) || !r.Time.Equal(t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("event %d = %+v", i, r)
+		}
+	}
+	ax, err := db.Events(ctx, audit.Query{AfterSeq: 0, Actions: []string{"a.x"}})
+	if err != nil || len(ax) != 1 || ax[0].Seq != 2 {
+		t.Fatalf("filtered = %+v, %v", ax, err)
+	}
+	lim, err := db.Events(ctx, audit.Query{AfterSeq: -1, Limit: 2})
+	if err != nil || len(lim) != 2 {
+		t.Fatalf("limited = %d, %v", len(lim), err)
+	}
+}
+
+func testAuditConcurrent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	const writers, batches = 4, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*batches)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := 0; b < batches; b++ {
+				if _, err := db.AppendEvents(ctx, []audit.Row{row("c", w), row("c", b)}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	all, err := db.Events(ctx, audit.Query{AfterSeq: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != writers*batches*2 {
+		t.Fatalf("got %d events, want %d", len(all), writers*batches*2)
+	}
+	for i, r := range all {
+		if r.Seq != int64(i) {
+			t.Fatalf("sequence has a gap or duplicate at %d: %d", i, r.Seq)
+		}
+	}
+}
+
+func testMeta(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	if v, err := db.Meta(ctx, "k"); err != nil || v != "" {
+		t.Fatalf("unset meta = %q, %v", v, err)
+	}
+	if v, err := db.SetMetaOnce(ctx, "k", "first"); err != nil || v != "first" {
+		t.Fatalf("set = %q, %v", v, err)
+	}
+	if v, err := db.SetMetaOnce(ctx, "k", "second"); err != nil || v != "first" {
+		t.Fatalf("second set = %q, %v; the first value must stay", v, err)
+	}
+}

@@ -1,0 +1,303 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
+)
+
+var _ identity.Store = (*DB)(nil)
+
+const agentCols = `name, spiffe_id, status, svid_ttl_us, created_at, created_by, updated_at`
+
+func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
+	var (
+		a                identity.Agent
+		ttl              int64
+		created, updated sql.NullInt64
+		status           string
+	)
+	if err := sc.Scan(&a.Name, &a.SPIFFEID, &status, &ttl, &created, &a.CreatedBy, &updated); err != nil {
+		return a, err
+	}
+	a.Status = identity.Status(status)
+	a.SVIDTTL = time.Duration(ttl) * time.Microsecond
+	a.CreatedAt, a.UpdatedAt = fromTS(created), fromTS(updated)
+	return a, nil
+}
+
+// CreateAgent registers an agent; fault.Conflict if the name or ID exists.
+func (s *DB) CreateAgent(ctx context.Context, a identity.Agent) error {
+	_, err := s.exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		a.Name, a.SPIFFEID, string(a.Status), a.SVIDTTL.Microseconds(), ts(a.CreatedAt), a.CreatedBy, ts(a.UpdatedAt))
+	if isUnique(err) {
+		return fmt.Errorf("%w: agent %q already exists", fault.Conflict, a.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("store: create agent: %w", err)
+	}
+	return nil
+}
+
+// GetAgent returns an agent by name.
+func (s *DB) GetAgent(ctx context.Context, name string) (identity.Agent, error) {
+	a, err := scanAgent(s.queryRow(ctx, `SELECT `+agentCols+` FROM agents WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("%w: agent %q", fault.NotFound, name)
+	}
+	if err != nil {
+		return a, fmt.Errorf("store: get agent: %w", err)
+	}
+	return a, nil
+}
+
+// ListAgents returns every agent, by name.
+func (s *DB) ListAgents(ctx context.Context) ([]identity.Agent, error) {
+	rows, err := s.query(ctx, `SELECT `+agentCols+` FROM agents ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []identity.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list agents: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list agents: %w", err)
+	}
+	return out, nil
+}
+
+// SetAgentStatus changes an agent's status.
+func (s *DB) SetAgentStatus(ctx context.Context, name string, st identity.Status, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE agents SET status = ?, updated_at = ? WHERE name = ?`, string(st), ts(at), name)
+	if err != nil {
+		return fmt.Errorf("store: set agent status: %w", err)
+	}
+	return oneRow(res, "agent "+name)
+}
+
+func oneRow(res sql.Result, what string) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: rows affected: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", fault.NotFound, what)
+	}
+	return nil
+}
+
+// CreateJoinToken stores a join token's hash.
+func (s *DB) CreateJoinToken(ctx context.Context, t identity.JoinToken) error {
+	_, err := s.exec(ctx, `INSERT INTO join_tokens (hash, agent, expires_at, created_at, created_by) VALUES (?, ?, ?, ?, ?)`,
+		t.Hash, t.Agent, ts(t.ExpiresAt), ts(t.CreatedAt), t.CreatedBy)
+	if isUnique(err) {
+		return fmt.Errorf("%w: join token exists", fault.Conflict)
+	}
+	if err != nil {
+		return fmt.Errorf("store: create join token: %w", err)
+	}
+	return nil
+}
+
+// GetJoinToken looks a join token up by hash.
+func (s *DB) GetJoinToken(ctx context.Context, hash string) (identity.JoinToken, error) {
+	var (
+		t                  identity.JoinToken
+		exp, created, used sql.NullInt64
+	)
+	err := s.queryRow(ctx, `SELECT hash, agent, expires_at, created_at, created_by, used_at FROM join_tokens WHERE hash = ?`, hash).
+		Scan(&t.Hash, &t.Agent, &exp, &created, &t.CreatedBy, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("%w: join token", fault.NotFound)
+	}
+	if err != nil {
+		return t, fmt.Errorf("store: get join token: %w", err)
+	}
+	t.ExpiresAt, t.CreatedAt, t.UsedAt = fromTS(exp), fromTS(created), fromTS(used)
+	return t, nil
+}
+
+// IssueCert records c, checking the agent and redeeming a join token.
+func (s *DB) IssueCert(ctx context.Context, c identity.Cert, redeemHash string, now time.Time) error {
+	return s.tx(ctx, func(tx *Tx) error {
+		if c.Agent != "" {
+			// FOR UPDATE orders this against a concurrent revocation on
+			// PostgreSQL; SQLite's immediate transaction already does.
+			lock := ""
+			if s.dialect == postgresDialect {
+				lock = " FOR UPDATE"
+			}
+			var status string
+			err := tx.queryRow(ctx, `SELECT status FROM agents WHERE name = ?`+lock, c.Agent).Scan(&status)
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("%w: agent %q", fault.NotFound, c.Agent)
+			}
+			if err != nil {
+				return fmt.Errorf("store: check agent: %w", err)
+			}
+			if identity.Status(status) != identity.StatusActive {
+				return fmt.Errorf("%w: agent %q is %s", fault.Conflict, c.Agent, status)
+			}
+		}
+		if redeemHash != "" {
+			res, err := tx.exec(ctx, `UPDATE join_tokens SET used_at = ? WHERE hash = ? AND agent = ? AND used_at IS NULL AND expires_at > ?`,
+				ts(now), redeemHash, c.Agent, ts(now))
+			if err != nil {
+				return fmt.Errorf("store: redeem join token: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return fmt.Errorf("%w: join token already used or expired", fault.Conflict)
+			}
+		}
+		return insertCert(ctx, tx, c)
+	})
+}
+
+type execer interface {
+	exec(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+const certCols = `serial, spiffe_id, agent, not_before, not_after, issued_at, issued_by, der, revoked_at, revoked_reason`
+
+func insertCert(ctx context.Context, e execer, c identity.Cert) error {
+	var agent any
+	if c.Agent != "" {
+		agent = c.Agent
+	}
+	_, err := e.exec(ctx, `INSERT INTO certificates (`+certCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.Serial, c.SPIFFEID, agent, ts(c.NotBefore), ts(c.NotAfter), ts(c.IssuedAt), c.IssuedBy, c.DER, ts(c.RevokedAt), c.RevokedReason)
+	if isUnique(err) {
+		return fmt.Errorf("%w: certificate serial %s exists", fault.Conflict, c.Serial)
+	}
+	if err != nil {
+		return fmt.Errorf("store: insert certificate: %w", err)
+	}
+	return nil
+}
+
+func scanCert(sc interface{ Scan(...any) error }) (identity.Cert, error) {
+	var (
+		c                       identity.Cert
+		agent                   sql.NullString
+		nb, na, issued, revoked sql.NullInt64
+	)
+	if err := sc.Scan(&c.Serial, &c.SPIFFEID, &agent, &nb, &na, &issued, &c.IssuedBy, &c.DER, &revoked, &c.RevokedReason); err != nil {
+		return c, err
+	}
+	c.Agent = agent.String
+	c.NotBefore, c.NotAfter, c.IssuedAt, c.RevokedAt = fromTS(nb), fromTS(na), fromTS(issued), fromTS(revoked)
+	return c, nil
+}
+
+// GetCert returns a certificate by serial.
+func (s *DB) GetCert(ctx context.Context, serial string) (identity.Cert, error) {
+	c, err := scanCert(s.queryRow(ctx, `SELECT `+certCols+` FROM certificates WHERE serial = ?`, serial))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, fmt.Errorf("%w: certificate %s", fault.NotFound, serial)
+	}
+	if err != nil {
+		return c, fmt.Errorf("store: get certificate: %w", err)
+	}
+	return c, nil
+}
+
+func (s *DB) listCerts(ctx context.Context, where string, args ...any) ([]identity.Cert, error) {
+	rows, err := s.query(ctx, `SELECT `+certCols+` FROM certificates WHERE `+where+` ORDER BY issued_at, serial`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list certificates: %w", err)
+	}
+	defer rows.Close()
+	var out []identity.Cert
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list certificates: %w", err)
+	}
+	return out, nil
+}
+
+// ListCerts returns an agent's certificates, oldest first.
+func (s *DB) ListCerts(ctx context.Context, agent string) ([]identity.Cert, error) {
+	return s.listCerts(ctx, `agent = ?`, agent)
+}
+
+// RevokedCerts lists revoked, unexpired certificates.
+func (s *DB) RevokedCerts(ctx context.Context, now time.Time) ([]identity.Cert, error) {
+	return s.listCerts(ctx, `revoked_at IS NOT NULL AND not_after > ?`, ts(now))
+}
+
+// RevokeAgent marks the agent revoked and revokes its certificates.
+func (s *DB) RevokeAgent(ctx context.Context, agent string, at time.Time, reason string) ([]string, error) {
+	var serials []string
+	err := s.tx(ctx, func(tx *Tx) error {
+		res, err := tx.exec(ctx, `UPDATE agents SET status = ?, updated_at = ? WHERE name = ?`, string(identity.StatusRevoked), ts(at), agent)
+		if err != nil {
+			return fmt.Errorf("store: revoke agent: %w", err)
+		}
+		if err := oneRow(res, "agent "+agent); err != nil {
+			return err
+		}
+		rows, err := tx.query(ctx, `SELECT serial FROM certificates WHERE agent = ? AND revoked_at IS NULL ORDER BY serial`, agent)
+		if err != nil {
+			return fmt.Errorf("store: revoke certificates: %w", err)
+		}
+		for rows.Next() {
+			var sn string
+			if err := rows.Scan(&sn); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: revoke certificates: %w", err)
+			}
+			serials = append(serials, sn)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store: revoke certificates: %w", err)
+		}
+		_, err = tx.exec(ctx, `UPDATE certificates SET revoked_at = ?, revoked_reason = ? WHERE agent = ? AND revoked_at IS NULL`,
+			ts(at), reason, agent)
+		if err != nil {
+			return fmt.Errorf("store: revoke certificates: %w", err)
+		}
+		return nil
+	})
+	return serials, err
+}
+
+// Meta returns a value from the key/value metadata table, or "" if unset.
+func (s *DB) Meta(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.queryRow(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: read meta %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// SetMetaOnce sets key to value if unset and returns the value in force, so
+// two servers that start together agree on the first one written.
+func (s *DB) SetMetaOnce(ctx context.Context, key, value string) (string, error) {
+	_, err := s.exec(ctx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, value)
+	if err != nil {
+		return "", fmt.Errorf("store: write meta %s: %w", key, err)
+	}
+	return s.Meta(ctx, key)
+}

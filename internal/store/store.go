@@ -1,0 +1,244 @@
+// Package store implements every domain's storage interface over one
+// database/sql core, with a small dialect seam for the two supported
+// databases: SQLite (modernc.org/sqlite, the embedded default) and PostgreSQL
+// (pgx). Migrations are embedded and applied at start.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// DB is a migrated database.
+type DB struct {
+	sql     *sql.DB
+	dialect dialect
+	logger  *slog.Logger
+	queries sync.Map // query text with ? placeholders → dialect text
+}
+
+type dialect int
+
+const (
+	sqliteDialect dialect = iota
+	postgresDialect
+)
+
+func (d dialect) String() string {
+	if d == postgresDialect {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// Open opens the store named by dsn and applies pending migrations.
+//
+// An empty dsn (or "sqlite") means the embedded default: a SQLite database in
+// dataDir, created if needed. "postgres://..." or "postgresql://..." opens
+// PostgreSQL with pgx. "sqlite:PATH" opens a SQLite file at PATH.
+func Open(ctx context.Context, dsn, dataDir string, logger *slog.Logger) (*DB, error) {
+	var (
+		db *sql.DB
+		d  dialect
+	)
+	switch {
+	case dsn == "" || dsn == "sqlite":
+		if dataDir == "" {
+			return nil, errors.New("store: a data directory is required for the embedded store")
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: create data directory: %w", err)
+		}
+		var err error
+		db, err = openSQLite(filepath.Join(dataDir, "bulkhead.db"))
+		if err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(dsn, "sqlite:"):
+		var err error
+		db, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"))
+		if err != nil {
+			return nil, err
+		}
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		var err error
+		db, err = sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("store: open postgres: %w", err)
+		}
+		db.SetMaxOpenConns(16)
+		d = postgresDialect
+	default:
+		return nil, fmt.Errorf("store: unsupported store %q: want postgres://... or sqlite:PATH (or nothing, for SQLite in the data directory)", redact(dsn))
+	}
+	s := &DB{sql: db, dialect: d, logger: logger}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect to %s: %w", d, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openSQLite(path string) (*sql.DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: create directory for %s: %w", path, err)
+		}
+	}
+	// WAL lets readers run beside the writer; synchronous(FULL) makes a
+	// commit durable against power loss, not just a crash, which the audit
+	// log's promise needs. _txlock=immediate takes the write lock at BEGIN so
+	// that a transaction never fails half-way with a busy snapshot.
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// redact hides a password in a connection string used in an error message.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// Dialect names the database behind the store: "sqlite" or "postgres".
+func (s *DB) Dialect() string { return s.dialect.String() }
+
+// Close closes the database.
+func (s *DB) Close() error { return s.sql.Close() }
+
+// SQL exposes the underlying handle for tests that tamper with rows directly.
+func (s *DB) SQL() *sql.DB { return s.sql }
+
+// q rewrites a query written with ? placeholders for the dialect.
+func (s *DB) q(query string) string {
+	if s.dialect != postgresDialect {
+		return query
+	}
+	if v, ok := s.queries.Load(query); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	n := 0
+	inString := false
+	for _, r := range query {
+		switch {
+		case r == '\'':
+			inString = !inString
+		case r == '?' && !inString:
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	out := b.String()
+	s.queries.Store(query, out)
+	return out
+}
+
+func (s *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.sql.ExecContext(ctx, s.q(query), args...)
+}
+
+func (s *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return s.sql.QueryContext(ctx, s.q(query), args...)
+}
+
+func (s *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return s.sql.QueryRowContext(ctx, s.q(query), args...)
+}
+
+// tx runs fn in a transaction, committing if fn returns nil.
+func (s *DB) tx(ctx context.Context, fn func(*Tx) error) error {
+	t, err := s.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	if err := fn(&Tx{tx: t, db: s}); err != nil {
+		_ = t.Rollback()
+		return err
+	}
+	if err := t.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Tx is a transaction with the store's placeholder rewriting.
+type Tx struct {
+	tx *sql.Tx
+	db *DB
+}
+
+func (t *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, t.db.q(query), args...)
+}
+
+func (t *Tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.db.q(query), args...)
+}
+
+func (t *Tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, t.db.q(query), args...)
+}
+
+// isUnique reports whether err is a unique-constraint violation.
+func isUnique(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code()
+		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	return false
+}
+
+// Times are stored as Unix microseconds: both databases compare them exactly
+// and the zero time is stored as NULL.
+func ts(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromTS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.UnixMicro(v.Int64).UTC()
+}
