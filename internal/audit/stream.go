@@ -53,6 +53,7 @@ func StreamHandler(l *Log, r Reader, logger *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
+		flusher.Flush() // the client sees the stream open before any event
 		send := func(ev Event) error {
 			b, err := json.Marshal(ev)
 			if err != nil {

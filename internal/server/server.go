@@ -218,3 +218,6 @@ func run(ctx context.Context, fns ...func(context.Context) error) error {
 	}
 	return first
 }
+
+// BundlePEM is the trust bundle (svid_bundle.pem).
+func (s *Server) BundlePEM() []byte { return s.ca.BundlePEM() }
