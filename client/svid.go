@@ -222,9 +222,21 @@ type Rotator struct {
 	logger *slog.Logger
 	// OnRotate, if set, is called after each successful rotation.
 	OnRotate func(*x509svid.SVID)
-	now      func() time.Time
-	after    func(time.Duration) <-chan time.Time
+	// Clock decides when to renew; nil means the wall clock. Set it before
+	// Run.
+	Clock Clock
 }
+
+// Clock is the time source of a Rotator.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // NewRotator returns a Rotator for the credential directory dir.
 func NewRotator(serverURL, dir string, logger *slog.Logger) (*Rotator, error) {
@@ -232,7 +244,7 @@ func NewRotator(serverURL, dir string, logger *slog.Logger) (*Rotator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Rotator{client: c, dir: dir, logger: logger, now: time.Now, after: time.After}, nil
+	return &Rotator{client: c, dir: dir, logger: logger}, nil
 }
 
 // Source is the rotating credential source.
@@ -246,6 +258,10 @@ func (r *Rotator) Client() *Client { return r.client }
 // expires; a refusal (revoked, disabled) is final and returned, because no
 // retry can succeed.
 func (r *Rotator) Run(ctx context.Context) error {
+	clk := r.Clock
+	if clk == nil {
+		clk = wallClock{}
+	}
 	backoff := time.Second
 	for {
 		leaf := r.client.src.Leaf()
@@ -253,7 +269,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-r.after(max(half.Sub(r.now()), 0)):
+		case <-clk.After(max(half.Sub(clk.Now()), 0)):
 		}
 		svid, err := r.client.Renew(ctx, r.dir)
 		if err != nil {
@@ -264,14 +280,14 @@ func (r *Rotator) Run(ctx context.Context) error {
 			if errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && apiErr.Status != http.StatusTooManyRequests {
 				return fmt.Errorf("client: SVID renewal refused: %w", err)
 			}
-			if !r.now().Before(leaf.NotAfter) {
+			if !clk.Now().Before(leaf.NotAfter) {
 				return fmt.Errorf("client: SVID expired at %s before it could be renewed (re-enroll with a new join token): %w", leaf.NotAfter.Format(time.RFC3339), err)
 			}
 			r.logger.Error("SVID renewal failed; retrying", "err", err, "retry_in", backoff, "expires", leaf.NotAfter)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-r.after(backoff):
+			case <-clk.After(backoff):
 			}
 			backoff = min(backoff*2, time.Minute)
 			continue

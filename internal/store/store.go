@@ -29,6 +29,10 @@ type DB struct {
 	dialect dialect
 	logger  *slog.Logger
 	queries sync.Map // query text with ? placeholders → dialect text
+	// writeMu serializes this process's SQLite write transactions. SQLite
+	// allows one writer anyway; queueing here is fair and immediate, where
+	// SQLite's busy handler would make waiters sleep and retry.
+	writeMu sync.Mutex
 }
 
 type dialect int
@@ -181,6 +185,10 @@ func (s *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 
 // tx runs fn in a transaction, committing if fn returns nil.
 func (s *DB) tx(ctx context.Context, fn func(*Tx) error) error {
+	if s.dialect == sqliteDialect {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+	}
 	t, err := s.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
