@@ -99,4 +99,3 @@ func benchIssue(b *testing.B, backend storetest.Backend, parallel bool) {
 		b.Fatalf("%d certificates persisted, want %d", len(n), b.N)
 	}
 }
-
