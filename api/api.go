@@ -19,6 +19,13 @@ type CreateAgentRequest struct {
 	Name string `json:"name"`
 	// SVIDTTL is a Go duration ("1h"); empty means the server's default.
 	SVIDTTL string `json:"svid_ttl,omitempty"`
+	// Scopes the agent may request in access tokens.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// SetScopesRequest replaces an agent's allowed scopes.
+type SetScopesRequest struct {
+	Scopes []string `json:"scopes"`
 }
 
 // Agent is a registered agent.
@@ -30,6 +37,9 @@ type Agent struct {
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
 	UpdatedAt time.Time `json:"updated_at"`
+	Scopes    []string  `json:"scopes"`
+	// Parent is set for a sub-agent created by delegation.
+	Parent string `json:"parent,omitempty"`
 	// Certificates is filled by the show call.
 	Certificates []Certificate `json:"certificates,omitempty"`
 }
@@ -90,4 +100,34 @@ type RevokeRequest struct {
 type RevokeResult struct {
 	Agent   string   `json:"agent"`
 	Serials []string `json:"serials"`
+}
+
+// TokenResponse is the token endpoint's success response (RFC 6749 §5.1,
+// RFC 8693 §2.2). A token exchange that creates a sub-agent also returns
+// the sub-agent's SVID.
+type TokenResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope,omitempty"`
+	// SPIFFEID, SVID (chain PEM) and Bundle (PEM) describe a sub-agent
+	// created by token exchange.
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	SVID     string `json:"svid,omitempty"`
+	Bundle   string `json:"svid_bundle,omitempty"`
+}
+
+// OAuthError is the token endpoint's error response (RFC 6749 §5.2).
+type OAuthError struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// Resource is a registered OAuth resource (audience).
+type Resource struct {
+	URI       string    `json:"uri"`
+	Scopes    []string  `json:"scopes"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
 }

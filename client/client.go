@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/bulkhead-dev/bulkhead/api"
@@ -23,6 +24,31 @@ type Client struct {
 	base *url.URL
 	src  *Source
 	http *http.Client
+}
+
+// GatewayPath prefixes gateways' SPIFFE IDs.
+const GatewayPath = "/bulkhead/gateway/"
+
+// AuthorizeGateways accepts any Bulkhead gateway of td (or, with name,
+// only spiffe://TD/bulkhead/gateway/NAME).
+func AuthorizeGateways(td spiffeid.TrustDomain, name string) tlsconfig.Authorizer {
+	if name != "" {
+		return tlsconfig.AuthorizeID(spiffeid.RequireFromPath(td, GatewayPath+name))
+	}
+	return tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.TrustDomain() != td || !strings.HasPrefix(id.Path(), GatewayPath) {
+			return fmt.Errorf("client: %s is not a Bulkhead gateway of %s", id, td)
+		}
+		return nil
+	})
+}
+
+// NewHTTPClient returns an mTLS HTTP client presenting src's SVID and
+// accepting only a server that authorize allows (pinning by SPIFFE ID).
+func NewHTTPClient(src *Source, authorize tlsconfig.Authorizer) *http.Client {
+	tlsCfg := tlsconfig.MTLSClientConfig(src, src, authorize)
+	tlsCfg.MinVersion = tls.VersionTLS13
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64}}
 }
 
 // New returns a client for the control plane at serverURL that
@@ -124,14 +150,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return do(ctx, c.http, c.base, method, path, in, out)
 }
 
-// CreateAgent registers an agent. ttl zero means the server's default.
-func (c *Client) CreateAgent(ctx context.Context, name string, ttl time.Duration) (api.Agent, error) {
-	req := api.CreateAgentRequest{Name: name}
+// CreateAgent registers an agent that may request scopes. ttl zero means
+// the server's default.
+func (c *Client) CreateAgent(ctx context.Context, name string, ttl time.Duration, scopes ...string) (api.Agent, error) {
+	req := api.CreateAgentRequest{Name: name, Scopes: scopes}
 	if ttl > 0 {
 		req.SVIDTTL = ttl.String()
 	}
 	var a api.Agent
 	return a, c.do(ctx, http.MethodPost, "/v1/agents", req, &a)
+}
+
+// SetAgentScopes replaces the scopes an agent may request.
+func (c *Client) SetAgentScopes(ctx context.Context, name string, scopes []string) (api.Agent, error) {
+	if scopes == nil {
+		scopes = []string{}
+	}
+	var a api.Agent
+	return a, c.do(ctx, http.MethodPut, "/v1/agents/"+url.PathEscape(name)+"/scopes", api.SetScopesRequest{Scopes: scopes}, &a)
 }
 
 // ListAgents lists agents.
@@ -177,4 +213,22 @@ func (c *Client) SetAgentEnabled(ctx context.Context, name string, enabled bool)
 func IsCode(err error, code string) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code
+}
+
+// AddResource registers an OAuth resource (audience) and the scopes it
+// accepts (none: any).
+func (c *Client) AddResource(ctx context.Context, uri string, scopes []string) (api.Resource, error) {
+	var r api.Resource
+	return r, c.do(ctx, http.MethodPost, "/v1/resources", api.Resource{URI: uri, Scopes: scopes}, &r)
+}
+
+// ListResources lists registered resources.
+func (c *Client) ListResources(ctx context.Context) ([]api.Resource, error) {
+	var out []api.Resource
+	return out, c.do(ctx, http.MethodGet, "/v1/resources", nil, &out)
+}
+
+// RemoveResource unregisters a resource.
+func (c *Client) RemoveResource(ctx context.Context, uri string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/resources?uri="+url.QueryEscape(uri), nil, nil)
 }

@@ -71,6 +71,9 @@ const (
 	ActionServerStart     = "server.start"
 	// ActionAPIAccess records a refused API call by an authenticated caller.
 	ActionAPIAccess = "api.access"
+	// ActionAuditPrune records that an operator deleted archived event
+	// bodies below Detail["before"]; the log's hashes stay.
+	ActionAuditPrune = "audit.prune"
 )
 
 // Event is one security event. Secrets never enter an event: request data is

@@ -168,7 +168,7 @@ func (l *Log) Subscribe(match func(Event) bool, buf int) (events <-chan Event, c
 	return l.bus.subscribe(match, buf)
 }
 
-// Query selects committed events.
+// Query selects committed events. Every set field narrows the selection.
 type Query struct {
 	// AfterSeq selects events with Seq > AfterSeq; -1 selects from the start.
 	AfterSeq int64
@@ -176,6 +176,16 @@ type Query struct {
 	Actions []string
 	// Limit caps the number of events; 0 means no cap.
 	Limit int
+	// Subject selects events whose actor or target is this ID: everything
+	// an agent did and everything done to it.
+	Subject string
+	// Decision selects events with this decision.
+	Decision Decision
+	// Since and Until bound the event time: Since <= Time < Until.
+	Since, Until time.Time
+	// Newest selects the last Limit matching events rather than the first;
+	// they are still returned in sequence order.
+	Newest bool
 }
 
 // Reader reads committed events in sequence order.

@@ -17,7 +17,8 @@ const streamBuffer = 4096
 
 // StreamHandler serves GET /v1/events as Server-Sent Events: first every
 // stored event after the resume point (the Last-Event-ID header or the
-// "after" query parameter), then live events as they commit. "action"
+// "after" query parameter), then a "caught-up" event (no id), then live
+// events as they commit. "action"
 // filters by a comma-separated list of actions. Each SSE id is the event's
 // sequence number, so a client that reconnects misses nothing.
 func StreamHandler(l *Log, r Reader, logger *slog.Logger) http.Handler {
@@ -86,6 +87,12 @@ func StreamHandler(l *Log, r Reader, logger *slog.Logger) http.Handler {
 				break
 			}
 		}
+		// Tell the client the backlog is complete: a gateway rebuilding its
+		// revocation state from the log must not serve until it has it.
+		if _, err := fmt.Fprintf(w, "event: caught-up\ndata: {\"seq\":%d}\n\n", after); err != nil {
+			return
+		}
+		flusher.Flush()
 		keepalive := time.NewTicker(15 * time.Second)
 		defer keepalive.Stop()
 		for {

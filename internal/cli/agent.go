@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,14 +15,17 @@ func (e *env) agentCmd() *cobra.Command {
 		Use:   "agent",
 		Short: "Register agents and manage their identities",
 	}
+	cmd.AddCommand(e.agentScopesCmd())
 	cmd.AddCommand(e.agentCreateCmd(), e.agentListCmd(), e.agentShowCmd(), e.agentJoinTokenCmd(),
 		e.agentEnrollCmd(), e.agentRenewCmd(), e.agentRevokeCmd(), e.agentSetEnabledCmd(false), e.agentSetEnabledCmd(true))
+	cmd.AddCommand(e.agentRoleCmd())
 	return cmd
 }
 
 func (e *env) agentCreateCmd() *cobra.Command {
 	var (
 		ttl    time.Duration
+		scopes []string
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -33,18 +37,19 @@ func (e *env) agentCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := c.CreateAgent(cmd.Context(), args[0], ttl)
+			a, err := c.CreateAgent(cmd.Context(), args[0], ttl, scopes...)
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				return printJSON(e.stdout, a)
 			}
-			fmt.Fprintf(e.stdout, "created agent %s (%s, SVID TTL %s)\n", a.Name, a.SPIFFEID, a.SVIDTTL)
+			fmt.Fprintf(e.stdout, "created agent %s (%s, SVID TTL %s, scopes: %s)\n", a.Name, a.SPIFFEID, a.SVIDTTL, orNone(a.Scopes))
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime of the agent's SVIDs (default: the server's, 1h)")
+	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "OAuth scope the agent may request (repeatable)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -96,8 +101,12 @@ func (e *env) agentShowCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(e.stdout, a)
 			}
-			fmt.Fprintf(e.stdout, "name:        %s\nspiffe id:   %s\nstatus:      %s\nsvid ttl:    %s\ncreated:     %s by %s\n\n",
-				a.Name, a.SPIFFEID, a.Status, a.SVIDTTL, fmtTime(a.CreatedAt), a.CreatedBy)
+			fmt.Fprintf(e.stdout, "name:        %s\nspiffe id:   %s\nstatus:      %s\nsvid ttl:    %s\nscopes:      %s\ncreated:     %s by %s\n",
+				a.Name, a.SPIFFEID, a.Status, a.SVIDTTL, orNone(a.Scopes), fmtTime(a.CreatedAt), a.CreatedBy)
+			if a.Parent != "" {
+				fmt.Fprintf(e.stdout, "parent:      %s\n", a.Parent)
+			}
+			fmt.Fprintln(e.stdout)
 			rows := make([][]string, 0, len(a.Certificates))
 			for _, ct := range a.Certificates {
 				state := "valid"
@@ -272,6 +281,39 @@ func (e *env) agentSetEnabledCmd(enable bool) *cobra.Command {
 				return printJSON(e.stdout, a)
 			}
 			fmt.Fprintf(e.stdout, "agent %s is %s\n", a.Name, a.Status)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func orNone(scopes []string) string {
+	if len(scopes) == 0 {
+		return "none"
+	}
+	return strings.Join(scopes, " ")
+}
+
+func (e *env) agentScopesCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "scopes NAME [SCOPE]...",
+		Short: "Set the OAuth scopes an agent may request (none: no tokens)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			a, err := c.SetAgentScopes(cmd.Context(), args[0], args[1:])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, a)
+			}
+			fmt.Fprintf(e.stdout, "agent %s may request: %s\n", a.Name, orNone(a.Scopes))
 			return nil
 		},
 	}

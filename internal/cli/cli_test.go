@@ -182,3 +182,60 @@ func TestServeOnTheEmbeddedDefault(t *testing.T) {
 		t.Fatal("serve did not stop")
 	}
 }
+
+func TestTokenAndResourceCommands(t *testing.T) {
+	srv := testenv.Start(t)
+	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errs := run(t, env, args...)
+		if code != 0 {
+			t.Fatalf("bulkhead %s: exit %d\n%s", strings.Join(args, " "), code, errs)
+		}
+		return out
+	}
+	const gw = "https://gw.test"
+	if out := must("resource", "add", gw, "--scope", "mcp", "--scope", "files:read"); !strings.Contains(out, "registered resource https://gw.test") {
+		t.Fatalf("resource add: %s", out)
+	}
+	if out := must("resource", "list"); !strings.Contains(out, "mcp files:read") {
+		t.Fatalf("resource list: %s", out)
+	}
+	must("agent", "create", "alpha", "--scope", "mcp")
+	if out := must("agent", "scopes", "alpha", "mcp", "files:read"); !strings.Contains(out, "mcp files:read") {
+		t.Fatalf("agent scopes: %s", out)
+	}
+	token := strings.TrimSpace(must("agent", "join-token", "alpha"))
+	dir := filepath.Join(t.TempDir(), "alpha")
+	must("agent", "enroll", "--token", token, "--out", dir)
+	tok := strings.TrimSpace(must("token", "get", "--dir", dir, "--resource", gw, "--scope", "mcp"))
+	if strings.Count(tok, ".") != 2 {
+		t.Fatalf("token get printed %q", tok)
+	}
+	var inspected map[string]any
+	if err := json.Unmarshal([]byte(must("token", "inspect", tok)), &inspected); err != nil || inspected["signature_valid"] != true {
+		t.Fatalf("inspect: %v %v", err, inspected)
+	}
+	if claims, _ := inspected["claims"].(map[string]any); claims["sub"] != "spiffe://bulkhead.local/agent/alpha" || claims["scope"] != "mcp" {
+		t.Fatalf("inspect claims: %v", inspected["claims"])
+	}
+	tampered := tok[:len(tok)-4] + "AAAA"
+	if code, out, _ := run(t, env, "token", "inspect", tampered); code == 0 || !strings.Contains(out, `"signature_valid": false`) {
+		t.Fatalf("inspect of a tampered token: exit %d %s", code, out)
+	}
+	subDir := filepath.Join(t.TempDir(), "sub")
+	subTok := strings.TrimSpace(must("token", "delegate", "--dir", dir, "--resource", gw, "--out", subDir, "--scope", "mcp", "--name", "worker"))
+	if !svidfile.Exists(subDir) || strings.Count(subTok, ".") != 2 {
+		t.Fatal("delegate wrote no sub-agent")
+	}
+	if out := must("agent", "show", "alpha/sub/worker"); !strings.Contains(out, "parent:      alpha") {
+		t.Fatalf("show sub-agent: %s", out)
+	}
+	if out := must("token", "revoke", "--dir", dir, tok); !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke: %s", out)
+	}
+	must("resource", "remove", gw)
+	if code, _, errs := run(t, env, "token", "get", "--dir", dir, "--resource", gw); code == 0 || !strings.Contains(errs, "not registered") {
+		t.Fatalf("token for a removed resource: %d %s", code, errs)
+	}
+}

@@ -95,6 +95,10 @@ other commands find it and its operator credential without any setting.`,
 	pf.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&e.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(e.serveCmd(), e.agentCmd())
+	root.AddCommand(e.tokenCmd(), e.resourceCmd())
+	root.AddCommand(e.auditCmd())
+	root.AddCommand(e.policyCmd(), e.toolCmd())
+	root.AddCommand(e.secretCmd())
 	return root
 }
 

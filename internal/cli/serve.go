@@ -16,6 +16,10 @@ func (e *env) serveCmd() *cobra.Command {
 		listen, trustDomain, store string
 		sans                       []string
 		svidTTL, operatorTTL       time.Duration
+		issuer                     string
+		tokenTTL                   time.Duration
+		maxDepth                   int
+		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -33,7 +37,9 @@ postgres://... uses PostgreSQL instead.`,
 				return fmt.Errorf("--trust-domain: %w", err)
 			}
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
-				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL}
+				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
+				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth}
+			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
 				return err
@@ -53,5 +59,9 @@ postgres://... uses PostgreSQL instead.`,
 	f.StringSliceVar(&sans, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
+	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL (default https://LISTEN-ADDRESS)")
+	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
+	f.IntVar(&maxDepth, "max-delegation-depth", 0, "deepest sub-agent delegation (default 3)")
+	auditOpts.flags(f)
 	return cmd
 }

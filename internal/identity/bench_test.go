@@ -58,7 +58,7 @@ func benchIssue(b *testing.B, backend storetest.Backend, parallel bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := svc.CreateAgent(ctx, operator, "alpha", 0); err != nil {
+	if _, err := svc.CreateAgent(ctx, operator, "alpha", 0, nil); err != nil {
 		b.Fatal(err)
 	}
 	// The caller is the agent renewing with its current SVID.

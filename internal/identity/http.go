@@ -36,6 +36,7 @@ func (s *Service) Routes(mux *http.ServeMux, logger *slog.Logger) {
 	mux.Handle("GET /v1/agents/{name}", operator(h.getAgent))
 	mux.Handle("POST /v1/agents/{name}/join-token", operator(h.joinToken))
 	mux.Handle("POST /v1/agents/{name}/revoke", operator(h.revoke))
+	mux.Handle("PUT /v1/agents/{name}/scopes", operator(h.setScopes))
 	mux.Handle("POST /v1/agents/{name}/disable", operator(h.setEnabled(false)))
 	mux.Handle("POST /v1/agents/{name}/enable", operator(h.setEnabled(true)))
 }
@@ -139,7 +140,7 @@ func (h handlers) createAgent(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, faultf("svid_ttl %q is not a positive duration", req.SVIDTTL))
 		return
 	}
-	a, err := h.s.CreateAgent(r.Context(), caller(r), req.Name, ttl)
+	a, err := h.s.CreateAgent(r.Context(), caller(r), req.Name, ttl, req.Scopes)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -212,6 +213,20 @@ func (h handlers) revoke(w http.ResponseWriter, r *http.Request) {
 	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: name, Serials: serials})
 }
 
+func (h handlers) setScopes(w http.ResponseWriter, r *http.Request) {
+	var req api.SetScopesRequest
+	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	a, err := h.s.SetScopes(r.Context(), caller(r), r.PathValue("name"), req.Scopes)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, AgentJSON(a, nil))
+}
+
 func (h handlers) setEnabled(enabled bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		a, err := h.s.SetEnabled(r.Context(), caller(r), r.PathValue("name"), enabled)
@@ -227,7 +242,10 @@ func (h handlers) setEnabled(enabled bool) http.HandlerFunc {
 // form.
 func AgentJSON(a Agent, certs []Cert) api.Agent {
 	out := api.Agent{Name: a.Name, SPIFFEID: a.SPIFFEID, Status: string(a.Status), SVIDTTL: a.SVIDTTL.String(),
-		CreatedAt: a.CreatedAt, CreatedBy: a.CreatedBy, UpdatedAt: a.UpdatedAt}
+		CreatedAt: a.CreatedAt, CreatedBy: a.CreatedBy, UpdatedAt: a.UpdatedAt, Scopes: a.Scopes, Parent: a.Parent}
+	if out.Scopes == nil {
+		out.Scopes = []string{}
+	}
 	for _, c := range certs {
 		out.Certificates = append(out.Certificates, api.Certificate{Serial: c.Serial, SPIFFEID: c.SPIFFEID,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuedBy: c.IssuedBy, Revoked: c.Revoked(),

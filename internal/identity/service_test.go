@@ -101,7 +101,7 @@ func TestCreateAgentValidation(t *testing.T) {
 		{"alpha", 0, fault.Conflict},
 	}
 	for _, c := range cases {
-		a, err := f.svc.CreateAgent(ctx, operator, c.name, c.ttl)
+		a, err := f.svc.CreateAgent(ctx, operator, c.name, c.ttl, nil)
 		if !errors.Is(err, c.want) && !(c.want == nil && err == nil) {
 			t.Errorf("CreateAgent(%q, %s) = %v, want %v", c.name, c.ttl, err, c.want)
 		}
@@ -114,7 +114,7 @@ func TestCreateAgentValidation(t *testing.T) {
 func TestJoinTokenExpiresOnTheClock(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	if _, err := f.svc.CreateAgent(ctx, operator, "alpha", 0); err != nil {
+	if _, err := f.svc.CreateAgent(ctx, operator, "alpha", 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []time.Duration{-time.Second, 25 * time.Hour} {
@@ -140,7 +140,7 @@ func TestJoinTokenExpiresOnTheClock(t *testing.T) {
 func TestAuditFailureRefusesEveryAction(t *testing.T) {
 	good := newFixture(t, nil)
 	ctx := context.Background()
-	if _, err := good.svc.CreateAgent(ctx, operator, "alpha", 0); err != nil {
+	if _, err := good.svc.CreateAgent(ctx, operator, "alpha", 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	tok, _, err := good.svc.CreateJoinToken(ctx, operator, "alpha", 0)
@@ -152,7 +152,7 @@ func TestAuditFailureRefusesEveryAction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := broken.CreateAgent(ctx, operator, "beta", 0); !errors.Is(err, fault.Unavailable) {
+	if _, err := broken.CreateAgent(ctx, operator, "beta", 0, nil); !errors.Is(err, fault.Unavailable) {
 		t.Errorf("create agent: %v", err)
 	}
 	if _, err := good.db.GetAgent(ctx, "beta"); !errors.Is(err, fault.NotFound) {
@@ -233,7 +233,7 @@ func FuzzParseJoinToken(f *testing.F) {
 func FuzzEnrollHandler(f *testing.F) {
 	fx := newFixture(f, nil)
 	ctx := context.Background()
-	if _, err := fx.svc.CreateAgent(ctx, operator, "alpha", 0); err != nil {
+	if _, err := fx.svc.CreateAgent(ctx, operator, "alpha", 0, nil); err != nil {
 		f.Fatal(err)
 	}
 	tok, _, err := fx.svc.CreateJoinToken(ctx, operator, "alpha", time.Hour)

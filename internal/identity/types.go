@@ -15,7 +15,8 @@ const (
 	StatusRevoked  Status = "revoked"  // every certificate revoked; enable allows re-enrollment with a new join token
 )
 
-// Agent is a registered agent.
+// Agent is a registered agent. A sub-agent (created by delegation) has a
+// Name of the form PARENT/sub/ID and names its parent.
 type Agent struct {
 	Name      string
 	SPIFFEID  string
@@ -24,6 +25,13 @@ type Agent struct {
 	CreatedAt time.Time
 	CreatedBy string
 	UpdatedAt time.Time
+	// Scopes are the OAuth scopes the agent may request.
+	Scopes []string
+	// Parent is the parent agent's name for a sub-agent, else empty.
+	Parent string
+	// DelegatedJTI is the id of the parent's access token that created a
+	// sub-agent; revoking that token revokes the sub-agent.
+	DelegatedJTI string
 }
 
 // JoinToken is a one-time enrollment credential. Only its hash is stored.
@@ -48,6 +56,9 @@ type Cert struct {
 	DER           []byte
 	RevokedAt     time.Time // zero while valid
 	RevokedReason string
+	// X5T is the base64url SHA-256 thumbprint of DER, the value that
+	// certificate-bound tokens carry in cnf.x5t#S256.
+	X5T string
 }
 
 // Revoked reports whether the certificate has been revoked.
@@ -61,6 +72,9 @@ type Store interface {
 	GetAgent(ctx context.Context, name string) (Agent, error)
 	ListAgents(ctx context.Context) ([]Agent, error)
 	SetAgentStatus(ctx context.Context, name string, s Status, at time.Time) error
+	SetAgentScopes(ctx context.Context, name string, scopes []string, at time.Time) error
+	// AgentsDelegatedBy lists the sub-agents created with token jti.
+	AgentsDelegatedBy(ctx context.Context, jti string) ([]string, error)
 
 	CreateJoinToken(ctx context.Context, t JoinToken) error
 	GetJoinToken(ctx context.Context, hash string) (JoinToken, error)
@@ -72,11 +86,13 @@ type Store interface {
 	// longer active or the token is already used or expired at now.
 	IssueCert(ctx context.Context, c Cert, redeemHash string, now time.Time) error
 	GetCert(ctx context.Context, serial string) (Cert, error)
+	GetCertByThumbprint(ctx context.Context, x5t string) (Cert, error)
 	ListCerts(ctx context.Context, agent string) ([]Cert, error)
-	// RevokeAgent sets the agent's status to revoked and revokes every one
-	// of its unrevoked certificates in one transaction, returning their
-	// serials.
-	RevokeAgent(ctx context.Context, agent string, at time.Time, reason string) ([]string, error)
+	// RevokeTree revokes, in one transaction, every sub-agent below root
+	// (and root itself if includeRoot): their status becomes revoked and
+	// every unrevoked certificate of theirs is revoked. It returns the
+	// agents and serials it revoked; fault.NotFound if root does not exist.
+	RevokeTree(ctx context.Context, root string, includeRoot bool, at time.Time, reason string) (agents, serials []string, err error)
 	// RevokedCerts lists revoked certificates that have not expired at now.
 	RevokedCerts(ctx context.Context, now time.Time) ([]Cert, error)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -30,6 +31,24 @@ type Config struct {
 	// OperatorTTL is the lifetime of the bootstrap operator credential,
 	// renewed by the server at half-life.
 	OperatorTTL time.Duration
+	// Issuer is the OAuth issuer URL; empty means https://LISTEN-ADDRESS.
+	Issuer string
+	// TokenTTL is the access token lifetime (default 5m, at most 15m).
+	TokenTTL time.Duration
+	// MaxDelegationDepth bounds sub-agent delegation (default 3).
+	MaxDelegationDepth int
+	// GatewayConfig, if set, is a gateway configuration file; the gateway
+	// then runs in this process beside the control plane.
+	GatewayConfig string
+	// AuditCheckpointEvery and AuditCheckpointInterval: the audit log is
+	// signed after this many events or this long, whichever comes first
+	// (defaults 10000 and 5s).
+	AuditCheckpointEvery    int64
+	AuditCheckpointInterval time.Duration
+	// AuditWebhook, if set, receives every audit event as JSON lines in
+	// AuditWebhookFormat (ocsf, the default, or json).
+	AuditWebhook       string
+	AuditWebhookFormat string
 }
 
 // Defaults.
@@ -47,6 +66,9 @@ const (
 func (c Config) caDir() string       { return filepath.Join(c.DataDir, "ca") }
 func (c Config) serverDir() string   { return filepath.Join(c.DataDir, "server") }
 func (c Config) OperatorDir() string { return filepath.Join(c.DataDir, "operator") }
+
+// masterKeyPath is the secretbox key sealing secrets kept in the store.
+func (c Config) masterKeyPath() string { return filepath.Join(c.DataDir, "master.key") }
 
 // Validate checks the configuration and fills defaults.
 func (c *Config) Validate() error {
@@ -67,6 +89,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OperatorTTL == 0 {
 		c.OperatorTTL = DefaultOperatorTTL
+	}
+	if c.Issuer != "" && !strings.HasPrefix(c.Issuer, "https://") {
+		return fmt.Errorf("config: issuer %q must be an https URL", c.Issuer)
 	}
 	if c.OperatorTTL < 10*time.Minute || c.OperatorTTL > 30*24*time.Hour {
 		return fmt.Errorf("config: operator TTL %s is outside [10m, 720h]", c.OperatorTTL)

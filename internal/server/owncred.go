@@ -131,3 +131,8 @@ func (c *ownCred) refresh(ctx context.Context) error {
 		}
 	}
 }
+
+// getCertificate serves the current certificate (tls.Config.GetCertificate).
+func (c *ownCred) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.tls.Load(), nil
+}

@@ -21,7 +21,11 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/secret"
+	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
+	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
 // IDs of the control plane's own identities.
@@ -39,6 +43,11 @@ type Server struct {
 	ca       *ca.Authority
 	audit    *audit.Log
 	identity *identity.Service
+	policy   *policy.Service
+	token    *token.Service
+	secrets  *secret.Service
+	evidence evidence
+	gateway  *inProcessGateway
 	serving  *ownCred
 	operator *ownCred
 	listener net.Listener
@@ -97,6 +106,30 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	box, err := secretbox.LoadOrCreate(cfg.masterKeyPath())
+	if err != nil {
+		return err
+	}
+	s.token, err = token.New(ctx, token.Config{Store: s.db, Identities: s.identity, Box: box, Audit: s.audit,
+		Bundle: authority.X509Bundle(), Clock: s.clock, Logger: s.logger, Issuer: cfg.Issuer,
+		TTL: cfg.TokenTTL, MaxDepth: cfg.MaxDelegationDepth})
+	if err != nil {
+		return err
+	}
+	s.secrets, err = secret.New(secret.Config{Store: s.db, Box: box, Audit: s.audit, Clock: s.clock, Logger: s.logger})
+	if err != nil {
+		return err
+	}
+	if err := s.buildEvidence(ctx); err != nil {
+		return err
+	}
+	s.policy, err = policy.New(ctx, policy.Config{Store: s.db, Audit: s.audit, TrustDomain: cfg.TrustDomain, Clock: s.clock, Logger: s.logger})
+	if err != nil {
+		return err
+	}
+	if err := s.buildGateway(ctx); err != nil {
+		return err
+	}
 	dns, ips := cfg.serverSANs()
 	s.serving = &ownCred{dir: cfg.serverDir(), id: spiffeid.RequireFromPath(cfg.TrustDomain, ServerPath), ttl: ServerCertTTL,
 		dns: dns, ips: ips, action: audit.ActionSVIDIssue, ids: s.identity, root: authority.Root(), clock: s.clock, logger: s.logger}
@@ -114,8 +147,13 @@ func (s *Server) build(ctx context.Context) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.identity.Routes(mux, s.logger)
+	s.policy.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	s.token.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	s.secrets.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	s.identity.ComponentRoutes(mux, s.logger)
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
 		audit.StreamHandler(s.audit, s.db, s.logger)))
+	s.evidenceRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -145,7 +183,10 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.listener = ln
-	return nil
+	if s.cfg.Issuer == "" {
+		s.token.SetIssuer("https://" + ln.Addr().String())
+	}
+	return s.listenGateway()
 }
 
 // Addr is the bound address (useful with port 0).
@@ -178,7 +219,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}
-	return run(ctx,
+	runners := []func(context.Context) error{
 		func(ctx context.Context) error {
 			err := s.http.ServeTLS(s.listener, "", "")
 			if errors.Is(err, http.ErrServerClosed) {
@@ -194,7 +235,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		},
 		s.serving.refresh,
 		s.operator.refresh,
-	)
+		s.policy.Run,
+		s.runEvidence,
+		s.token.Run,
+	}
+	return run(ctx, append(runners, s.gatewayRunners()...)...)
 }
 
 // run runs every component until ctx ends or one of them fails, then
@@ -219,5 +264,11 @@ func run(ctx context.Context, fns ...func(context.Context) error) error {
 	return first
 }
 
+// Policy is the policy service; its PDP is the in-process decision API.
+func (s *Server) Policy() *policy.Service { return s.policy }
+
 // BundlePEM is the trust bundle (svid_bundle.pem).
 func (s *Server) BundlePEM() []byte { return s.ca.BundlePEM() }
+
+// Token is the OAuth authorization server (tests rotate its keys).
+func (s *Server) Token() *token.Service { return s.token }

@@ -3,52 +3,68 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 )
 
 var (
-	_ audit.Store  = (*DB)(nil)
-	_ audit.Reader = (*DB)(nil)
+	_ audit.Store           = (*DB)(nil)
+	_ audit.Reader          = (*DB)(nil)
+	_ audit.CheckpointStore = (*DB)(nil)
+	_ audit.VerifyStore     = (*DB)(nil)
 )
 
 // auditLockID serializes appends between PostgreSQL replicas so that
-// sequence numbers stay contiguous. SQLite's immediate transactions already
-// serialize writers.
+// sequence numbers stay contiguous and each append extends the tree the
+// previous one left. SQLite's immediate transactions already serialize
+// writers.
 const auditLockID = 0x61756474 // "audt"
 
-// AppendEvents commits rows with consecutive sequence numbers.
+func (s *DB) lockAudit(ctx context.Context, tx *Tx) error {
+	if s.dialect != postgresDialect {
+		return nil
+	}
+	if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(?)`, auditLockID); err != nil {
+		return fmt.Errorf("store: lock audit log: %w", err)
+	}
+	return nil
+}
+
+// AppendEvents commits rows with consecutive sequence numbers and, in the
+// same transaction, the Merkle tree hashes that cover them: a committed
+// event is always in the tree, whichever replica wrote it.
 func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) {
 	var first int64
 	err := s.tx(ctx, func(tx *Tx) error {
-		if s.dialect == postgresDialect {
-			if _, err := tx.exec(ctx, `SELECT pg_advisory_xact_lock(?)`, auditLockID); err != nil {
-				return fmt.Errorf("store: lock audit log: %w", err)
-			}
+		if err := s.lockAudit(ctx, tx); err != nil {
+			return err
 		}
-		if err := tx.queryRow(ctx, `SELECT COALESCE(MAX(seq) + 1, 0) FROM audit_events`).Scan(&first); err != nil {
-			return fmt.Errorf("store: next audit sequence: %w", err)
+		tree, err := s.openTree(ctx, tx)
+		if err != nil {
+			return err
 		}
-		// One multi-row INSERT per chunk keeps a large group commit to a few
-		// round trips.
-		const chunk = 100
-		for start := 0; start < len(rows); start += chunk {
-			part := rows[start:min(start+chunk, len(rows))]
-			var b strings.Builder
-			b.WriteString(`INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, body) VALUES `)
-			args := make([]any, 0, len(part)*9)
-			for i, r := range part {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-				args = append(args, first+int64(start+i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, r.Body)
+		first = tree.Size()
+		hashes := make([]audit.StoredHash, 0, 2*len(rows)+64)
+		for _, r := range rows {
+			hs, err := tree.AppendRecord(r.Body)
+			if err != nil {
+				return fmt.Errorf("store: hash audit event: %w", err)
 			}
-			if _, err := tx.exec(ctx, b.String(), args...); err != nil {
-				return fmt.Errorf("store: append audit events: %w", err)
-			}
+			hashes = append(hashes, hs...)
+		}
+		if err := insertEvents(ctx, tx, first, rows); err != nil {
+			return err
+		}
+		if err := insertHashes(ctx, tx, hashes); err != nil {
+			return err
+		}
+		if _, err := tx.exec(ctx, `UPDATE audit_tree SET size = ? WHERE id = 1`, tree.Size()); err != nil {
+			return fmt.Errorf("store: update audit tree: %w", err)
 		}
 		return nil
 	})
@@ -56,6 +72,131 @@ func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) 
 		return 0, err
 	}
 	return first, nil
+}
+
+// openTree returns the frontier of the stored tree, refusing to extend a
+// tree that does not match the stored events: rows inserted or deleted at
+// the end behind the log's back must stop the log, not be hashed in.
+func (s *DB) openTree(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
+	var size, pruned int64
+	err := tx.queryRow(ctx, `SELECT size, pruned_before FROM audit_tree WHERE id = 1`).Scan(&size, &pruned)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s.hashBacklog(ctx, tx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read audit tree: %w", err)
+	}
+	var last sql.NullInt64
+	if err := tx.queryRow(ctx, `SELECT MAX(seq) FROM audit_events`).Scan(&last); err != nil {
+		return nil, fmt.Errorf("store: next audit sequence: %w", err)
+	}
+	next := pruned
+	if last.Valid {
+		next = last.Int64 + 1
+	}
+	if next != size {
+		return nil, fmt.Errorf("store: the audit log holds events up to %d but its tree covers %d; refusing to append until 'bulkhead audit verify' is run", next, size)
+	}
+	idx := audit.FrontierIndexes(size)
+	hs, err := readHashes(ctx, tx, idx)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range hs {
+		if h == (tlog.Hash{}) {
+			return nil, fmt.Errorf("store: audit tree hash %d is missing", idx[i])
+		}
+	}
+	return audit.NewFrontier(size, hs)
+}
+
+// hashBacklog hashes the events written before the tree existed (schema
+// version 1) and creates the tree's row. It runs once, on the first append
+// after the migration.
+func (s *DB) hashBacklog(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
+	tree, _ := audit.NewFrontier(0, nil)
+	rows, err := tx.query(ctx, `SELECT seq, body FROM audit_events ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("store: read audit backlog: %w", err)
+	}
+	var hashes []audit.StoredHash
+	for rows.Next() {
+		var (
+			seq  int64
+			body []byte
+		)
+		if err := rows.Scan(&seq, &body); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: read audit backlog: %w", err)
+		}
+		if seq != tree.Size() {
+			rows.Close()
+			return nil, fmt.Errorf("store: audit backlog has a gap at %d", tree.Size())
+		}
+		hs, err := tree.AppendRecord(body)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		hashes = append(hashes, hs...)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, fmt.Errorf("store: read audit backlog: %w", err)
+	}
+	if err := insertHashes(ctx, tx, hashes); err != nil {
+		return nil, err
+	}
+	if _, err := tx.exec(ctx, `INSERT INTO audit_tree (id, size, pruned_before) VALUES (1, ?, 0)`, tree.Size()); err != nil {
+		return nil, fmt.Errorf("store: create audit tree: %w", err)
+	}
+	if tree.Size() > 0 {
+		s.logger.Info("hashed audit events written before the Merkle log existed", "events", tree.Size())
+	}
+	return tree, nil
+}
+
+// insertEvents writes rows from seq first with one multi-row INSERT per
+// chunk, which keeps a large group commit to a few round trips.
+func insertEvents(ctx context.Context, tx *Tx, first int64, rows []audit.Row) error {
+	const chunk = 100
+	for start := 0; start < len(rows); start += chunk {
+		part := rows[start:min(start+chunk, len(rows))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, body) VALUES `)
+		args := make([]any, 0, len(part)*9)
+		for i, r := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, first+int64(start+i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, r.Body)
+		}
+		if _, err := tx.exec(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("store: append audit events: %w", err)
+		}
+	}
+	return nil
+}
+
+func insertHashes(ctx context.Context, tx *Tx, hashes []audit.StoredHash) error {
+	const chunk = 250
+	for start := 0; start < len(hashes); start += chunk {
+		part := hashes[start:min(start+chunk, len(hashes))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO audit_hashes (idx, hash) VALUES `)
+		args := make([]any, 0, len(part)*2)
+		for i := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, part[i].Index, part[i].Hash[:])
+		}
+		if _, err := tx.exec(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("store: append audit hashes: %w", err)
+		}
+	}
+	return nil
 }
 
 // Events returns events in sequence order.
@@ -68,7 +209,27 @@ func (s *DB) Events(ctx context.Context, f audit.Query) ([]audit.Row, error) {
 			args = append(args, a)
 		}
 	}
-	q += ` ORDER BY seq`
+	if f.Subject != "" {
+		q += ` AND (actor_id = ? OR target = ?)`
+		args = append(args, f.Subject, f.Subject)
+	}
+	if f.Decision != "" {
+		q += ` AND decision = ?`
+		args = append(args, string(f.Decision))
+	}
+	if !f.Since.IsZero() {
+		q += ` AND time >= ?`
+		args = append(args, ts(f.Since))
+	}
+	if !f.Until.IsZero() {
+		q += ` AND time < ?`
+		args = append(args, ts(f.Until))
+	}
+	if f.Newest {
+		q += ` ORDER BY seq DESC`
+	} else {
+		q += ` ORDER BY seq`
+	}
 	if f.Limit > 0 {
 		q += fmt.Sprintf(` LIMIT %d`, f.Limit)
 	}
@@ -91,6 +252,11 @@ func (s *DB) Events(ctx context.Context, f audit.Query) ([]audit.Row, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: read audit events: %w", err)
+	}
+	if f.Newest {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -28,9 +29,23 @@ func TestConformance(t *testing.T) {
 		{"issuing needs an active agent", testIssueNeedsActiveAgent},
 		{"revoking an agent revokes its certificates", testRevokeAgent},
 		{"revoked certificates omit expired ones", testRevokedCerts},
+		{"revoking a tree covers every sub-agent and nothing else", testRevokeTree},
+		{"scopes, delegation and thumbprints round-trip", testAgentExtras},
+		{"token keys, resources, revocations and assertions", testTokenStore},
 		{"audit appends are contiguous", testAuditAppend},
 		{"audit appends stay contiguous under concurrency", testAuditConcurrent},
+		{"audit appends hash every event into the tree", testAuditTree},
+		{"audit checkpoints are kept once per size", testAuditCheckpoints},
+		{"audit cursors only move forward", testAuditCursors},
+		{"audit pruning keeps the tree", testAuditPrune},
+		{"audit searches filter by subject, decision and time", testAuditSearch},
 		{"meta is set once", testMeta},
+		{"policy versions are numbered and put in force atomically", testPolicyVersions},
+		{"policy state changes under lock", testPolicyStateConcurrent},
+		{"roles belong to existing agents", testAgentRoles},
+		{"the tool catalog is replaced whole", testToolCatalog},
+		{"shadow differences and counts accumulate", testShadowRecords},
+		{"secrets are versioned, compare-and-set and tombstoned", testSecretStore},
 	}
 	for _, b := range storetest.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
@@ -99,7 +114,7 @@ func testAgents(t *testing.T, db *store.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 	if err := db.CreateAgent(ctx, want); !errors.Is(err, fault.Conflict) {
@@ -204,9 +219,12 @@ func testRevokeAgent(t *testing.T, db *store.DB) {
 		}
 	}
 	at := t0.Add(5 * time.Minute)
-	serials, err := db.RevokeAgent(ctx, "alpha", at, "compromised")
+	agents, serials, err := db.RevokeTree(ctx, "alpha", true, at, "compromised")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fmt.Sprint(agents) != "[alpha]" {
+		t.Fatalf("revoked agents = %v", agents)
 	}
 	if fmt.Sprint(serials) != "[01 02]" {
 		t.Fatalf("revoked serials = %v", serials)
@@ -223,10 +241,10 @@ func testRevokeAgent(t *testing.T, db *store.DB) {
 		t.Fatal("revoking alpha revoked beta's certificate")
 	}
 	// Revoking again covers nothing new; an unknown agent is not found.
-	if again, err := db.RevokeAgent(ctx, "alpha", at, "again"); err != nil || len(again) != 0 {
+	if _, again, err := db.RevokeTree(ctx, "alpha", true, at, "again"); err != nil || len(again) != 0 {
 		t.Fatalf("second revoke = %v, %v", again, err)
 	}
-	if _, err := db.RevokeAgent(ctx, "nobody", at, ""); !errors.Is(err, fault.NotFound) {
+	if _, _, err := db.RevokeTree(ctx, "nobody", true, at, ""); !errors.Is(err, fault.NotFound) {
 		t.Fatalf("revoke unknown: %v", err)
 	}
 	if list, _ := db.ListCerts(ctx, "alpha"); len(list) != 2 {
@@ -243,7 +261,7 @@ func testRevokedCerts(t *testing.T, db *store.DB) {
 	if err := db.IssueCert(ctx, cert("alpha", "bb", t0.Add(time.Minute)), "", t0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.RevokeAgent(ctx, "alpha", t0, "test"); err != nil {
+	if _, _, err := db.RevokeTree(ctx, "alpha", true, t0, "test"); err != nil {
 		t.Fatal(err)
 	}
 	list, err := db.RevokedCerts(ctx, t0.Add(2*time.Minute))
@@ -334,5 +352,80 @@ func testMeta(t *testing.T, db *store.DB) {
 	}
 	if v, err := db.SetMetaOnce(ctx, "k", "second"); err != nil || v != "first" {
 		t.Fatalf("second set = %q, %v; the first value must stay", v, err)
+	}
+}
+
+func mustCreateSub(t *testing.T, db *store.DB, name, parent, jti string) {
+	t.Helper()
+	a := identity.Agent{Name: name, SPIFFEID: "spiffe://bulkhead.local/agent/" + name, Status: identity.StatusActive,
+		SVIDTTL: time.Minute, CreatedAt: t0, CreatedBy: "spiffe://bulkhead.local/agent/" + parent, UpdatedAt: t0,
+		Scopes: []string{"read"}, Parent: parent, DelegatedJTI: jti}
+	if err := db.CreateAgent(context.Background(), a); err != nil {
+		t.Fatalf("create sub-agent %s: %v", name, err)
+	}
+}
+
+func testRevokeTree(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	// a_b is a name with LIKE's wildcard; a_b's tree must not catch axb.
+	for _, n := range []string{"a_b", "axb"} {
+		mustCreateAgent(t, db, n)
+	}
+	mustCreateSub(t, db, "a_b/sub/c1", "a_b", "j1")
+	mustCreateSub(t, db, "a_b/sub/c1/sub/d1", "a_b/sub/c1", "j2")
+	mustCreateSub(t, db, "axb/sub/c1", "axb", "j3")
+	for i, n := range []string{"a_b", "a_b/sub/c1", "a_b/sub/c1/sub/d1", "axb/sub/c1"} {
+		if err := db.IssueCert(ctx, cert(n, fmt.Sprintf("%02x", i+1), t0.Add(time.Hour)), "", t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only the subtree: the root stays as it is (a disabled parent).
+	agents, serials, err := db.RevokeTree(ctx, "a_b", false, t0, "parent disabled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(agents) != "[a_b/sub/c1 a_b/sub/c1/sub/d1]" || fmt.Sprint(serials) != "[02 03]" {
+		t.Fatalf("subtree revoke: agents %v serials %v", agents, serials)
+	}
+	for n, want := range map[string]identity.Status{"a_b": identity.StatusActive, "a_b/sub/c1": identity.StatusRevoked,
+		"a_b/sub/c1/sub/d1": identity.StatusRevoked, "axb": identity.StatusActive, "axb/sub/c1": identity.StatusActive} {
+		if a, _ := db.GetAgent(ctx, n); a.Status != want {
+			t.Errorf("%s is %s, want %s", n, a.Status, want)
+		}
+	}
+	agents, serials, err = db.RevokeTree(ctx, "a_b", true, t0, "root revoked")
+	if err != nil || fmt.Sprint(agents) != "[a_b]" || fmt.Sprint(serials) != "[01]" {
+		t.Fatalf("root revoke: %v %v %v", agents, serials, err)
+	}
+	if c, _ := db.GetCert(ctx, "04"); c.Revoked() {
+		t.Fatal("a name-prefix lookalike's certificate was revoked")
+	}
+	if got, err := db.AgentsDelegatedBy(ctx, "j2"); err != nil || fmt.Sprint(got) != "[a_b/sub/c1/sub/d1]" {
+		t.Fatalf("delegated by j2 = %v, %v", got, err)
+	}
+}
+
+func testAgentExtras(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	mustCreateAgent(t, db, "alpha")
+	if err := db.SetAgentScopes(ctx, "alpha", []string{"files:read", "mcp"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := db.GetAgent(ctx, "alpha"); fmt.Sprint(a.Scopes) != "[files:read mcp]" {
+		t.Fatalf("scopes = %v", a.Scopes)
+	}
+	if err := db.SetAgentScopes(ctx, "nobody", nil, t0); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("scopes of unknown agent: %v", err)
+	}
+	c := cert("alpha", "0e", t0.Add(time.Hour))
+	c.X5T = "thumb-0e"
+	if err := db.IssueCert(ctx, c, "", t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.GetCertByThumbprint(ctx, "thumb-0e"); err != nil || got.Serial != "0e" {
+		t.Fatalf("by thumbprint: %+v %v", got, err)
+	}
+	if _, err := db.GetCertByThumbprint(ctx, ""); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("empty thumbprint matched: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
@@ -13,17 +14,20 @@ import (
 
 var _ identity.Store = (*DB)(nil)
 
-const agentCols = `name, spiffe_id, status, svid_ttl_us, created_at, created_by, updated_at`
+const agentCols = `name, spiffe_id, status, svid_ttl_us, created_at, created_by, updated_at, scopes, parent, delegated_jti`
 
 func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
 	var (
 		a                identity.Agent
 		ttl              int64
 		created, updated sql.NullInt64
-		status           string
+		status, scopes   string
 	)
-	if err := sc.Scan(&a.Name, &a.SPIFFEID, &status, &ttl, &created, &a.CreatedBy, &updated); err != nil {
+	if err := sc.Scan(&a.Name, &a.SPIFFEID, &status, &ttl, &created, &a.CreatedBy, &updated, &scopes, &a.Parent, &a.DelegatedJTI); err != nil {
 		return a, err
+	}
+	if scopes != "" {
+		a.Scopes = strings.Fields(scopes)
 	}
 	a.Status = identity.Status(status)
 	a.SVIDTTL = time.Duration(ttl) * time.Microsecond
@@ -33,8 +37,9 @@ func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
 
 // CreateAgent registers an agent; fault.Conflict if the name or ID exists.
 func (s *DB) CreateAgent(ctx context.Context, a identity.Agent) error {
-	_, err := s.exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		a.Name, a.SPIFFEID, string(a.Status), a.SVIDTTL.Microseconds(), ts(a.CreatedAt), a.CreatedBy, ts(a.UpdatedAt))
+	_, err := s.exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		a.Name, a.SPIFFEID, string(a.Status), a.SVIDTTL.Microseconds(), ts(a.CreatedAt), a.CreatedBy, ts(a.UpdatedAt),
+		strings.Join(a.Scopes, " "), a.Parent, a.DelegatedJTI)
 	if isUnique(err) {
 		return fmt.Errorf("%w: agent %q already exists", fault.Conflict, a.Name)
 	}
@@ -84,6 +89,40 @@ func (s *DB) SetAgentStatus(ctx context.Context, name string, st identity.Status
 		return fmt.Errorf("store: set agent status: %w", err)
 	}
 	return oneRow(res, "agent "+name)
+}
+
+// SetAgentScopes replaces an agent's allowed scopes.
+func (s *DB) SetAgentScopes(ctx context.Context, name string, scopes []string, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE agents SET scopes = ?, updated_at = ? WHERE name = ?`, strings.Join(scopes, " "), ts(at), name)
+	if err != nil {
+		return fmt.Errorf("store: set agent scopes: %w", err)
+	}
+	return oneRow(res, "agent "+name)
+}
+
+// AgentsDelegatedBy lists sub-agents created with token jti.
+func (s *DB) AgentsDelegatedBy(ctx context.Context, jti string) ([]string, error) {
+	rows, err := s.query(ctx, `SELECT name FROM agents WHERE delegated_jti = ? ORDER BY name`, jti)
+	if err != nil {
+		return nil, fmt.Errorf("store: delegated agents: %w", err)
+	}
+	return scanStrings(rows)
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("store: scan: %w", err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: scan: %w", err)
+	}
+	return out, nil
 }
 
 func oneRow(res sql.Result, what string) error {
@@ -168,15 +207,15 @@ type execer interface {
 	exec(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-const certCols = `serial, spiffe_id, agent, not_before, not_after, issued_at, issued_by, der, revoked_at, revoked_reason`
+const certCols = `serial, spiffe_id, agent, not_before, not_after, issued_at, issued_by, der, revoked_at, revoked_reason, x5t_s256`
 
 func insertCert(ctx context.Context, e execer, c identity.Cert) error {
 	var agent any
 	if c.Agent != "" {
 		agent = c.Agent
 	}
-	_, err := e.exec(ctx, `INSERT INTO certificates (`+certCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.Serial, c.SPIFFEID, agent, ts(c.NotBefore), ts(c.NotAfter), ts(c.IssuedAt), c.IssuedBy, c.DER, ts(c.RevokedAt), c.RevokedReason)
+	_, err := e.exec(ctx, `INSERT INTO certificates (`+certCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.Serial, c.SPIFFEID, agent, ts(c.NotBefore), ts(c.NotAfter), ts(c.IssuedAt), c.IssuedBy, c.DER, ts(c.RevokedAt), c.RevokedReason, c.X5T)
 	if isUnique(err) {
 		return fmt.Errorf("%w: certificate serial %s exists", fault.Conflict, c.Serial)
 	}
@@ -192,7 +231,7 @@ func scanCert(sc interface{ Scan(...any) error }) (identity.Cert, error) {
 		agent                   sql.NullString
 		nb, na, issued, revoked sql.NullInt64
 	)
-	if err := sc.Scan(&c.Serial, &c.SPIFFEID, &agent, &nb, &na, &issued, &c.IssuedBy, &c.DER, &revoked, &c.RevokedReason); err != nil {
+	if err := sc.Scan(&c.Serial, &c.SPIFFEID, &agent, &nb, &na, &issued, &c.IssuedBy, &c.DER, &revoked, &c.RevokedReason, &c.X5T); err != nil {
 		return c, err
 	}
 	c.Agent = agent.String
@@ -205,6 +244,18 @@ func (s *DB) GetCert(ctx context.Context, serial string) (identity.Cert, error) 
 	c, err := scanCert(s.queryRow(ctx, `SELECT `+certCols+` FROM certificates WHERE serial = ?`, serial))
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("%w: certificate %s", fault.NotFound, serial)
+	}
+	if err != nil {
+		return c, fmt.Errorf("store: get certificate: %w", err)
+	}
+	return c, nil
+}
+
+// GetCertByThumbprint returns the certificate with a cnf thumbprint.
+func (s *DB) GetCertByThumbprint(ctx context.Context, x5t string) (identity.Cert, error) {
+	c, err := scanCert(s.queryRow(ctx, `SELECT `+certCols+` FROM certificates WHERE x5t_s256 = ? AND x5t_s256 <> ''`, x5t))
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, fmt.Errorf("%w: certificate with thumbprint %s", fault.NotFound, x5t)
 	}
 	if err != nil {
 		return c, fmt.Errorf("store: get certificate: %w", err)
@@ -242,41 +293,53 @@ func (s *DB) RevokedCerts(ctx context.Context, now time.Time) ([]identity.Cert, 
 	return s.listCerts(ctx, `revoked_at IS NOT NULL AND not_after > ?`, ts(now))
 }
 
-// RevokeAgent marks the agent revoked and revokes its certificates.
-func (s *DB) RevokeAgent(ctx context.Context, agent string, at time.Time, reason string) ([]string, error) {
-	var serials []string
+// RevokeTree revokes root's sub-agents (and root if includeRoot) and all
+// their certificates. Sub-agent names extend their parent's with "/sub/",
+// so the subtree is a name prefix; substr is used rather than LIKE because
+// names may contain LIKE's wildcard "_".
+func (s *DB) RevokeTree(ctx context.Context, root string, includeRoot bool, at time.Time, reason string) ([]string, []string, error) {
+	var agents, serials []string
+	prefix := root + "/sub/"
 	err := s.tx(ctx, func(tx *Tx) error {
-		res, err := tx.exec(ctx, `UPDATE agents SET status = ?, updated_at = ? WHERE name = ?`, string(identity.StatusRevoked), ts(at), agent)
-		if err != nil {
-			return fmt.Errorf("store: revoke agent: %w", err)
+		var n int
+		if err := tx.queryRow(ctx, `SELECT COUNT(*) FROM agents WHERE name = ?`, root).Scan(&n); err != nil {
+			return fmt.Errorf("store: revoke: %w", err)
 		}
-		if err := oneRow(res, "agent "+agent); err != nil {
+		if n == 0 {
+			return fmt.Errorf("%w: agent %q", fault.NotFound, root)
+		}
+		tree := `(substr(name, 1, ?) = ?`
+		args := []any{len(prefix), prefix}
+		if includeRoot {
+			tree += ` OR name = ?`
+			args = append(args, root)
+		}
+		tree += `)`
+		rows, err := tx.query(ctx, `SELECT name FROM agents WHERE status <> ? AND `+tree+` ORDER BY name`, append([]any{string(identity.StatusRevoked)}, args...)...)
+		if err != nil {
+			return fmt.Errorf("store: revoke: %w", err)
+		}
+		if agents, err = scanStrings(rows); err != nil {
 			return err
 		}
-		rows, err := tx.query(ctx, `SELECT serial FROM certificates WHERE agent = ? AND revoked_at IS NULL ORDER BY serial`, agent)
+		if _, err := tx.exec(ctx, `UPDATE agents SET status = ?, updated_at = ? WHERE `+tree, append([]any{string(identity.StatusRevoked), ts(at)}, args...)...); err != nil {
+			return fmt.Errorf("store: revoke agents: %w", err)
+		}
+		certTree := `agent IN (SELECT name FROM agents WHERE ` + tree + `)`
+		rows, err = tx.query(ctx, `SELECT serial FROM certificates WHERE revoked_at IS NULL AND `+certTree+` ORDER BY serial`, args...)
 		if err != nil {
 			return fmt.Errorf("store: revoke certificates: %w", err)
 		}
-		for rows.Next() {
-			var sn string
-			if err := rows.Scan(&sn); err != nil {
-				rows.Close()
-				return fmt.Errorf("store: revoke certificates: %w", err)
-			}
-			serials = append(serials, sn)
+		if serials, err = scanStrings(rows); err != nil {
+			return err
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("store: revoke certificates: %w", err)
-		}
-		_, err = tx.exec(ctx, `UPDATE certificates SET revoked_at = ?, revoked_reason = ? WHERE agent = ? AND revoked_at IS NULL`,
-			ts(at), reason, agent)
-		if err != nil {
+		if _, err := tx.exec(ctx, `UPDATE certificates SET revoked_at = ?, revoked_reason = ? WHERE revoked_at IS NULL AND `+certTree,
+			append([]any{ts(at), reason}, args...)...); err != nil {
 			return fmt.Errorf("store: revoke certificates: %w", err)
 		}
 		return nil
 	})
-	return serials, err
+	return agents, serials, err
 }
 
 // Meta returns a value from the key/value metadata table, or "" if unset.

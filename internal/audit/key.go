@@ -1,0 +1,117 @@
+package audit
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Files of the log's signing key inside its directory (DATA-DIR/audit).
+// log.key holds the private key and, on its second line, the public
+// verifier key; log.pub is a copy of the verifier key to hand out.
+const (
+	KeyFile      = "log.key"
+	VerifierFile = "log.pub"
+)
+
+// Key is the log's checkpoint signing key.
+type Key struct {
+	Signer   note.Signer
+	Verifier note.Verifier
+	// VerifierKey is the public key in note format, name+hash+data: what
+	// anyone checking checkpoints pins.
+	VerifierKey string
+}
+
+// LoadOrCreateKey loads the key in dir or, on first start, creates an
+// Ed25519 key named name (the log's origin). The private key file is mode
+// 0600 and is never replaced once written.
+func LoadOrCreateKey(dir, name string) (Key, bool, error) {
+	path := filepath.Join(dir, KeyFile)
+	b, err := os.ReadFile(path)
+	created := false
+	if errors.Is(err, fs.ErrNotExist) {
+		b, err = createKey(dir, path, name)
+		created = err == nil
+	}
+	if err != nil {
+		return Key{}, false, fmt.Errorf("audit: log key: %w", err)
+	}
+	skey, vkey, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	s, err := note.NewSigner(strings.TrimSpace(skey))
+	if err != nil {
+		return Key{}, false, fmt.Errorf("audit: log key %s: %w", path, err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(vkey))
+	if err != nil {
+		return Key{}, false, fmt.Errorf("audit: log key %s: verifier line: %w", path, err)
+	}
+	if s.Name() != name || v.Name() != name || s.KeyHash() != v.KeyHash() {
+		return Key{}, false, fmt.Errorf("audit: log key %s belongs to log %q, not %q", path, s.Name(), name)
+	}
+	k := Key{Signer: s, Verifier: v, VerifierKey: strings.TrimSpace(vkey)}
+	// The public copy is a convenience; rewrite it if it is missing.
+	pub := filepath.Join(dir, VerifierFile)
+	if _, err := os.Stat(pub); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(pub, []byte(k.VerifierKey+"\n"), 0o644); err != nil {
+			return Key{}, false, fmt.Errorf("audit: write %s: %w", pub, err)
+		}
+	}
+	return k, created, nil
+}
+
+func createKey(dir, path, name string) ([]byte, error) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// O_EXCL: two processes starting on one data directory cannot both
+	// create a key; the loser reads the winner's.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := []byte(skey + "\n" + vkey + "\n")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return b, f.Close()
+}
+
+// ParseVerifier returns the verifier for spec: a verifier key in note
+// format (name+hash+data) or the path of a file holding one.
+func ParseVerifier(spec string) (note.Verifier, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, errors.New("audit: no verifier key given")
+	}
+	if v, err := note.NewVerifier(spec); err == nil {
+		return v, nil
+	}
+	b, err := os.ReadFile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("audit: verifier key %q is neither a key nor a readable file: %w", spec, err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("audit: verifier key in %s: %w", spec, err)
+	}
+	return v, nil
+}

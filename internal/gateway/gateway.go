@@ -1,0 +1,320 @@
+// Package gateway is Bulkhead's policy enforcement point: agents reach MCP
+// servers and HTTP APIs only through it. Every request must come over mTLS
+// with the agent's SVID and carry an access token bound to that certificate;
+// only callers a server names may reach it; every MCP call, resource read
+// and HTTP route is authorized by the PDP with the call's arguments as
+// context.input, recorded in the audit log before it is forwarded, and
+// counted against budgets that do not refill; upstream credentials are
+// injected here and never handed to agents; and a revocation closes the
+// agent's connections at once.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cedar-policy/cedar-go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/token"
+)
+
+// Recorder commits audit events; see audit.Log.
+type Recorder interface {
+	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
+}
+
+// Decision is one question for the PDP: may Agent do Action on Resource,
+// with these arguments, for this task.
+type Decision struct {
+	Agent    spiffeid.ID
+	Action   string
+	Resource cedar.EntityUID
+	Task     string
+	// Input is the call's arguments as a JSON object.
+	Input json.RawMessage
+}
+
+// Decider answers decisions: the PDP in process (PDPDecider) or the
+// control plane's AuthZEN API.
+type Decider interface {
+	Decide(ctx context.Context, d Decision) (policy.Decision, error)
+}
+
+// PDPDecider adapts an in-process policy.Decider.
+type PDPDecider struct{ PDP policy.Decider }
+
+// Decide converts the arguments and asks the PDP.
+func (p PDPDecider) Decide(ctx context.Context, d Decision) (policy.Decision, error) {
+	in, err := policy.InputFromJSON(d.Input)
+	if err != nil {
+		return policy.Decision{}, err
+	}
+	return p.PDP.Decide(ctx, policy.Request{Principal: policy.Agent(d.Agent), Action: policy.Action(d.Action),
+		Resource: d.Resource, Context: policy.Context{Task: d.Task, Input: in}})
+}
+
+// Deps are the gateway's dependencies; all are required except Secrets,
+// which is required when a server injects credentials, and Stdio, which
+// is required when a server is a stdio command.
+type Deps struct {
+	Verifier    *Verifier
+	Revocations *Revocations
+	Decider     Decider
+	Audit       Recorder
+	Secrets     SecretSource
+	// Stdio builds the handler serving a stdio MCP command.
+	Stdio  func(s *Server) (http.Handler, io.Closer, error)
+	Clock  clock.Clock
+	Logger *slog.Logger
+	// AuthorizationServer is the control plane's issuer URL, advertised in
+	// the protected resource metadata.
+	AuthorizationServer string
+}
+
+// Gateway serves agents.
+type Gateway struct {
+	cfg      *Config
+	deps     Deps
+	logger   *slog.Logger
+	servers  map[string]*runtime
+	secrets  *secretCache
+	budgets  *budgets
+	sessions *sessions
+	closers  []io.Closer
+}
+
+type runtime struct {
+	cfg    *Server
+	up     upstream
+	target string
+}
+
+// New builds a gateway for cfg (validated by ParseConfig or Validate).
+func New(cfg *Config, deps Deps) (*Gateway, error) {
+	if deps.Verifier == nil || deps.Revocations == nil || deps.Decider == nil || deps.Audit == nil || deps.Clock == nil || deps.Logger == nil {
+		return nil, errors.New("gateway: verifier, revocations, decider, audit log, clock and logger are required")
+	}
+	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
+		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock},
+		sessions: newSessions(deps.Clock)}
+	httpClient := clientUpstream{newHTTPUpstream(cfg.Limits)}
+	for i := range cfg.Servers {
+		s := &cfg.Servers[i]
+		if s.Credentials != nil && deps.Secrets == nil {
+			return nil, fmt.Errorf("gateway: server %q injects credentials but no secret source is configured", s.Name)
+		}
+		rt := &runtime{cfg: s}
+		switch {
+		case s.MCP != nil && s.MCP.URL != "":
+			rt.up, rt.target = httpClient, s.MCP.URL
+		case s.MCP != nil:
+			if deps.Stdio == nil {
+				return nil, fmt.Errorf("gateway: server %q is a stdio command but no stdio runner is configured", s.Name)
+			}
+			h, closer, err := deps.Stdio(s)
+			if err != nil {
+				g.Close()
+				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)
+			}
+			g.closers = append(g.closers, closer)
+			rt.up, rt.target = handlerUpstream{h: h}, "http://stdio.invalid/"+s.Name
+		default:
+			rt.up, rt.target = httpClient, strings.TrimRight(s.HTTP.URL, "/")
+		}
+		g.servers[s.Name] = rt
+	}
+	return g, nil
+}
+
+// Close stops stdio servers.
+func (g *Gateway) Close() {
+	for _, c := range g.closers {
+		_ = c.Close()
+	}
+}
+
+// Config is the gateway's configuration.
+func (g *Gateway) Config() *Config { return g.cfg }
+
+// Handler routes /mcp/NAME and /http/NAME/... and serves the protected
+// resource metadata.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.resourceMetadata)
+	mux.HandleFunc("/mcp/{server}", g.guard(g.serveMCP))
+	mux.HandleFunc("/http/{server}/{rest...}", g.guard(g.serveHTTP))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such server: paths are /mcp/NAME and /http/NAME/...")
+	})
+	return mux
+}
+
+// resourceMetadata is RFC 9728 protected resource metadata.
+func (g *Gateway) resourceMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"resource":                                   g.cfg.Resource,
+		"authorization_servers":                      []string{g.deps.AuthorizationServer},
+		"bearer_methods_supported":                   []string{"header"},
+		"tls_client_certificate_bound_access_tokens": true,
+		"resource_name":                              "Bulkhead gateway " + g.cfg.Name,
+	})
+}
+
+// caller is an authenticated agent.
+type caller struct {
+	id     spiffeid.ID
+	claims *token.Claims
+	serial string
+}
+
+func (c *caller) actor() audit.Actor { return audit.Actor{Kind: audit.ActorAgent, ID: c.id.String()} }
+
+type connKey struct{}
+
+// ConnContext stores the connection so that guard can track it for
+// revocation; set it as http.Server.ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// ConnState forgets closed connections; set it as http.Server.ConnState.
+func (g *Gateway) ConnState(c net.Conn, st http.ConnState) {
+	if st == http.StateClosed || st == http.StateHijacked {
+		g.deps.Revocations.Forget(c)
+	}
+}
+
+// guard authenticates the caller (mTLS SVID + bound bearer token, neither
+// revoked), checks the server exists and names the caller, and only then
+// runs next.
+func (g *Gateway) guard(next func(http.ResponseWriter, *http.Request, *caller, *runtime)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := g.authenticate(r)
+		if err != nil {
+			g.refuseAuth(w, r, err)
+			return
+		}
+		if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok && !g.deps.Revocations.Track(conn, c.serial, c.id.String()) {
+			g.refuseAuth(w, r, fmt.Errorf("%w: caller is revoked", ErrToken))
+			return
+		}
+		rt := g.servers[r.PathValue("server")]
+		if rt == nil {
+			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no server %q on this gateway", r.PathValue("server")))
+			return
+		}
+		if !CallerAllowed(rt.cfg.Callers, c.id.String()) {
+			g.recordRefusal(r.Context(), c, "gateway.connect", policy.ToolServer(rt.cfg.Name).String(),
+				fmt.Sprintf("%s is not among the callers of server %s", c.id, rt.cfg.Name), map[string]string{"server": rt.cfg.Name})
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s may not reach server %s", c.id, rt.cfg.Name))
+			return
+		}
+		next(w, r, c, rt)
+	}
+}
+
+var errNoToken = errors.New("no bearer token")
+
+func (g *Gateway) authenticate(r *http.Request) (*caller, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, fmt.Errorf("%w: a client certificate (your SVID, over mutual TLS) is required", ErrToken)
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	auth := r.Header.Get("Authorization")
+	scheme, raw, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
+		return nil, errNoToken
+	}
+	claims, err := g.deps.Verifier.Verify(r.Context(), strings.TrimSpace(raw), leaf)
+	if err != nil {
+		return nil, err
+	}
+	id, err := spiffeid.FromString(claims.Subject)
+	if err != nil || !strings.HasPrefix(id.Path(), "/agent/") {
+		return nil, fmt.Errorf("%w: the token's subject is not an agent", ErrToken)
+	}
+	serial, _ := connSerial(*r.TLS)
+	if err := g.deps.Revocations.Check(serial, claims); err != nil {
+		if errors.Is(err, ErrNotReady) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrToken, err)
+	}
+	return &caller{id: id, claims: claims, serial: serial}, nil
+}
+
+// refuseAuth answers 401 with the RFC 6750/9728 challenge, and records the
+// refusal when the caller presented a verified certificate.
+func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrNotReady) {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is loading revocation state; retry shortly")
+		return
+	}
+	challenge := fmt.Sprintf(`Bearer realm="bulkhead", resource_metadata="%s/.well-known/oauth-protected-resource"`, strings.TrimRight(g.cfg.Resource, "/"))
+	if !errors.Is(err, errNoToken) {
+		challenge += fmt.Sprintf(`, error="invalid_token", error_description=%q`, strings.ReplaceAll(err.Error(), `"`, `'`))
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].URIs) == 1 {
+		ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorAgent, ID: r.TLS.PeerCertificates[0].URIs[0].String()},
+			Action: "gateway.authenticate", Target: r.URL.Path, Decision: audit.Deny, Reasons: []string{err.Error()},
+			Detail: map[string]string{"gateway": g.cfg.Name}}
+		if _, rerr := g.deps.Audit.Record(r.Context(), ev); rerr != nil {
+			g.logger.Error("could not record a refused authentication", "err", rerr)
+		}
+	}
+	writeError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+}
+
+func (g *Gateway) recordRefusal(ctx context.Context, c *caller, action, target, reason string, detail map[string]string) {
+	detail["gateway"] = g.cfg.Name
+	ev := audit.Event{Actor: c.actor(), Action: action, Target: target, Decision: audit.Deny, Reasons: []string{reason},
+		Task: c.claims.Task, Detail: detail}
+	if _, err := g.deps.Audit.Record(ctx, ev); err != nil {
+		g.logger.Error("could not record a refusal", "action", action, "err", err)
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "error": msg})
+}
+
+// TLSConfig returns the gateway's server TLS configuration: TLS 1.3, its
+// SVID from getCert, and client SVIDs verified against the trust bundle by
+// verify (tls.Config.VerifyConnection). Clients without a certificate can
+// still read the protected resource metadata; every other path refuses
+// them.
+func TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), verify func(tls.ConnectionState) error) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: getCert, ClientAuth: tls.RequestClientCert,
+		VerifyConnection: verify, NextProtos: []string{"h2", "http/1.1"}}
+}
+
+// Server returns an http.Server for the gateway with timeouts on every hop.
+func (g *Gateway) Server(tlsCfg *tls.Config) *http.Server {
+	return &http.Server{
+		Handler:           g.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: g.cfg.Limits.ReadHeader,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ConnContext:       ConnContext,
+		ConnState:         g.ConnState,
+		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+	}
+}

@@ -1,0 +1,229 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/cedar-policy/cedar-go"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+)
+
+// Catalog describes the servers agents can reach and their tools and HTTP
+// routes: the resources of policy. Operators keep it in a file and apply it
+// whole ('bulkhead tool apply -f FILE').
+//
+//	servers:
+//	  - name: docs
+//	    sensitivity: low
+//	    untrusted_output: false
+//	    groups: [docs]
+//	    tools:
+//	      - name: search
+//	      - name: delete_page
+//	        sensitivity: high
+type Catalog struct {
+	Servers []Server `json:"servers" yaml:"servers"`
+}
+
+// Server is a tool server (MCP server or HTTP API).
+type Server struct {
+	Name        string `json:"name" yaml:"name"`
+	Description string `json:"description,omitempty" yaml:"description,omitempty"`
+	// Sensitivity is low, medium or high; tools inherit it. Default medium.
+	Sensitivity string `json:"sensitivity,omitempty" yaml:"sensitivity,omitempty"`
+	// UntrustedOutput says what the server returns may carry injected
+	// instructions; tools inherit it. Default true: trust is declared, never
+	// assumed.
+	UntrustedOutput *bool       `json:"untrusted_output,omitempty" yaml:"untrusted_output,omitempty"`
+	Groups          []string    `json:"groups,omitempty" yaml:"groups,omitempty"`
+	Tools           []ToolEntry `json:"tools,omitempty" yaml:"tools,omitempty"`
+	Routes          []ToolEntry `json:"routes,omitempty" yaml:"routes,omitempty"`
+}
+
+// ToolEntry is a tool (MCP) or a route (HTTP) of a server. Unset
+// sensitivity and untrusted_output are the server's.
+type ToolEntry struct {
+	Name            string   `json:"name" yaml:"name"`
+	Description     string   `json:"description,omitempty" yaml:"description,omitempty"`
+	Sensitivity     string   `json:"sensitivity,omitempty" yaml:"sensitivity,omitempty"`
+	UntrustedOutput *bool    `json:"untrusted_output,omitempty" yaml:"untrusted_output,omitempty"`
+	Groups          []string `json:"groups,omitempty" yaml:"groups,omitempty"`
+	// Method and Path describe a route; they are informational.
+	Method string `json:"method,omitempty" yaml:"method,omitempty"`
+	Path   string `json:"path,omitempty" yaml:"path,omitempty"`
+}
+
+// Sensitivity levels.
+const (
+	SensitivityLow    = "low"
+	SensitivityMedium = "medium"
+	SensitivityHigh   = "high"
+)
+
+// Limits on a catalog.
+const (
+	MaxCatalogBytes   = 8 << 20
+	maxCatalogEntries = 100_000
+)
+
+// ParseCatalog parses and normalizes a catalog file (YAML, or JSON, which
+// is YAML). name is used in messages.
+func ParseCatalog(name string, b []byte) (Catalog, error) {
+	if len(b) > MaxCatalogBytes {
+		return Catalog{}, fmt.Errorf("%w: %s is over %d bytes", fault.Invalid, name, MaxCatalogBytes)
+	}
+	var c Catalog
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Catalog{}, fmt.Errorf("%w: %s: %w", fault.Invalid, name, err)
+	}
+	if err := c.Normalize(); err != nil {
+		return Catalog{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Normalize checks the catalog and fills defaults, so the stored catalog
+// says explicitly what every tool's attributes are.
+func (c *Catalog) Normalize() error {
+	seen := map[string]bool{}
+	n := 0
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		if err := ValidateName("server", s.Name); err != nil {
+			return err
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("%w: server %q is described twice", fault.Invalid, s.Name)
+		}
+		seen[s.Name] = true
+		if s.Sensitivity == "" {
+			s.Sensitivity = SensitivityMedium
+		}
+		if s.UntrustedOutput == nil {
+			s.UntrustedOutput = ptr(true)
+		}
+		if err := checkEntry("server "+s.Name, s.Sensitivity, s.Groups); err != nil {
+			return err
+		}
+		for _, list := range []struct {
+			kind    string
+			entries []ToolEntry
+		}{{"tool", s.Tools}, {"route", s.Routes}} {
+			names := map[string]bool{}
+			for j := range list.entries {
+				t := &list.entries[j]
+				n++
+				if err := ValidateName(list.kind, t.Name); err != nil {
+					return fmt.Errorf("server %s: %w", s.Name, err)
+				}
+				if names[t.Name] {
+					return fmt.Errorf("%w: server %s: %s %q is described twice", fault.Invalid, s.Name, list.kind, t.Name)
+				}
+				names[t.Name] = true
+				if t.Sensitivity == "" {
+					t.Sensitivity = s.Sensitivity
+				}
+				if t.UntrustedOutput == nil {
+					t.UntrustedOutput = ptr(*s.UntrustedOutput)
+				}
+				if err := checkEntry(fmt.Sprintf("%s %s/%s", list.kind, s.Name, t.Name), t.Sensitivity, t.Groups); err != nil {
+					return err
+				}
+				if len(t.Method) > 16 || len(t.Path) > 1024 || len(t.Description) > 4096 {
+					return fmt.Errorf("%w: %s %s/%s: method, path or description too long", fault.Invalid, list.kind, s.Name, t.Name)
+				}
+			}
+		}
+		if len(s.Description) > 4096 {
+			return fmt.Errorf("%w: server %s: description too long", fault.Invalid, s.Name)
+		}
+	}
+	// Stored and listed by name, whatever order the file used.
+	byName := func(a, b ToolEntry) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(c.Servers, func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
+	for i := range c.Servers {
+		slices.SortFunc(c.Servers[i].Tools, byName)
+		slices.SortFunc(c.Servers[i].Routes, byName)
+	}
+	if n+len(c.Servers) > maxCatalogEntries {
+		return fmt.Errorf("%w: a catalog is limited to %d servers, tools and routes", fault.Invalid, maxCatalogEntries)
+	}
+	return nil
+}
+
+func checkEntry(what, sensitivity string, groups []string) error {
+	switch sensitivity {
+	case SensitivityLow, SensitivityMedium, SensitivityHigh:
+	default:
+		return fmt.Errorf("%w: %s: sensitivity %q must be low, medium or high", fault.Invalid, what, sensitivity)
+	}
+	for _, g := range groups {
+		if err := ValidateName("group", g); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if len(groups) > 64 {
+		return fmt.Errorf("%w: %s: too many groups", fault.Invalid, what)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// entities returns the Cedar entities a normalized catalog defines.
+func (c Catalog) entities() []cedar.Entity {
+	var out []cedar.Entity
+	groups := map[string]bool{}
+	groupUIDs := func(gs []string) []cedar.EntityUID {
+		out := make([]cedar.EntityUID, 0, len(gs))
+		for _, g := range gs {
+			groups[g] = true
+			out = append(out, ToolGroup(g))
+		}
+		return out
+	}
+	for _, s := range c.Servers {
+		srv := ToolServer(s.Name)
+		out = append(out, cedar.Entity{UID: srv, Parents: cedar.NewEntityUIDSet(groupUIDs(s.Groups)...),
+			Attributes: cedar.NewRecord(cedar.RecordMap{
+				"name":             cedar.String(s.Name),
+				"sensitivity":      cedar.String(s.Sensitivity),
+				"untrusted_output": cedar.Boolean(untrusted(s.UntrustedOutput)),
+			})})
+		for _, list := range []struct {
+			uid     func(string, string) cedar.EntityUID
+			entries []ToolEntry
+		}{{Tool, s.Tools}, {Route, s.Routes}} {
+			for _, t := range list.entries {
+				out = append(out, cedar.Entity{UID: list.uid(s.Name, t.Name),
+					Parents: cedar.NewEntityUIDSet(append(groupUIDs(t.Groups), srv)...),
+					Attributes: cedar.NewRecord(cedar.RecordMap{
+						"name":             cedar.String(t.Name),
+						"server":           srv,
+						"sensitivity":      cedar.String(t.Sensitivity),
+						"untrusted_output": cedar.Boolean(untrusted(t.UntrustedOutput)),
+					})})
+			}
+		}
+	}
+	names := make([]string, 0, len(groups))
+	for g := range groups {
+		names = append(names, g)
+	}
+	slices.Sort(names)
+	for _, g := range names {
+		out = append(out, cedar.Entity{UID: ToolGroup(g)})
+	}
+	return out
+}
+
+// untrusted reads an untrusted_output flag; unset counts as untrusted.
+func untrusted(b *bool) bool { return b == nil || *b }

@@ -1,0 +1,116 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/cedar-policy/cedar-go"
+
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+)
+
+// Explanation is a decision with what made it: the determining policies
+// and the ones that failed, with their text and place.
+type Explanation struct {
+	Decision
+	// Request is the Cedar request as evaluated (with the PDP's time).
+	Principal, Action, Resource string
+	Context                     string // Cedar record syntax
+	// Considered is how many policies the index selected for evaluation,
+	// out of Total.
+	Considered, Total int
+	Determining       []PolicyInfo
+	Failed            []PolicyInfo
+}
+
+// PolicyInfo describes one policy of a set.
+type PolicyInfo struct {
+	ID     string
+	Effect string // "permit" or "forbid"
+	File   string
+	Line   int
+	Column int
+	Text   string
+	Error  string // for a failed policy
+}
+
+// Explain decides a request without enforcing or recording it, against the
+// live version (version 0), the shadow version (-1) or any stored version.
+func (s *Service) Explain(ctx context.Context, req Request, version int64) (Explanation, error) {
+	pr, err := req.prepare()
+	if err != nil {
+		return Explanation{}, err
+	}
+	return s.explain(ctx, pr, version)
+}
+
+func (s *Service) explain(ctx context.Context, pr *prepared, version int64) (Explanation, error) {
+	snap, now, err := s.current()
+	if err != nil {
+		return Explanation{}, err
+	}
+	set := snap.live
+	switch {
+	case version == -1:
+		if set = snap.shadow; set == nil {
+			return Explanation{}, fmt.Errorf("%w: no shadow version is being evaluated", fault.NotFound)
+		}
+	case version > 0 && version != snap.live.number():
+		if set, err = s.loadSet(ctx, version, snap); err != nil {
+			return Explanation{}, err
+		}
+	}
+	req := pr.build(now)
+	ex := Explanation{Decision: Decision{ID: s.newID()}, Principal: req.Principal.String(), Action: req.Action.String(),
+		Resource: req.Resource.String(), Context: req.Context.String()}
+	if set == nil {
+		return ex, nil
+	}
+	v := &view{w: snap.world, actions: set.actions}
+	v.addAgent(req.Principal)
+	for _, e := range pr.extra {
+		v.extra = append(v.extra, &node{entity: e})
+	}
+	res := set.evaluate(v, req)
+	ex.Version = set.version
+	ex.Allowed, ex.Reasons, ex.Errors = conclude(res)
+	ex.Considered, ex.Total = res.considered, set.Len()
+	for _, id := range ex.Reasons {
+		ex.Determining = append(ex.Determining, set.info(id))
+	}
+	for _, e := range ex.Errors {
+		pi := set.info(e.PolicyID)
+		pi.Error = e.Message
+		ex.Failed = append(ex.Failed, pi)
+	}
+	return ex, nil
+}
+
+func (s *Set) info(id string) PolicyInfo {
+	p, ok := s.Policy(id)
+	if !ok {
+		return PolicyInfo{ID: id}
+	}
+	pos := p.Position()
+	effect := "permit"
+	if p.Effect() == cedar.Forbid {
+		effect = "forbid"
+	}
+	return PolicyInfo{ID: id, Effect: effect, File: pos.Filename, Line: pos.Line, Column: pos.Column, Text: string(p.MarshalCedar())}
+}
+
+// Policies lists a set's policies in file order.
+func (s *Set) Policies() []PolicyInfo {
+	out := make([]PolicyInfo, len(s.ids))
+	for i, id := range s.ids {
+		out[i] = s.info(string(id))
+	}
+	slices.SortStableFunc(out, func(a, b PolicyInfo) int {
+		if a.File != b.File {
+			return compareStrings(a.File, b.File)
+		}
+		return a.Line - b.Line
+	})
+	return out
+}

@@ -1,0 +1,147 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cedar-policy/cedar-go"
+
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+)
+
+// Decider makes authorization decisions; the gateway calls it for every
+// action an agent takes. *PDP implements it.
+type Decider interface {
+	Decide(ctx context.Context, req Request) (Decision, error)
+}
+
+// Request is one action to authorize: principal (an Agent), action and
+// resource, with the context policies may read.
+type Request struct {
+	Principal cedar.EntityUID // e.g. Agent(spiffeID)
+	Action    cedar.EntityUID // e.g. Action(ActionCallTool)
+	Resource  cedar.EntityUID // e.g. Tool("docs", "search")
+	Context   Context
+	// Entities are entities of operator-defined types the request refers
+	// to. Entities of Bulkhead's own types come only from its store.
+	Entities []cedar.Entity
+}
+
+// Context is what policies read as context. The PDP adds time.
+type Context struct {
+	// Task is the id of the task the action is for; empty for none.
+	Task string
+	// Risk is the agent's risk score, 0 to 100.
+	Risk int64
+	// Tainted says the session has read untrusted output.
+	Tainted bool
+	// Grants names the elevations in force.
+	Grants []string
+	// Input is the tool call's arguments (see InputFromJSON); the zero
+	// Record is no arguments.
+	Input cedar.Record
+	// Extra holds attributes of an operator's own schema. It may not set
+	// the attributes above.
+	Extra cedar.RecordMap
+}
+
+// Decision is the PDP's answer.
+type Decision struct {
+	// ID names this decision in the audit log and shadow reports.
+	ID      string
+	Allowed bool
+	// Reasons are the ids of the policies that determined the decision:
+	// the permits behind an allow, the forbids behind a deny; none for a
+	// deny by default or by error.
+	Reasons []string
+	// Errors are policies that failed to evaluate; any error denies.
+	Errors []EvalError
+	// Version is the policy version that decided (0: no policy was ever
+	// applied, and everything is denied).
+	Version int64
+}
+
+// EvalError is a policy that failed to evaluate for a request.
+type EvalError struct {
+	PolicyID string `json:"policy_id"`
+	Message  string `json:"message"`
+}
+
+// prepared is a request in Cedar's terms, ready for any policy set once
+// the PDP has set the time (see build).
+type prepared struct {
+	principal, action, resource cedar.EntityUID
+	ctx                         cedar.RecordMap // owned; build adds time
+	extra                       []cedar.Entity
+}
+
+// build returns the Cedar request, with time set to now: the time of a
+// decision is the PDP's, whatever a caller says.
+func (p *prepared) build(now time.Time) cedar.Request {
+	p.ctx[ctxTime] = cedar.NewDatetime(now)
+	return cedar.Request{Principal: p.principal, Action: p.action, Resource: p.resource, Context: cedar.NewRecord(p.ctx)}
+}
+
+// Context attribute names the PDP sets or checks.
+const (
+	ctxTask    = "task"
+	ctxRisk    = "risk"
+	ctxTainted = "tainted"
+	ctxTime    = "time"
+	ctxGrants  = "grants"
+	ctxInput   = "input"
+)
+
+func (r Request) prepare() (*prepared, error) {
+	if err := checkUID("principal", r.Principal); err != nil {
+		return nil, err
+	}
+	if err := checkUID("action", r.Action); err != nil {
+		return nil, err
+	}
+	if err := checkUID("resource", r.Resource); err != nil {
+		return nil, err
+	}
+	if r.Context.Risk < 0 || r.Context.Risk > 100 {
+		return nil, fmt.Errorf("%w: risk %d is outside 0-100", fault.Invalid, r.Context.Risk)
+	}
+	m := make(cedar.RecordMap, len(r.Context.Extra)+7)
+	for k, v := range r.Context.Extra {
+		switch k {
+		case ctxTask, ctxRisk, ctxTainted, ctxTime, ctxGrants, ctxInput:
+			return nil, fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
+		}
+		m[k] = v
+	}
+	if r.Context.Task != "" {
+		m[ctxTask] = cedar.NewEntityUID(TypeTask, cedar.String(r.Context.Task))
+	}
+	m[ctxRisk] = cedar.Long(r.Context.Risk)
+	m[ctxTainted] = cedar.Boolean(r.Context.Tainted)
+	m[ctxGrants] = noGrants
+	if len(r.Context.Grants) > 0 {
+		grants := make([]cedar.Value, len(r.Context.Grants))
+		for i, g := range r.Context.Grants {
+			grants[i] = cedar.String(g)
+		}
+		m[ctxGrants] = cedar.NewSet(grants...)
+	}
+	m[ctxInput] = r.Context.Input
+	for _, e := range r.Entities {
+		if managed[e.UID.Type] || isActionType(e.UID.Type) {
+			return nil, fmt.Errorf("%w: entities of type %s come from Bulkhead's store, not the request", fault.Invalid, e.UID.Type)
+		}
+	}
+	return &prepared{principal: r.Principal, action: r.Action, resource: r.Resource, ctx: m, extra: r.Entities}, nil
+}
+
+// noGrants is the (immutable) empty set of grants, shared.
+var noGrants = cedar.NewSet()
+
+func checkUID(what string, uid cedar.EntityUID) error {
+	if uid.Type == "" {
+		return fmt.Errorf("%w: %s is missing", fault.Invalid, what)
+	}
+	return nil
+}

@@ -1,0 +1,227 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/cedar-policy/cedar-go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// node is an entity with its ancestors (transitive parents), computed once.
+type node struct {
+	entity    cedar.Entity
+	ancestors []cedar.EntityUID
+}
+
+// ancestry is an EntityGetter that also lists an entity's ancestors, as
+// cedar-go's "in" would find them.
+type ancestry interface {
+	cedar.EntityGetter
+	ancestors(uid cedar.EntityUID) []cedar.EntityUID
+}
+
+// AgentRoles is an active registered agent and the roles it holds.
+type AgentRoles struct {
+	Name     string
+	SPIFFEID string
+	Roles    []string
+}
+
+// world is the entities Bulkhead's store defines: agents with their roles,
+// and the tool catalog. It is immutable once built.
+type world struct {
+	td    spiffeid.TrustDomain
+	nodes map[cedar.EntityUID]*node
+}
+
+func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world {
+	w := &world{td: td, nodes: map[cedar.EntityUID]*node{}}
+	ents := cedar.EntityMap{}
+	add := func(e cedar.Entity) { ents[e.UID] = e }
+	for _, a := range agents {
+		p, ok := parseAgentID(a.SPIFFEID)
+		if !ok {
+			continue
+		}
+		parents := make([]cedar.EntityUID, 0, len(a.Roles))
+		for _, r := range a.Roles {
+			parents = append(parents, Role(r))
+			add(cedar.Entity{UID: Role(r)})
+		}
+		add(agentEntity(p, parents))
+	}
+	for _, e := range cat.entities() {
+		add(e)
+	}
+	for uid, e := range ents {
+		w.nodes[uid] = &node{entity: e}
+	}
+	for uid, n := range w.nodes {
+		n.ancestors = closure(ents, uid)
+	}
+	return w
+}
+
+// agentEntity builds the Agent entity for a parsed SPIFFE ID. Its parents
+// are its roles and, for a sub-agent, the agent that spawned it, so that a
+// sub-agent is "in" its parent and, through it, in its parent's roles.
+func agentEntity(p agentPath, roles []cedar.EntityUID) cedar.Entity {
+	uid := Agent(p.id)
+	root := uid
+	parents := roles
+	chain := make([]cedar.Value, 0, len(p.chain))
+	attrs := cedar.RecordMap{
+		"name":         cedar.String(p.name),
+		"trust_domain": cedar.String(p.id.TrustDomain().Name()),
+		"depth":        cedar.Long(len(p.chain)),
+	}
+	if len(p.chain) > 0 {
+		parent := Agent(p.chain[0])
+		parents = append(parents[:len(parents):len(parents)], parent)
+		attrs["parent"] = parent
+		for _, c := range p.chain {
+			chain = append(chain, Agent(c))
+		}
+		root = Agent(p.chain[len(p.chain)-1])
+	}
+	attrs["chain"] = cedar.NewSet(chain...)
+	attrs["root"] = root
+	return cedar.Entity{UID: uid, Parents: cedar.NewEntityUIDSet(parents...), Attributes: cedar.NewRecord(attrs)}
+}
+
+// closure returns uid's ancestors: every parent, and the parents of every
+// parent that exists, as cedar-go's "in" walks them (cycles included).
+func closure(g cedar.EntityGetter, uid cedar.EntityUID) []cedar.EntityUID {
+	e, ok := g.Get(uid)
+	if !ok || e.Parents.Len() == 0 {
+		return nil
+	}
+	var out []cedar.EntityUID
+	seen := map[cedar.EntityUID]bool{uid: true}
+	todo := []cedar.EntityUID{uid}
+	for len(todo) > 0 {
+		cur := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		ce, ok := g.Get(cur)
+		if !ok {
+			continue
+		}
+		for p := range ce.Parents.All() {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			out = append(out, p)
+			todo = append(todo, p)
+		}
+	}
+	return out
+}
+
+func isActionType(t cedar.EntityType) bool {
+	return t == TypeAction || strings.HasSuffix(string(t), "::Action")
+}
+
+// view is the entities one evaluation sees: the world, the policy set's
+// action entities, and entities the request brings (a sub-agent, or
+// entities of operator-defined types). Request entities never replace the
+// store's: Bulkhead's own types are refused at the edge (see request).
+type view struct {
+	w       *world
+	actions map[cedar.EntityUID]*node
+	extra   []*node
+	// recent remembers the last lookups: one evaluation asks for the
+	// request's principal and resource several times, and in a large
+	// world each map lookup is a cache miss.
+	recent [4]*node
+	next   int
+}
+
+var _ ancestry = (*view)(nil)
+
+func (v *view) node(uid cedar.EntityUID) *node {
+	for _, n := range v.recent {
+		if n != nil && n.entity.UID == uid {
+			return n
+		}
+	}
+	n := v.lookup(uid)
+	if n != nil {
+		v.recent[v.next] = n
+		v.next = (v.next + 1) % len(v.recent)
+	}
+	return n
+}
+
+func (v *view) lookup(uid cedar.EntityUID) *node {
+	for _, n := range v.extra {
+		if n.entity.UID == uid {
+			return n
+		}
+	}
+	if isActionType(uid.Type) {
+		return v.actions[uid]
+	}
+	if v.w == nil {
+		return nil
+	}
+	return v.w.nodes[uid]
+}
+
+// useActions switches the view to another policy set's actions.
+func (v *view) useActions(a map[cedar.EntityUID]*node) {
+	v.actions = a
+	for i, n := range v.recent {
+		if n != nil && isActionType(n.entity.UID.Type) {
+			v.recent[i] = nil
+		}
+	}
+}
+
+// Get implements cedar.EntityGetter.
+func (v *view) Get(uid cedar.EntityUID) (cedar.Entity, bool) {
+	if n := v.node(uid); n != nil {
+		return n.entity, true
+	}
+	return cedar.Entity{}, false
+}
+
+func (v *view) ancestors(uid cedar.EntityUID) []cedar.EntityUID {
+	n := v.node(uid)
+	if n == nil {
+		return nil
+	}
+	if n.ancestors == nil && n.entity.Parents.Len() > 0 {
+		n.ancestors = closure(v, uid)
+	}
+	return n.ancestors
+}
+
+// addAgent adds the entity of an agent SPIFFE ID the world does not hold:
+// a sub-agent (and any ancestors the world lacks), or a registered agent
+// that has no roles yet. It is a no-op for anything else.
+func (v *view) addAgent(uid cedar.EntityUID) {
+	if uid.Type != TypeAgent || v.node(uid) != nil {
+		return
+	}
+	p, ok := parseAgentID(string(uid.ID))
+	if !ok {
+		return
+	}
+	v.extra = append(v.extra, &node{entity: agentEntity(p, nil)})
+	if len(p.chain) > 0 {
+		v.addAgent(Agent(p.chain[0]))
+	}
+}
+
+func actionNodes(s *Schema) map[cedar.EntityUID]*node {
+	ents := cedar.EntityMap{}
+	for uid, e := range s.actions {
+		ents[uid] = e
+	}
+	out := make(map[cedar.EntityUID]*node, len(ents))
+	for uid, e := range ents {
+		out[uid] = &node{entity: e, ancestors: closure(ents, uid)}
+	}
+	return out
+}

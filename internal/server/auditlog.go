@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/audit/ocsf"
+	"github.com/bulkhead-dev/bulkhead/internal/audit/webhook"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+)
+
+// The evidence side of the audit log: the log's signing key, the
+// checkpointer, the proof API and the optional webhook sink.
+
+// AuditDir is where the log's checkpoint signing key lives.
+func (c Config) AuditDir() string { return filepath.Join(c.DataDir, "audit") }
+
+// AuditLogName is the log's origin and key name: one log per trust domain.
+func (c Config) AuditLogName() string { return c.TrustDomain.Name() + "/audit" }
+
+type evidence struct {
+	key          audit.Key
+	checkpointer *audit.Checkpointer
+	api          *audit.API
+	sink         *webhook.Sink
+}
+
+func (s *Server) buildEvidence(ctx context.Context) error {
+	cfg := s.cfg
+	key, created, err := audit.LoadOrCreateKey(cfg.AuditDir(), cfg.AuditLogName())
+	if err != nil {
+		return err
+	}
+	stored, err := s.db.SetMetaOnce(ctx, "audit_log_key", key.VerifierKey)
+	if err != nil {
+		return err
+	}
+	if stored != key.VerifierKey {
+		// Replicas sign one log, so they share its key: copy DATA/audit.
+		return fmt.Errorf("server: the store's audit log is signed by %s, but %s holds %s; copy the first server's audit directory here", stored, cfg.AuditDir(), key.VerifierKey)
+	}
+	if created {
+		s.logger.Info("created audit log signing key", "dir", cfg.AuditDir(), "verifier_key", key.VerifierKey)
+	}
+	ev := &s.evidence
+	ev.key = key
+	ev.checkpointer, err = audit.NewCheckpointer(audit.CheckpointerConfig{Store: s.db, Key: key, Clock: s.clock,
+		Logger: s.logger, Log: s.audit, Every: cfg.AuditCheckpointEvery, Interval: cfg.AuditCheckpointInterval})
+	if err != nil {
+		return err
+	}
+	ev.api, err = audit.NewAPI(audit.APIConfig{Store: s.db, Log: s.audit, Key: key, Logger: s.logger,
+		Actor: func(r *http.Request) (audit.Actor, bool) {
+			p, ok := peer.FromContext(r.Context())
+			return p.Actor(), ok
+		},
+		AgentID: func(name string) (string, error) {
+			id, err := s.identity.AgentID(name)
+			return id.String(), err
+		}})
+	if err != nil {
+		return err
+	}
+	if cfg.AuditWebhook != "" {
+		format, err := ocsf.ParseFormat(cfg.AuditWebhookFormat)
+		if cfg.AuditWebhookFormat == "" {
+			format, err = ocsf.FormatOCSF, nil
+		}
+		if err != nil {
+			return fmt.Errorf("config: audit webhook: %w", err)
+		}
+		ev.sink, err = webhook.New(webhook.Config{URL: cfg.AuditWebhook, Format: format, Store: s.db, Log: s.audit,
+			Clock: s.clock, Logger: s.logger, Mapper: ocsf.Mapper{LogName: cfg.AuditLogName()}})
+		if err != nil {
+			return err
+		}
+		s.logger.Info("streaming the audit log", "sink", ev.sink.Name(), "format", format)
+	}
+	return nil
+}
+
+func (s *Server) evidenceRoutes(mux *http.ServeMux) {
+	guard := s.identity.Guard(s.logger)
+	s.evidence.api.Routes(mux, func(h http.Handler) http.Handler {
+		return guard.Require(peer.Kinds(audit.ActorOperator), h)
+	})
+}
+
+// runEvidence runs the checkpointer and the webhook sink.
+func (s *Server) runEvidence(ctx context.Context) error {
+	fns := []func(context.Context) error{s.evidence.checkpointer.Run}
+	if s.evidence.sink != nil {
+		fns = append(fns, s.evidence.sink.Run)
+	}
+	return run(ctx, fns...)
+}
+
+// Checkpointer signs the audit log (tests force checkpoints with it).
+func (s *Server) Checkpointer() *audit.Checkpointer { return s.evidence.checkpointer }
+
+// AuditKey is the audit log's signing key.
+func (s *Server) AuditKey() audit.Key { return s.evidence.key }

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/secret"
+)
+
+// GatewayPath prefixes gateways' SPIFFE IDs.
+const GatewayPath = "/bulkhead/gateway/"
+
+// inProcessGateway is the gateway that `bulkhead serve --gateway FILE` runs
+// beside the control plane: the same code as `bulkhead gateway`, wired to
+// the PDP, audit log, token keys and secrets directly instead of over the
+// network.
+type inProcessGateway struct {
+	gw       *gateway.Gateway
+	verifier *gateway.Verifier
+	cred     *ownCred
+	rev      *gateway.Revocations
+	listener net.Listener
+}
+
+// secretReveal reveals secrets to the in-process gateway as the gateway's
+// own workload identity, so reveals are recorded like a remote gateway's.
+type secretReveal struct {
+	svc *secret.Service
+	as  peer.Principal
+}
+
+func (r secretReveal) Reveal(ctx context.Context, name string) ([]byte, error) {
+	return r.svc.Reveal(ctx, r.as, name)
+}
+
+// buildGateway prepares the in-process gateway; its listener is bound in
+// Listen, once the issuer URL is known.
+func (s *Server) buildGateway(ctx context.Context) error {
+	if s.cfg.GatewayConfig == "" {
+		return nil
+	}
+	b, err := os.ReadFile(s.cfg.GatewayConfig)
+	if err != nil {
+		return fmt.Errorf("server: gateway config: %w", err)
+	}
+	gcfg, err := gateway.ParseConfig(b, nil)
+	if err != nil {
+		return err
+	}
+	id := spiffeid.RequireFromPath(s.cfg.TrustDomain, GatewayPath+gcfg.Name)
+	dns, ips := Config{Listen: gcfg.Listen}.serverSANs()
+	cred := &ownCred{dir: filepath.Join(s.cfg.DataDir, "gateway", gcfg.Name), id: id, ttl: ServerCertTTL, dns: dns, ips: ips,
+		action: audit.ActionSVIDIssue, ids: s.identity, root: s.ca.Root(), clock: s.clock, logger: s.logger}
+	if err := cred.ensure(ctx); err != nil {
+		return err
+	}
+	// Agents need tokens for the gateway's audience: register it.
+	if _, err := s.token.AddResource(ctx, audit.Actor{Kind: audit.ActorSystem, ID: "bulkhead-serve"}, gcfg.Resource, nil); err != nil && !isConflict(err) {
+		return fmt.Errorf("server: register gateway resource: %w", err)
+	}
+	rev := gateway.NewRevocations(s.logger)
+	verifier := &gateway.Verifier{Audience: gcfg.Resource, Keys: s.token, Clock: s.clock}
+	as := peer.Principal{ID: id, Kind: audit.ActorWorkload, Name: "gateway/" + gcfg.Name}
+	gw, err := gateway.New(gcfg, gateway.Deps{Verifier: verifier, Revocations: rev, Decider: gateway.PDPDecider{PDP: s.policy},
+		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Stdio: stdioRunner(s.logger), Clock: s.clock, Logger: s.logger.With("component", "gateway")})
+	if err != nil {
+		return err
+	}
+	s.gateway = &inProcessGateway{gw: gw, verifier: verifier, cred: cred, rev: rev}
+	return nil
+}
+
+func isConflict(err error) bool { return errors.Is(err, fault.Conflict) }
+
+// retryDelay spaces reconnections of internal feeds.
+const retryDelay = time.Second
+
+// serveUntil serves srv on ln over TLS until ctx ends, then shuts down
+// gracefully.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		<-errc
+		return err
+	}
+}
+
+// listenGateway binds the gateway's address and fixes the issuer it trusts.
+func (s *Server) listenGateway() error {
+	if s.gateway == nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.gateway.gw.Config().Listen)
+	if err != nil {
+		return fmt.Errorf("server: gateway listen on %s: %w", s.gateway.gw.Config().Listen, err)
+	}
+	s.gateway.listener = ln
+	// Tokens name the control plane's issuer URL, known now.
+	s.gateway.verifier.Issuer = s.token.Issuer()
+	return nil
+}
+
+// GatewayAddr is the in-process gateway's bound address, or "".
+func (s *Server) GatewayAddr() string {
+	if s.gateway == nil || s.gateway.listener == nil {
+		return ""
+	}
+	return s.gateway.listener.Addr().String()
+}
+
+// gatewayRunners are the in-process gateway's long-running parts.
+func (s *Server) gatewayRunners() []func(context.Context) error {
+	g := s.gateway
+	if g == nil {
+		return nil
+	}
+	tlsCfg := gateway.TLSConfig(g.cred.getCertificate, peer.VerifyConnection(s.ca.X509Bundle(), s.clock))
+	srv := g.gw.Server(tlsCfg)
+	return []func(context.Context) error{
+		func(ctx context.Context) error {
+			return g.rev.Feed(ctx, gateway.LogSource{Log: s.audit, Reader: s.db}, func(ctx context.Context) bool {
+				select {
+				case <-ctx.Done():
+					return false
+				case <-s.clock.After(retryDelay):
+					return true
+				}
+			})
+		},
+		func(ctx context.Context) error { return serveUntil(ctx, srv, g.listener) },
+		g.cred.refresh,
+		func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil },
+	}
+}
+
+// stdioRunner builds the handler for a stdio MCP server.
+func stdioRunner(logger *slog.Logger) func(*gateway.Server) (http.Handler, io.Closer, error) {
+	return func(s *gateway.Server) (http.Handler, io.Closer, error) {
+		return nil, nil, fmt.Errorf("stdio MCP servers are not wired yet")
+	}
+}
