@@ -2,7 +2,10 @@
 // and the Go client.
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Error is the body of every non-2xx response from the control plane.
 type Error struct {
@@ -130,4 +133,15 @@ type Resource struct {
 	Scopes    []string  `json:"scopes"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
+}
+
+// AuditIngest carries a gateway's records to the control plane's log.
+type AuditIngest struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// AuditIngestResult gives the sequence numbers the records were committed
+// at.
+type AuditIngestResult struct {
+	Seqs []int64 `json:"seqs"`
 }

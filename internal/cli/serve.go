@@ -19,6 +19,7 @@ func (e *env) serveCmd() *cobra.Command {
 		issuer                     string
 		tokenTTL                   time.Duration
 		maxDepth                   int
+		gatewayConfig              string
 		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
@@ -38,7 +39,7 @@ postgres://... uses PostgreSQL instead.`,
 			}
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
-				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth}
+				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig}
 			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
@@ -49,6 +50,9 @@ postgres://... uses PostgreSQL instead.`,
 			}
 			e.logger.Info("control plane ready",
 				"url", "https://"+srv.Addr(), "trust_domain", td.Name(), "operator_credentials", srv.OperatorDir())
+			if addr := srv.GatewayAddr(); addr != "" {
+				e.logger.Info("gateway ready", "url", "https://"+addr)
+			}
 			return srv.Serve(cmd.Context())
 		},
 	}
@@ -62,6 +66,7 @@ postgres://... uses PostgreSQL instead.`,
 	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL (default https://LISTEN-ADDRESS)")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
 	f.IntVar(&maxDepth, "max-delegation-depth", 0, "deepest sub-agent delegation (default 3)")
+	f.StringVar(&gatewayConfig, "gateway", "", "gateway configuration file: run the gateway in this process too")
 	auditOpts.flags(f)
 	return cmd
 }

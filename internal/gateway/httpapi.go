@@ -15,13 +15,15 @@ import (
 // matchRoute finds the route for method and path and its parameters.
 // Unmapped paths match nothing: deny by default.
 func matchRoute(routes []Route, method, path string) (*Route, map[string]string) {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
+	// Only the leading slash is dropped: "/a/" and "/a" are different
+	// paths to an upstream, so they are to the route table too.
+	segs := strings.Split(strings.TrimPrefix(path, "/"), "/")
 	for i := range routes {
 		r := &routes[i]
 		if r.Method != method {
 			continue
 		}
-		tmpl := strings.Split(strings.Trim(r.Path, "/"), "/")
+		tmpl := strings.Split(strings.TrimPrefix(r.Path, "/"), "/")
 		if len(tmpl) != len(segs) {
 			continue
 		}

@@ -172,6 +172,24 @@ type mapView struct{ cedar.EntityMap }
 
 func (m mapView) ancestors(uid cedar.EntityUID) []cedar.EntityUID { return closure(m.EntityMap, uid) }
 
+func (m mapView) principalBuckets(ix *index, uid cedar.EntityUID) ([]entry, []*bucket) {
+	return nil, ix.principalBuckets(uid, m.ancestors(uid))
+}
+
+// linkedView is the PDP's own view of the same entities: a world whose
+// nodes carry their precomputed principal buckets.
+func linkedView(ents cedar.EntityMap, ix *index) *view {
+	w := &world{nodes: map[cedar.EntityUID]*node{}}
+	for uid, e := range ents {
+		w.nodes[uid] = &node{entity: e}
+	}
+	for uid, n := range w.nodes {
+		n.ancestors = closure(ents, uid)
+	}
+	w.link(ix)
+	return &view{w: w, actions: w.nodes}
+}
+
 type outcomeKey struct {
 	decision cedar.Decision
 	reasons  []string
@@ -213,7 +231,7 @@ func TestIndexMatchesCedarGo(t *testing.T) {
 			set.ids = append(set.ids, id)
 			set.policies = append(set.policies, p)
 		}
-		set.index = newIndex(set.policies)
+		set.finish()
 		for q := 0; q < requestsPerWorld; q++ {
 			req := w.request(r)
 			want := summarize(cedar.Authorize(ref, w.ents, req))
@@ -223,6 +241,11 @@ func TestIndexMatchesCedarGo(t *testing.T) {
 			if want.decision != got.decision || !slices.Equal(want.reasons, got.reasons) || !slices.Equal(want.errors, got.errors) {
 				t.Fatalf("world %d request %d: indexed %+v, cedar-go %+v\nrequest: %v %v %v %v\npolicies:\n%s",
 					wi, q, got, want, req.Principal, req.Action, req.Resource, req.Context, src)
+			}
+			// The PDP's path, with buckets linked into the entities.
+			lres := set.evaluate(linkedView(w.ents, set.index), req)
+			if lgot := summarize(lres.decision, lres.diag); want.decision != lgot.decision || !slices.Equal(want.reasons, lgot.reasons) || !slices.Equal(want.errors, lgot.errors) {
+				t.Fatalf("world %d request %d: linked index %+v, cedar-go %+v", wi, q, lgot, want)
 			}
 			// Bulkhead's conclusion follows from the same result.
 			if a1, r1, e1 := conclude(res); a1 != (want.decision == cedar.Allow && len(want.errors) == 0) || len(e1) != len(want.errors) ||

@@ -27,63 +27,65 @@ import (
 // whose scope does not match cannot produce an error either: cedar-go
 // checks the scope first and skips the conditions.
 //
-// Keys are small integers: every entity and type a scope names is interned
-// once, so a request hashes each of its entities once, skips those no
-// policy names, and walks the three levels with integer lookups.
+// The principal level is keyed by the entity itself (a fleet of agents
+// makes it the largest, and one lookup per request entity is all it takes);
+// the action and resource levels use small interned integer keys, so a
+// request hashes each of its actions and resources once, skips those no
+// policy names, and walks the rest with integer lookups.
 
-// key is an interned scope key: keyAny, or an interned id shifted left by
-// one with the low bit telling a type from an entity.
+// key is an interned action or resource key: keyAny, or an interned id
+// shifted left by one with the low bit telling a type from an entity.
 type key uint32
 
 const keyAny key = 0
 
-type index struct {
+// interner assigns keys to the entities and types one dimension's scopes
+// name.
+type interner struct {
 	entities map[cedar.EntityUID]key
 	types    map[cedar.EntityType]key
-	// tree maps principal key → action key → resource key → policies (by
-	// position in the set).
-	tree map[key]map[key]map[key][]int32
-	// multi marks policies filed under more than one key (action in
-	// [A, B]), which a request can find twice.
-	multi []bool
 }
 
-func (ix *index) entityKey(uid cedar.EntityUID) key {
-	k, ok := ix.entities[uid]
+func newInterner() interner {
+	return interner{entities: map[cedar.EntityUID]key{}, types: map[cedar.EntityType]key{}}
+}
+
+func (in interner) entityKey(uid cedar.EntityUID) key {
+	k, ok := in.entities[uid]
 	if !ok {
-		k = key(len(ix.entities)+len(ix.types)+1) << 1
-		ix.entities[uid] = k
+		k = key(len(in.entities)+len(in.types)+1) << 1
+		in.entities[uid] = k
 	}
 	return k
 }
 
-func (ix *index) typeKey(t cedar.EntityType) key {
-	k, ok := ix.types[t]
+func (in interner) typeKey(t cedar.EntityType) key {
+	k, ok := in.types[t]
 	if !ok {
-		k = key(len(ix.entities)+len(ix.types)+1)<<1 | 1
-		ix.types[t] = k
+		k = key(len(in.entities)+len(in.types)+1)<<1 | 1
+		in.types[t] = k
 	}
 	return k
 }
 
-// scopeKeys returns the keys a scope is filed under. An empty set ("action
-// in []") matches nothing and gets no key.
-func (ix *index) scopeKeys(s xast.IsScopeNode) []key {
+// keys returns the keys a scope is filed under. An empty set ("action in
+// []") matches nothing and gets no key.
+func (in interner) keys(s xast.IsScopeNode) []key {
 	switch t := s.(type) {
 	case xast.ScopeTypeAll:
 		return []key{keyAny}
 	case xast.ScopeTypeEq:
-		return []key{ix.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity)}
 	case xast.ScopeTypeIn:
-		return []key{ix.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity)}
 	case xast.ScopeTypeIs:
-		return []key{ix.typeKey(t.Type)}
+		return []key{in.typeKey(t.Type)}
 	case xast.ScopeTypeIsIn:
-		return []key{ix.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity)}
 	case xast.ScopeTypeInSet:
 		out := make([]key, 0, len(t.Entities))
 		for _, e := range t.Entities {
-			if k := ix.entityKey(e); !slices.Contains(out, k) {
+			if k := in.entityKey(e); !slices.Contains(out, k) {
 				out = append(out, k)
 			}
 		}
@@ -94,27 +96,171 @@ func (ix *index) scopeKeys(s xast.IsScopeNode) []key {
 	return []key{keyAny}
 }
 
+// requestKeys appends the keys a request entity looks up: any, its type,
+// itself and its ancestors, leaving out those no policy names.
+func (in interner) requestKeys(dst []key, uid cedar.EntityUID, ancestors []cedar.EntityUID) []key {
+	dst = append(dst, keyAny)
+	if k, ok := in.types[uid.Type]; ok {
+		dst = append(dst, k)
+	}
+	if k, ok := in.entities[uid]; ok {
+		dst = append(dst, k)
+	}
+	for _, a := range ancestors {
+		if k, ok := in.entities[a]; ok && a != uid && !slices.Contains(dst, k) {
+			dst = append(dst, k)
+		}
+	}
+	return dst
+}
+
+// bucket holds the policies of one principal key. Most buckets are small
+// (one agent's few policies), and a short list scanned in place costs
+// fewer cache misses than maps; a large one (a popular role) is a map of
+// action key → resource key → policies.
+type bucket struct {
+	small []entry
+	large map[key]map[key][]int32
+}
+
+type entry struct {
+	action, resource key
+	policy           int32
+}
+
+// smallBucket is the size past which a bucket becomes maps.
+const smallBucket = 16
+
+func (b *bucket) add(ka, kr key, i int32) {
+	if b.large == nil && len(b.small) < smallBucket {
+		b.small = append(b.small, entry{ka, kr, i})
+		return
+	}
+	if b.large == nil {
+		b.large = map[key]map[key][]int32{}
+		for _, e := range b.small {
+			b.addLarge(e.action, e.resource, e.policy)
+		}
+		b.small = nil
+	}
+	b.addLarge(ka, kr, i)
+}
+
+func (b *bucket) addLarge(ka, kr key, i int32) {
+	m := b.large[ka]
+	if m == nil {
+		m = map[key][]int32{}
+		b.large[ka] = m
+	}
+	m[kr] = append(m[kr], i)
+}
+
+// match appends the policies filed under any of the action keys a and
+// resource keys r.
+func (b *bucket) match(dst []int32, a, r []key) []int32 {
+	if b.large == nil {
+		for _, e := range b.small {
+			if slices.Contains(a, e.action) && slices.Contains(r, e.resource) {
+				dst = append(dst, e.policy)
+			}
+		}
+		return dst
+	}
+	for _, ka := range a {
+		m := b.large[ka]
+		if m == nil {
+			continue
+		}
+		for _, kr := range r {
+			dst = append(dst, m[kr]...)
+		}
+	}
+	return dst
+}
+
+// principalKey is where a principal scope files a policy.
+type principalKey struct {
+	kind keyKind
+	uid  cedar.EntityUID // the entity, or for keyType only its Type
+}
+
+type keyKind uint8
+
+const (
+	anyKind keyKind = iota
+	entityKind
+	typeKind
+)
+
+type index struct {
+	any      *bucket
+	types    map[cedar.EntityType]*bucket
+	entities map[cedar.EntityUID]*bucket
+	actions  interner
+	res      interner
+	// multi marks policies filed under more than one key (action in
+	// [A, B]), which a request can find twice.
+	multi []bool
+}
+
+func principalKeys(s xast.IsScopeNode) []principalKey {
+	switch t := s.(type) {
+	case xast.ScopeTypeAll:
+		return []principalKey{{kind: anyKind}}
+	case xast.ScopeTypeEq:
+		return []principalKey{{kind: entityKind, uid: t.Entity}}
+	case xast.ScopeTypeIn:
+		return []principalKey{{kind: entityKind, uid: t.Entity}}
+	case xast.ScopeTypeIs:
+		return []principalKey{{kind: typeKind, uid: cedar.EntityUID{Type: t.Type}}}
+	case xast.ScopeTypeIsIn:
+		return []principalKey{{kind: entityKind, uid: t.Entity}}
+	case xast.ScopeTypeInSet:
+		var out []principalKey
+		for _, e := range t.Entities {
+			if k := (principalKey{kind: entityKind, uid: e}); !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	return []principalKey{{kind: anyKind}}
+}
+
+func (ix *index) bucketFor(k principalKey) *bucket {
+	var b *bucket
+	switch k.kind {
+	case anyKind:
+		if ix.any == nil {
+			ix.any = &bucket{}
+		}
+		return ix.any
+	case typeKind:
+		if b = ix.types[k.uid.Type]; b == nil {
+			b = &bucket{}
+			ix.types[k.uid.Type] = b
+		}
+	default:
+		if b = ix.entities[k.uid]; b == nil {
+			b = &bucket{}
+			ix.entities[k.uid] = b
+		}
+	}
+	return b
+}
+
 func newIndex(policies []*cedar.Policy) *index {
-	ix := &index{entities: map[cedar.EntityUID]key{}, types: map[cedar.EntityType]key{},
-		tree: map[key]map[key]map[key][]int32{}, multi: make([]bool, len(policies))}
+	ix := &index{types: map[cedar.EntityType]*bucket{}, entities: map[cedar.EntityUID]*bucket{},
+		actions: newInterner(), res: newInterner(), multi: make([]bool, len(policies))}
 	for i, p := range policies {
 		a := (*xast.Policy)(p.AST())
-		pk, ak, rk := ix.scopeKeys(a.Principal), ix.scopeKeys(a.Action), ix.scopeKeys(a.Resource)
+		pk, ak, rk := principalKeys(a.Principal), ix.actions.keys(a.Action), ix.res.keys(a.Resource)
 		ix.multi[i] = len(pk)*len(ak)*len(rk) > 1
 		for _, kp := range pk {
-			m2 := ix.tree[kp]
-			if m2 == nil {
-				m2 = map[key]map[key][]int32{}
-				ix.tree[kp] = m2
-			}
+			b := ix.bucketFor(kp)
 			for _, ka := range ak {
-				m3 := m2[ka]
-				if m3 == nil {
-					m3 = map[key][]int32{}
-					m2[ka] = m3
-				}
 				for _, kr := range rk {
-					m3[kr] = append(m3[kr], int32(i))
+					b.add(ka, kr, int32(i))
 				}
 			}
 		}
@@ -122,45 +268,47 @@ func newIndex(policies []*cedar.Policy) *index {
 	return ix
 }
 
-// requestKeys appends the keys a request entity looks up: any, its type,
-// itself and its ancestors, leaving out those no policy names.
-func (ix *index) requestKeys(dst []key, uid cedar.EntityUID, ancestors []cedar.EntityUID) []key {
-	dst = append(dst, keyAny)
-	if k, ok := ix.types[uid.Type]; ok {
-		dst = append(dst, k)
+// principalBuckets returns the buckets a request principal p (with
+// ancestors anc) looks up: any, its type, itself and its ancestors.
+func (ix *index) principalBuckets(p cedar.EntityUID, anc []cedar.EntityUID) []*bucket {
+	var out []*bucket
+	if ix.any != nil {
+		out = append(out, ix.any)
 	}
-	if k, ok := ix.entities[uid]; ok {
-		dst = append(dst, k)
+	if b := ix.types[p.Type]; b != nil {
+		out = append(out, b)
 	}
-	for _, a := range ancestors {
-		if k, ok := ix.entities[a]; ok && a != uid && !slices.Contains(dst, k) {
-			dst = append(dst, k)
-		}
+	if b := ix.entities[p]; b != nil {
+		out = append(out, b)
 	}
-	return dst
-}
-
-// candidates appends to dst the positions of every policy whose scope may
-// match, each once.
-func (ix *index) candidates(dst []int32, p, a, r []key) []int32 {
-	start, dup := len(dst), false
-	for _, kp := range p {
-		m2 := ix.tree[kp]
-		if m2 == nil {
+	for i, a := range anc {
+		// Ancestors are distinct, but may include p itself (a cycle).
+		if a == p || slices.Contains(anc[:i], a) {
 			continue
 		}
-		for _, ka := range a {
-			m3 := m2[ka]
-			if m3 == nil {
-				continue
-			}
-			for _, kr := range r {
-				for _, i := range m3[kr] {
-					dup = dup || ix.multi[i]
-					dst = append(dst, i)
-				}
-			}
+		if b := ix.entities[a]; b != nil {
+			out = append(out, b)
 		}
+	}
+	return out
+}
+
+// candidates appends to dst the positions of every policy whose action and
+// resource scopes may match keys a and r, among the entries flat and the
+// policies of buckets, each once.
+func (ix *index) candidates(dst []int32, flat []entry, buckets []*bucket, a, r []key) []int32 {
+	start := len(dst)
+	for _, e := range flat {
+		if slices.Contains(a, e.action) && slices.Contains(r, e.resource) {
+			dst = append(dst, e.policy)
+		}
+	}
+	for _, b := range buckets {
+		dst = b.match(dst, a, r)
+	}
+	dup := false
+	for _, i := range dst[start:] {
+		dup = dup || ix.multi[i]
 	}
 	if dup {
 		found := dst[start:]
@@ -168,4 +316,18 @@ func (ix *index) candidates(dst []int32, p, a, r []key) []int32 {
 		dst = append(dst[:start], slices.Compact(found)...)
 	}
 	return dst
+}
+
+// flatten splits buckets into the entries of the small ones, copied into
+// one list (one cache line to read instead of three pointers to follow),
+// and the large ones.
+func flatten(buckets []*bucket) (flat []entry, large []*bucket) {
+	for _, b := range buckets {
+		if b.large == nil {
+			flat = append(flat, b.small...)
+		} else {
+			large = append(large, b)
+		}
+	}
+	return flat, large
 }

@@ -169,6 +169,9 @@ func (p *PDP) Reload(ctx context.Context) error {
 		return fmt.Errorf("policy: load tool catalog: %w", err)
 	}
 	next.world = newWorld(p.td, agents, cat)
+	if next.live != nil {
+		next.world.link(next.live.index)
+	}
 	next.reached.Store(now.UnixNano())
 	p.snap.Store(next)
 	p.logger.Debug("policy state loaded", "generation", st.Generation, "live", st.Live, "shadow", st.Shadow)

@@ -11,13 +11,21 @@ import (
 type node struct {
 	entity    cedar.Entity
 	ancestors []cedar.EntityUID
+	// flat and large are, for the index linkedTo (the live set's), the
+	// principal buckets this entity looks up (see flatten): found with the
+	// entity's own lookup instead of one more lookup in a map as large as
+	// the fleet.
+	linkedTo *index
+	flat     []entry
+	large    []*bucket
 }
 
 // ancestry is an EntityGetter that also lists an entity's ancestors, as
-// cedar-go's "in" would find them.
+// cedar-go's "in" would find them, and the index buckets of a principal.
 type ancestry interface {
 	cedar.EntityGetter
 	ancestors(uid cedar.EntityUID) []cedar.EntityUID
+	principalBuckets(ix *index, uid cedar.EntityUID) (flat []entry, buckets []*bucket)
 }
 
 // AgentRoles is an active registered agent and the roles it holds.
@@ -60,6 +68,15 @@ func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world 
 		n.ancestors = closure(ents, uid)
 	}
 	return w
+}
+
+// link precomputes every node's principal buckets in ix. The world must
+// not be in use yet: nodes are immutable once a snapshot is published.
+func (w *world) link(ix *index) {
+	for uid, n := range w.nodes {
+		n.flat, n.large = flatten(ix.principalBuckets(uid, n.ancestors))
+		n.linkedTo = ix
+	}
 }
 
 // agentEntity builds the Agent entity for a parsed SPIFFE ID. Its parents
@@ -195,6 +212,13 @@ func (v *view) ancestors(uid cedar.EntityUID) []cedar.EntityUID {
 		n.ancestors = closure(v, uid)
 	}
 	return n.ancestors
+}
+
+func (v *view) principalBuckets(ix *index, uid cedar.EntityUID) ([]entry, []*bucket) {
+	if n := v.node(uid); n != nil && n.linkedTo == ix {
+		return n.flat, n.large
+	}
+	return nil, ix.principalBuckets(uid, v.ancestors(uid))
 }
 
 // addAgent adds the entity of an agent SPIFFE ID the world does not hold:

@@ -65,7 +65,7 @@ type fixture struct {
 	logs *bytes.Buffer
 }
 
-func newFixture(t *testing.T) fixture {
+func newFixture(t testing.TB) fixture {
 	t.Helper()
 	db := storetest.Backends()[0].Open(t) // SQLite; the conformance suite covers PostgreSQL
 	box, err := secretbox.New(bytes.Repeat([]byte{7}, 32))
@@ -87,7 +87,7 @@ var (
 	td       = spiffeid.RequireTrustDomainFromString("bulkhead.local")
 )
 
-func principal(t *testing.T, path string) peer.Principal {
+func principal(t testing.TB, path string) peer.Principal {
 	t.Helper()
 	id := spiffeid.RequireFromPath(td, path)
 	kind, name, err := peer.Classify(id)
@@ -407,4 +407,23 @@ func assertNoValue(t *testing.T, f fixture, value []byte) {
 func encodings(v []byte) []string {
 	return []string{string(v), base64.StdEncoding.EncodeToString(v), base64.RawURLEncoding.EncodeToString(v), hex.EncodeToString(v),
 		audit.Digest(v)[len("sha256:"):]}
+}
+
+// Whatever the input, an error never echoes the value (only a name the
+// caller chose, which is not secret).
+func FuzzSetNeverEchoesValue(f *testing.F) {
+	f.Add("files-token", []byte("sk-live-123456"))
+	f.Add("Bad Name", []byte("sk-live-123456"))
+	f.Add("", []byte{})
+	f.Add("x", bytes.Repeat([]byte("a"), secret.MaxValueSize+1))
+	fx := newFixture(f)
+	f.Fuzz(func(t *testing.T, name string, value []byte) {
+		_, err := fx.svc.Set(context.Background(), operator, name, value)
+		if err == nil || len(value) < 8 || strings.Contains(name, string(value)) {
+			return
+		}
+		if strings.Contains(err.Error(), string(value)) {
+			t.Fatalf("error echoes the value: %v", err)
+		}
+	})
 }

@@ -7,122 +7,38 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
-	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
-	"github.com/bulkhead-dev/bulkhead/internal/policy"
-	"github.com/bulkhead-dev/bulkhead/internal/server"
-	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 const (
-	gwResource   = "https://gateway.bulkhead.test"
-	filesSecret  = "s3cret-files-token-never-for-agents"
-	examplesLive = "../../examples/policies/live"
+	gwResource  = gatewaytest.Resource
+	filesSecret = gatewaytest.FilesSecret
 )
 
-// gatewayEnv runs a control plane with an in-process gateway in front of a
-// real MCP server, the example policies and catalog applied, and a secret
-// for the upstream credential.
-type gatewayEnv struct {
-	*testenv.Env
-	files *gatewaytest.FilesServer
-	gwURL string
+type gatewayEnv struct{ *gatewaytest.Env }
+
+func startGateway(t *testing.T, extra string) *gatewayEnv {
+	return &gatewayEnv{gatewaytest.Start(t, extra)}
 }
 
-func startGateway(t *testing.T, extraYAML string) *gatewayEnv {
-	t.Helper()
-	files := gatewaytest.StartFiles(t, "Bearer "+filesSecret)
-	cfg := filepath.Join(t.TempDir(), "gateway.yaml")
-	yaml := `listen: 127.0.0.1:0
-resource: ` + gwResource + `
-servers:
-  - name: files
-    mcp: { url: ` + files.URL + ` }
-    callers: ["spiffe://bulkhead.local/agent/*"]
-    credentials: { header: Authorization, secret: files-token }
-` + extraYAML
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := testenv.Start(t, testenv.WithConfig(func(c *server.Config) { c.GatewayConfig = cfg }))
-	ctx := context.Background()
-	if _, err := env.Operator.SetSecret(ctx, "files-token", []byte(filesSecret)); err != nil {
-		t.Fatal(err)
-	}
-	var files2 []api.PolicyFile
-	for _, f := range []string{"guardrails.cedar", "roles.cedar"} {
-		b, err := os.ReadFile(filepath.Join(examplesLive, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files2 = append(files2, api.PolicyFile{Name: f, Content: string(b)})
-	}
-	files2 = append(files2, api.PolicyFile{Name: "list.cedar", Content: `@id("reader-list")
-permit (principal in Role::"reader", action == Action::"list_tools", resource);`})
-	if _, err := env.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files2}); err != nil {
-		t.Fatal(err)
-	}
-	catalog, err := os.ReadFile("../../examples/policies/tools.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := policy.ParseCatalog("tools.yaml", catalog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Operator.ApplyTools(ctx, policy.CatalogJSON(cat)); err != nil {
-		t.Fatal(err)
-	}
-	return &gatewayEnv{Env: env, files: files, gwURL: "https://" + env.Server.GatewayAddr()}
-}
-
-// agentHTTP is an agent's HTTP client for the gateway: mTLS with its SVID
-// and a bound token for the gateway's audience on every request.
 func (e *gatewayEnv) agentHTTP(t *testing.T, name, role string) (*http.Client, *client.Client) {
-	t.Helper()
-	ctx := context.Background()
-	dir := enrollWithScopes(t, e.Env, name, "mcp")
-	if role != "" {
-		if _, err := e.Operator.AddAgentRole(ctx, name, role); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c := e.Client(dir)
-	base := client.NewHTTPClient(c.Source(), client.AuthorizeGateways(td, ""))
-	return &http.Client{Timeout: 30 * time.Second, Transport: &oauth2.Transport{Source: c.TokenSource(gwResource), Base: base.Transport}}, c
+	_, c := e.Agent(t, name, role)
+	return e.AgentHTTP(c), c
 }
 
 func (e *gatewayEnv) mcpSession(t *testing.T, hc *http.Client) *mcp.ClientSession {
-	t.Helper()
-	cl := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "test"}, nil)
-	cs, err := cl.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.gwURL + "/mcp/files", HTTPClient: hc, MaxRetries: -1}, nil)
-	if err != nil {
-		t.Fatalf("MCP connect through the gateway: %v", err)
-	}
-	t.Cleanup(func() { cs.Close() })
-	return cs
+	return e.MCP(t, hc, "files")
 }
 
-func textOf(r *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range r.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
-}
+func textOf(r *mcp.CallToolResult) string { return gatewaytest.Text(r) }
 
 func TestGatewayMCPEndToEnd(t *testing.T) {
 	e := startGateway(t, "")
@@ -148,12 +64,12 @@ func TestGatewayMCPEndToEnd(t *testing.T) {
 	if err != nil || res.IsError || textOf(res) != "contents of /srv/docs/guide.md" {
 		t.Fatalf("allowed call: %v %+v", err, res)
 	}
-	if got := e.files.SawAuth.Load(); got != "Bearer "+filesSecret {
+	if got := e.Files.SawAuth.Load(); got != "Bearer "+filesSecret {
 		t.Fatalf("upstream saw Authorization %q", got)
 	}
 
 	// An argument-based forbid denies that call only.
-	before := e.files.Calls.Load()
+	before := e.Files.Calls.Load()
 	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/etc/shadow"}})
 	if err == nil || !strings.Contains(err.Error(), "denied by policy") {
 		t.Fatalf("/etc call: %v", err)
@@ -164,7 +80,7 @@ func TestGatewayMCPEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "denied by policy") {
 		t.Fatalf("write_file: %v", err)
 	}
-	if e.files.Calls.Load() != before {
+	if e.Files.Calls.Load() != before {
 		t.Fatal("a denied call reached the upstream")
 	}
 	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/ok"}})
@@ -174,7 +90,7 @@ func TestGatewayMCPEndToEnd(t *testing.T) {
 
 	// The records: allow and deny, with the agent, the tool, the policy
 	// ids and version, and a digest of the arguments.
-	evs := events(t, e.Env, "gateway.call_tool")
+	evs := events(t, e.Env.Env, "gateway.call_tool")
 	var allow, deny int
 	for _, ev := range evs {
 		if ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" || ev.Digests["arguments"] == "" || ev.Detail["policy_version"] == "0" || ev.Detail["decision_id"] == "" {
@@ -213,7 +129,7 @@ func TestGatewayRefusesBadCallers(t *testing.T) {
 `)
 	hc, c := e.agentHTTP(t, "alpha", "reader")
 	post := func(hc *http.Client, path, auth string) (*http.Response, string) {
-		req, _ := http.NewRequest(http.MethodPost, e.gwURL+path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req, _ := http.NewRequest(http.MethodPost, e.GatewayURL+path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		if auth != "" {
@@ -266,11 +182,11 @@ func TestGatewayRefusesBadCallers(t *testing.T) {
 	}
 	// The metadata is public.
 	var md map[string]any
-	getJSON(t, publicClient(t, e.Server.BundlePEM()), e.gwURL+"/.well-known/oauth-protected-resource", &md)
+	getJSON(t, publicClient(t, e.Server.BundlePEM()), e.GatewayURL+"/.well-known/oauth-protected-resource", &md)
 	if md["resource"] != gwResource || md["tls_client_certificate_bound_access_tokens"] != true {
 		t.Fatalf("protected resource metadata = %v", md)
 	}
-	if n := len(events(t, e.Env, "gateway.connect")); n != 1 {
+	if n := len(events(t, e.Env.Env, "gateway.connect")); n != 1 {
 		t.Fatalf("%d refused connections recorded, want 1", n)
 	}
 }
@@ -280,7 +196,7 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 	hc, _ := e.agentHTTP(t, "alpha", "reader")
 	cs := e.mcpSession(t, hc)
 	_ = cs
-	before := e.files.Calls.Load()
+	before := e.Files.Calls.Load()
 	cases := []struct{ name, body, want string }{
 		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]`, "batches are not accepted"},
 		{"huge id", `{"jsonrpc":"2.0","id":"` + strings.Repeat("x", 500) + `","method":"ping"}`, "id must be"},
@@ -295,7 +211,7 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, e.gwURL+"/mcp/files", strings.NewReader(c.body))
+			req, _ := http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(c.body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
 			resp, err := hc.Do(req)
@@ -315,7 +231,7 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 		})
 	}
 	// Oversized body.
-	req, _ := http.NewRequest(http.MethodPost, e.gwURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"p":"`+strings.Repeat("A", 2<<20)+`"}}`))
+	req, _ := http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"p":"`+strings.Repeat("A", 2<<20)+`"}}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -326,7 +242,7 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 			t.Fatalf("oversized body: %d", resp.StatusCode)
 		}
 	}
-	if e.files.Calls.Load() != before {
+	if e.Files.Calls.Load() != before {
 		t.Fatal("hostile input reached the upstream")
 	}
 }

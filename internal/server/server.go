@@ -147,6 +147,7 @@ func (s *Server) build(ctx context.Context) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.identity.Routes(mux, s.logger)
+	s.ingestRoutes(mux)
 	s.policy.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	s.token.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	s.secrets.Routes(mux, s.identity.Guard(s.logger), s.logger)

@@ -173,7 +173,13 @@ func (m Mapper) Map(ev audit.Event) Event {
 	out.StatusDetail = strings.Join(ev.Reasons, "; ")
 	switch class {
 	case ClassAccountChange, ClassAuthentication:
-		out.User = user(ev.Target, kindOf(ev.Target))
+		// The account acted on: the target when it is an identity, else
+		// (a gateway authenticating a request) the caller itself.
+		if k := kindOf(ev.Target); k != "" {
+			out.User = user(ev.Target, k)
+		} else {
+			out.User = user(ev.Actor.ID, ev.Actor.Kind)
+		}
 	case ClassEntityManagement:
 		out.Entity = entity(ev)
 	case ClassApplicationLifecycle:
@@ -253,6 +259,17 @@ func classify(action string) (int, int, string) {
 	}
 	noun, verb, _ := strings.Cut(action, ".")
 	switch noun {
+	case "agent":
+		if verb == "revoke_subtree" {
+			return ClassAccountChange, 9, "Lock"
+		}
+		return ClassAccountChange, 99, verb // scopes, delegate, ...
+	case "role":
+		// A role grants permissions the way an attached policy does.
+		if verb == "remove" {
+			return ClassAccountChange, 8, "Detach Policy"
+		}
+		return ClassAccountChange, 7, "Attach Policy"
 	case "token":
 		switch verb {
 		case "issue", "exchange":
@@ -261,15 +278,32 @@ func classify(action string) (int, int, string) {
 		case "revoke":
 			return ClassEntityManagement, 99, "Revoke"
 		}
-	case "policy":
-		return ClassEntityManagement, 3, "Update"
+	case "gateway":
+		switch verb {
+		case "authenticate":
+			return ClassAuthentication, 1, "Logon"
+		case "read_resource":
+			return ClassAPIActivity, 2, "Read"
+		}
+		return ClassAPIActivity, 99, "Other" // call_tool, list_tools, ...
+	case "policy", "tool", "resource", "secret":
+		switch verb {
+		case "add":
+			return ClassEntityManagement, 1, "Create"
+		case "remove", "delete":
+			return ClassEntityManagement, 4, "Delete"
+		case "reveal":
+			return ClassEntityManagement, 2, "Read"
+		}
+		return ClassEntityManagement, 3, "Update" // apply, rollback, set, ...
 	}
-	return ClassAPIActivity, 99, "Other"
+	return ClassAPIActivity, 99, "Other" // pdp.decision and anything new
 }
 
 // entityTypes names what an Entity Management event manages, by noun.
 var entityTypes = map[string]string{
 	"jointoken": "Join Token", "svid": "X.509-SVID", "token": "Access Token", "policy": "Policy", "audit": "Audit Log",
+	"tool": "Tool Catalog", "resource": "Resource Server", "secret": "Secret",
 }
 
 func entity(ev audit.Event) *Entity {

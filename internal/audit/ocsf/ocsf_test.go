@@ -40,7 +40,16 @@ func TestClasses(t *testing.T) {
 		{"audit pruned", ev(audit.ActionAuditPrune, audit.Allow, audit.ActorOperator, "test.local/audit"), 3004, 4, "entity"},
 		{"server start", ev(audit.ActionServerStart, audit.Allow, audit.ActorSystem, "spiffe://test.local/bulkhead/server"), 6002, 3, "app"},
 		{"api refusal", ev(audit.ActionAPIAccess, audit.Deny, audit.ActorAgent, "POST /v1/agents"), 6003, 99, "api"},
-		{"a gateway decision", ev("tool.call", audit.Deny, audit.ActorAgent, "mcp://files/read"), 6003, 99, "api"},
+		{"a gateway decision", ev("gateway.call_tool", audit.Deny, audit.ActorAgent, "mcp://files/read"), 6003, 99, "api"},
+		{"a gateway read", ev("gateway.read_resource", audit.Allow, audit.ActorAgent, "mcp://files/x"), 6003, 2, "api"},
+		{"a gateway refusing a caller", ev("gateway.authenticate", audit.Deny, audit.ActorAgent, "/mcp"), 3002, 1, "user"},
+		{"a PDP decision", ev("pdp.decision", audit.Allow, audit.ActorWorkload, "tool::files"), 6003, 99, "api"},
+		{"role added", ev("role.add", audit.Allow, audit.ActorOperator, agent), 3001, 7, "user"},
+		{"role removed", ev("role.remove", audit.Allow, audit.ActorOperator, agent), 3001, 8, "user"},
+		{"sub-agent delegated", ev("agent.delegate", audit.Allow, audit.ActorAgent, agent), 3001, 99, "user"},
+		{"subtree revoked", ev("agent.revoke_subtree", audit.Allow, audit.ActorOperator, agent), 3001, 9, "user"},
+		{"secret revealed", ev("secret.reveal", audit.Allow, audit.ActorWorkload, "db-password"), 3004, 2, "entity"},
+		{"policy rolled back", ev("policy.rollback", audit.Allow, audit.ActorOperator, "policy"), 3004, 3, "entity"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

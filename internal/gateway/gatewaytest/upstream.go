@@ -5,6 +5,7 @@ package gatewaytest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,4 +76,38 @@ func StartFiles(t testing.TB, want string) *FilesServer {
 	t.Cleanup(srv.Close)
 	fs.URL = srv.URL + "/mcp"
 	return fs
+}
+
+// HTTPServer is a REST upstream that echoes what it received as JSON and
+// counts calls.
+type HTTPServer struct {
+	URL   string
+	Calls atomic.Int64
+	// Last is the last request's method, path, query, Authorization and
+	// other headers, as seen upstream.
+	Last atomic.Value
+}
+
+// Seen is what an HTTPServer saw of one request.
+type Seen struct {
+	Method, Path, Query, Auth string
+	Header                    http.Header
+	Body                      string
+}
+
+// StartHTTP starts an HTTPServer.
+func StartHTTP(t testing.TB) *HTTPServer {
+	t.Helper()
+	hs := &HTTPServer{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hs.Calls.Add(1)
+		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		hs.Last.Store(Seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Auth: r.Header.Get("Authorization"),
+			Header: r.Header.Clone(), Body: string(b)})
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"method":%q,"path":%q,"body_bytes":%d,"padding":%q}`, r.Method, r.URL.Path, len(b), strings.Repeat("x", 200))
+	}))
+	t.Cleanup(srv.Close)
+	hs.URL = srv.URL
+	return hs
 }

@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/sse"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+)
+
+// The remote adapters connect a standalone gateway (`bulkhead gateway`) to
+// the control plane over mTLS, as the workload its SVID names.
+
+// RemoteDecider asks the control plane's AuthZEN API.
+type RemoteDecider struct{ Client *client.Client }
+
+// Decide implements Decider.
+func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision, error) {
+	// The same context the in-process PDP sees: no risk signal and no
+	// taint unless the gateway knows of one.
+	c := map[string]any{"input": json.RawMessage(q.Input), "risk": 0, "tainted": false}
+	if len(q.Input) == 0 {
+		c["input"] = map[string]any{}
+	}
+	if q.Task != "" {
+		c["task"] = q.Task
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("gateway: encode decision context: %w", err)
+	}
+	resp, err := d.Client.Evaluate(ctx, api.AuthZENRequest{
+		Subject:  &api.AuthZENEntity{Type: string(policy.TypeAgent), ID: q.Agent.String()},
+		Action:   &api.AuthZENAction{Name: q.Action},
+		Resource: &api.AuthZENEntity{Type: string(q.Resource.Type), ID: string(q.Resource.ID)},
+		Context:  raw,
+	})
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("gateway: remote decision: %w", err)
+	}
+	out := policy.Decision{Allowed: resp.Decision}
+	if rc := resp.Context; rc != nil {
+		out.ID, out.Version, out.Reasons = rc.ID, rc.PolicyVersion, rc.Reasons
+		if rc.Error != nil || len(rc.Errors) > 0 {
+			out.Allowed = false
+		}
+	}
+	return out, nil
+}
+
+// RemoteEvents follows the control plane's event stream (GET /v1/events).
+type RemoteEvents struct {
+	// HTTP is an mTLS client without an overall timeout (the stream is
+	// long-lived); Base is the control plane URL.
+	HTTP *http.Client
+	Base string
+}
+
+// Follow implements EventSource.
+func (s RemoteEvents) Follow(ctx context.Context, after int64, actions []string, apply func(audit.Event), caughtUp func()) error {
+	q := url.Values{"action": {strings.Join(actions, ",")}, "after": {strconv.FormatInt(after, 10)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(s.Base, "/")+"/v1/events?"+q.Encode(), nil)
+	if err != nil {
+		return fmt.Errorf("gateway: events: %w", err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("gateway: events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("gateway: events: status %d", resp.StatusCode)
+	}
+	r := sse.NewReader(resp.Body, 1<<20)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("gateway: events: %w", err)
+		}
+		if ev.Type == "caught-up" {
+			caughtUp()
+			continue
+		}
+		var e audit.Event
+		if err := json.Unmarshal([]byte(ev.Data), &e); err != nil {
+			return fmt.Errorf("gateway: events: bad event %q: %w", ev.ID, err)
+		}
+		apply(e)
+	}
+}
+
+// RemoteSecrets reveals upstream credentials through the control plane.
+type RemoteSecrets struct{ Client *client.Client }
+
+// Reveal implements SecretSource.
+func (s RemoteSecrets) Reveal(ctx context.Context, name string) ([]byte, error) {
+	v, err := s.Client.RevealSecret(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return v.Value, nil
+}
+
+// RemoteAudit is an audit.Store that appends to the control plane's log:
+// wrapped in audit.New, the gateway group-commits its records over the
+// network, and a record is acknowledged only once the control plane has
+// committed it durably.
+type RemoteAudit struct{ Client *client.Client }
+
+// AppendEvents implements audit.Store.
+func (a RemoteAudit) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) {
+	evs := make([]json.RawMessage, len(rows))
+	for i, r := range rows {
+		evs[i] = r.Body
+	}
+	first, err := a.Client.IngestAudit(ctx, evs)
+	if err != nil {
+		return 0, fmt.Errorf("gateway: remote audit: %w", err)
+	}
+	if first < 0 {
+		return 0, errors.New("gateway: remote audit: no sequence returned")
+	}
+	return first, nil
+}

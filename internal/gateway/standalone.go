@@ -1,0 +1,144 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
+)
+
+// Standalone runs a gateway on its own, talking to the control plane over
+// mTLS as spiffe://TD/bulkhead/gateway/NAME.
+type Standalone struct {
+	Config    *Config
+	ServerURL string
+	// Dir holds the gateway's own credential (svid.pem, ...).
+	Dir string
+	// Operator, if set, bootstraps the gateway's credential when Dir has
+	// none, and registers the gateway's resource.
+	Operator *client.Client
+	Stdio    func(s *Server) (http.Handler, io.Closer, error)
+	Clock    clock.Clock
+	Logger   *slog.Logger
+	// Ready, if set, is called with the bound address once serving.
+	Ready func(addr string)
+}
+
+// Run serves until ctx ends.
+func (sa *Standalone) Run(ctx context.Context) error {
+	cfg, logger := sa.Config, sa.Logger
+	if !svidfile.Exists(sa.Dir) {
+		if sa.Operator == nil {
+			return fmt.Errorf("gateway: no credential in %s; bootstrap one with the operator credential (--credentials)", sa.Dir)
+		}
+		if _, err := sa.Operator.IssueComponentSVID(ctx, "gateway", cfg.Name, sa.Dir); err != nil {
+			return fmt.Errorf("gateway: bootstrap credential: %w", err)
+		}
+		logger.Info("issued the gateway's credential", "dir", sa.Dir, "name", cfg.Name)
+	}
+	rot, err := client.NewRotator(sa.ServerURL, sa.Dir, logger)
+	if err != nil {
+		return err
+	}
+	rot.Clock = sa.Clock
+	src, cp := rot.Source(), rot.Client()
+	if want := "/bulkhead/gateway/" + cfg.Name; src.ID().Path() != want {
+		return fmt.Errorf("gateway: the credential in %s is %s, not a gateway named %s", sa.Dir, src.ID(), cfg.Name)
+	}
+	issuer, err := discoverIssuer(ctx, cp.HTTPClient(), sa.ServerURL)
+	if err != nil {
+		return err
+	}
+	if sa.Operator != nil {
+		if _, err := sa.Operator.AddResource(ctx, cfg.Resource, nil); err != nil && !client.IsCode(err, "conflict") {
+			return fmt.Errorf("gateway: register resource %s: %w", cfg.Resource, err)
+		}
+	}
+	stream := &http.Client{Transport: cp.HTTPClient().Transport} // no overall timeout: the event stream is long-lived
+	jwks := &JWKS{URL: strings.TrimRight(sa.ServerURL, "/") + "/oauth2/jwks", HTTP: cp.HTTPClient(), Clock: sa.Clock, Logger: logger}
+	if err := jwks.Refresh(ctx); err != nil {
+		return err
+	}
+	rev := NewRevocations(logger)
+	recorder := audit.New(RemoteAudit{Client: cp}, sa.Clock, logger)
+	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
+		Revocations: rev, Decider: RemoteDecider{Client: cp}, Audit: recorder, Secrets: RemoteSecrets{Client: cp},
+		Stdio: sa.Stdio, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", cfg.Listen, err)
+	}
+	srv := g.Server(TLSConfig(tlsconfig.GetCertificate(src), peer.VerifyConnection(src, sa.Clock)))
+	if sa.Ready != nil {
+		sa.Ready(ln.Addr().String())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	go func() { errc <- rot.Run(ctx) }()
+	go func() { errc <- jwks.Run(ctx) }()
+	go func() {
+		errc <- rev.Feed(ctx, RemoteEvents{HTTP: stream, Base: sa.ServerURL}, func(ctx context.Context) bool {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-sa.Clock.After(time.Second):
+				return true
+			}
+		})
+	}()
+	go func() {
+		err := srv.ServeTLS(ln, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	return first
+}
+
+func discoverIssuer(ctx context.Context, hc *http.Client, serverURL string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(serverURL, "/")+"/.well-known/oauth-authorization-server", nil)
+	if err != nil {
+		return "", fmt.Errorf("gateway: %w", err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("gateway: discover the authorization server: %w", err)
+	}
+	defer resp.Body.Close()
+	var md struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&md); err != nil || md.Issuer == "" {
+		return "", fmt.Errorf("gateway: authorization server metadata: status %d: %v", resp.StatusCode, err)
+	}
+	return md.Issuer, nil
+}

@@ -1,0 +1,108 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The issue's measurement: time from `agent revoke` to the first refused
+// request, and the agent's open streams closed — both under a second.
+func TestGatewayRevocationTakesEffectWithinOneSecond(t *testing.T) {
+	e := startGateway(t, "")
+	ctx := context.Background()
+	hc, _ := e.agentHTTP(t, "alpha", "reader")
+
+	// Open a session and its standalone SSE stream by hand.
+	req, _ := http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	sid := resp.Header.Get("Mcp-Session-Id")
+	if sid == "" {
+		t.Fatal("no session id")
+	}
+	note, _ := http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","method":"notifications/initialized"}`))
+	note.Header.Set("Content-Type", "application/json")
+	note.Header.Set("Accept", "application/json, text/event-stream")
+	note.Header.Set("Mcp-Session-Id", sid)
+	note.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	if resp, err := hc.Do(note); err == nil {
+		resp.Body.Close()
+	}
+	streamReq, _ := http.NewRequest(http.MethodGet, e.GatewayURL+"/mcp/files", nil)
+	streamReq.Header.Set("Accept", "text/event-stream")
+	streamReq.Header.Set("Mcp-Session-Id", sid)
+	streamReq.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	streamHC := *hc
+	streamHC.Timeout = 0
+	stream, err := streamHC.Do(streamReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stream.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %d", stream.StatusCode)
+	}
+	closed := make(chan time.Time, 1)
+	go func() {
+		io.Copy(io.Discard, stream.Body)
+		closed <- time.Now()
+	}()
+
+	// A session through the SDK keeps calling.
+	cs := e.mcpSession(t, hc)
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/a"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	if _, err := e.Operator.RevokeAgent(ctx, "alpha", "compromised"); err != nil {
+		t.Fatal(err)
+	}
+	var refusedAfter time.Duration
+	for {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/a"}})
+		if err != nil {
+			refusedAfter = time.Since(start)
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("requests still allowed 5s after revocation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var streamClosedAfter time.Duration
+	select {
+	case at := <-closed:
+		streamClosedAfter = at.Sub(start)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the agent's open stream was not closed")
+	}
+	t.Logf("revocation: first refused request after %s, open stream closed after %s", refusedAfter, streamClosedAfter)
+	if refusedAfter > time.Second || streamClosedAfter > time.Second {
+		t.Fatalf("revocation took %s (request) / %s (stream); want under 1s", refusedAfter, streamClosedAfter)
+	}
+	// A fresh request (on a fresh connection: the old one was closed) is
+	// refused too.
+	req, _ = http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("new request after revocation: %d", resp.StatusCode)
+	}
+}

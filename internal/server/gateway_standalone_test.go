@@ -1,0 +1,117 @@
+package server_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
+)
+
+// A standalone gateway (`bulkhead gateway`) bootstraps its own SVID with the
+// operator credential and then reaches the control plane only as itself:
+// AuthZEN for decisions, the event stream for revocations, the secrets API
+// for credentials, and the ingest API for its records.
+func TestStandaloneGateway(t *testing.T) {
+	e := gatewaytest.Start(t, "") // reuses the control plane, policies and upstream
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
+name: edge
+resource: https://edge.bulkhead.test
+servers:
+  - name: files
+    mcp: { url: `+e.Files.URL+` }
+    callers: ["spiffe://bulkhead.local/agent/*"]
+    credentials: { header: Authorization, secret: files-token }
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"), Operator: e.Operator,
+		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
+	done := make(chan error, 1)
+	go func() { done <- sa.Run(ctx) }()
+	var url string
+	select {
+	case a := <-addr:
+		url = "https://" + a
+	case err := <-done:
+		t.Fatalf("standalone gateway: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("standalone gateway not ready")
+	}
+	_, c := e.Agent(t, "alpha", "reader")
+	hc := gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test")
+	var cs *mcp.ClientSession
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// Until the revocation backlog is loaded the gateway answers 503.
+		cl := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "test"}, nil)
+		cs, err = cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url + "/mcp/files", HTTPClient: hc, MaxRetries: -1}, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connect through the standalone gateway: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer cs.Close()
+	list, err := cs.ListTools(ctx, nil)
+	if err != nil || len(list.Tools) != 1 || list.Tools[0].Name != "read_file" {
+		t.Fatalf("tools/list: %v %+v", err, list)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/x"}})
+	if err != nil || gatewaytest.Text(res) != "contents of /srv/x" {
+		t.Fatalf("allowed call: %v", err)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/etc/passwd"}}); err == nil || !strings.Contains(err.Error(), "denied by policy") {
+		t.Fatalf("/etc call: %v", err)
+	}
+	// Its records reached the control plane's log, stamped with the
+	// gateway's identity.
+	var recorded int
+	for _, ev := range events(t, e.Env, "gateway.call_tool") {
+		if ev.Detail["gateway"] == "edge" {
+			recorded++
+			if ev.Detail["recorded_by"] != "spiffe://bulkhead.local/bulkhead/gateway/edge" || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" {
+				t.Fatalf("ingested record = %+v", ev)
+			}
+		}
+	}
+	if recorded != 2 {
+		t.Fatalf("%d records from the standalone gateway, want 2", recorded)
+	}
+	// Revocation reaches it through the event stream.
+	start := time.Now()
+	if _, err := e.Operator.RevokeAgent(ctx, "alpha", "test"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/x"}}); err != nil {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatal("standalone gateway still serves a revoked agent after 1s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("standalone gateway refused the revoked agent after %s", time.Since(start))
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("standalone gateway exited: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("standalone gateway did not stop")
+	}
+}
