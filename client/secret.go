@@ -65,3 +65,10 @@ func (c *Client) IssueComponentSVID(ctx context.Context, kind, name, dir string)
 	}
 	return acceptSVID(resp, key, bundle, want, dir)
 }
+
+// RevokeComponent revokes every certificate of component KIND/NAME (e.g. a
+// gateway whose key may be stolen).
+func (c *Client) RevokeComponent(ctx context.Context, kind, name, reason string) (api.RevokeResult, error) {
+	var r api.RevokeResult
+	return r, c.do(ctx, http.MethodPost, "/v1/components/"+url.PathEscape(kind)+"/"+url.PathEscape(name)+"/revoke", api.RevokeRequest{Reason: reason}, &r)
+}

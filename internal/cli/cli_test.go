@@ -239,3 +239,23 @@ func TestTokenAndResourceCommands(t *testing.T) {
 		t.Fatalf("token for a removed resource: %d %s", code, errs)
 	}
 }
+
+// The README's newcomer path: `bulkhead demo` runs end to end.
+func TestDemo(t *testing.T) {
+	code, out, errs := run(t, nil, "demo", "--dir", t.TempDir())
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{
+		"tools/list, filtered to what the agent may call: read_page, search",
+		"Allowed: search(query=token)",
+		"forbid-private-paths",
+		"forbid-high-sensitivity",
+		"first refused call",
+		"ok: ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -72,5 +72,29 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 	f.StringVar(&name, "name", "default", "gateway name (its SPIFFE ID is spiffe://TD/bulkhead/gateway/NAME)")
 	f.StringVar(&resource, "resource", "", "token audience (default https://LISTEN)")
 	f.StringVar(&dir, "dir", "", "the gateway's credential directory (default DATA-DIR/gateway/NAME)")
+	cmd.AddCommand(e.gatewayRevokeCmd())
+	return cmd
+}
+
+func (e *env) gatewayRevokeCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke every certificate of gateway NAME (its key may be stolen)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			r, err := c.RevokeComponent(cmd.Context(), "gateway", args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "revoked gateway %s: %d certificate(s); issue it a new credential to bring it back\n", args[0], len(r.Serials))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
 	return cmd
 }

@@ -96,10 +96,11 @@ other commands find it and its operator credential without any setting.`,
 	pf.StringVar(&e.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(e.serveCmd(), e.agentCmd())
 	root.AddCommand(e.tokenCmd(), e.resourceCmd())
-	root.AddCommand(e.gatewayCmd())
+	root.AddCommand(e.gatewayCmd(), e.demoCmd())
 	root.AddCommand(e.auditCmd())
 	root.AddCommand(e.policyCmd(), e.toolCmd())
 	root.AddCommand(e.secretCmd())
+	root.AddCommand(e.connectCmd())
 	return root
 }
 

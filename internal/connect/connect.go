@@ -150,7 +150,7 @@ func (c *Config) check() (*url.URL, error) {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	if err := CheckListen(c.Listen); err != nil {
+	if err := checkListen(c.Listen); err != nil {
 		return nil, err
 	}
 	if c.Resource == "" {
@@ -162,10 +162,10 @@ func (c *Config) check() (*url.URL, error) {
 	return gw, nil
 }
 
-// CheckListen refuses an address that is not loopback. The sidecar lends
+// checkListen refuses an address that is not loopback. The sidecar lends
 // the agent's identity to whoever can reach its socket; on a network
 // interface that would be anyone who can route to the host.
-func CheckListen(addr string) error {
+func checkListen(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("connect: listen address %q: %w", addr, err)

@@ -110,7 +110,7 @@ func classify(server string, m *rpcMessage) (mcpAuthz, *rpcError) {
 		return mcpAuthz{}, nil
 	}
 	switch {
-	case m.Method == "initialize", m.Method == "ping", m.Method == "logging/setLevel",
+	case m.Method == "initialize", m.Method == "ping", m.Method == "logging/setLevel", m.Method == "server/discover",
 		strings.HasPrefix(m.Method, "notifications/") && m.isNotification():
 		return mcpAuthz{}, nil
 	case m.isNotification():

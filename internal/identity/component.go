@@ -77,6 +77,61 @@ func (s *Service) ComponentRoutes(mux *http.ServeMux, logger *slog.Logger) {
 	h := handlers{s: s, logger: logger}
 	mux.Handle("POST /v1/components/{kind}/{name}/svid",
 		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.issueComponent)))
+	mux.Handle("POST /v1/components/{kind}/{name}/revoke",
+		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.revokeComponent)))
+}
+
+// RevokeComponent revokes every certificate of component KIND/NAME: a
+// gateway whose key may be stolen stops authenticating to the control plane
+// at once (no secrets, no decisions, no renewal), and an operator must issue
+// it a new credential.
+func (s *Service) RevokeComponent(ctx context.Context, by audit.Actor, kind, name, reason string) ([]string, error) {
+	id, err := s.ComponentID(kind, name)
+	if err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		reason = "revoked by operator"
+	}
+	now := s.clock.Now()
+	var serials []string
+	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: ActionComponentRevoke, Target: id.String(), Reasons: []string{reason}},
+		func() error {
+			var err error
+			serials, err = s.store.RevokeCertsByID(ctx, id.String(), now, reason)
+			return err
+		})
+	s.cache.clear()
+	s.invalidateCRL()
+	if err != nil {
+		return nil, err
+	}
+	for _, sn := range serials {
+		s.recordAfter(ctx, audit.Event{Time: now, Actor: by, Action: audit.ActionSVIDRevoke, Target: id.String(),
+			Decision: audit.Allow, Reasons: []string{reason}, Detail: map[string]string{"serial": sn}})
+	}
+	return serials, nil
+}
+
+// ActionComponentRevoke records the revocation of a component's
+// certificates.
+const ActionComponentRevoke = "component.revoke"
+
+func (h handlers) revokeComponent(w http.ResponseWriter, r *http.Request) {
+	var req api.RevokeRequest
+	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	serials, err := h.s.RevokeComponent(r.Context(), caller(r), r.PathValue("kind"), r.PathValue("name"), req.Reason)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if serials == nil {
+		serials = []string{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: r.PathValue("kind") + "/" + r.PathValue("name"), Serials: serials})
 }
 
 func (h handlers) issueComponent(w http.ResponseWriter, r *http.Request) {

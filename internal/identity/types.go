@@ -93,6 +93,9 @@ type Store interface {
 	// every unrevoked certificate of theirs is revoked. It returns the
 	// agents and serials it revoked; fault.NotFound if root does not exist.
 	RevokeTree(ctx context.Context, root string, includeRoot bool, at time.Time, reason string) (agents, serials []string, err error)
+	// RevokeCertsByID revokes every unrevoked certificate with SPIFFE ID
+	// id (a component's) and returns their serials.
+	RevokeCertsByID(ctx context.Context, id string, at time.Time, reason string) ([]string, error)
 	// RevokedCerts lists revoked certificates that have not expired at now.
 	RevokedCerts(ctx context.Context, now time.Time) ([]Cert, error)
 }

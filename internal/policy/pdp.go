@@ -233,8 +233,9 @@ func (p *PDP) newID() string {
 // permit, and denies on any evaluation error; an error return (always with
 // a deny) means the PDP could not decide at all.
 func (p *PDP) Decide(ctx context.Context, req Request) (Decision, error) {
-	pr, err := req.prepare()
-	if err != nil {
+	pr := preparedPool.Get().(*prepared)
+	defer pr.release()
+	if err := req.prepareInto(pr); err != nil {
 		return Decision{ID: p.newID()}, err
 	}
 	d, _, err := p.decide(pr, true)
@@ -257,7 +258,8 @@ func (p *PDP) decide(pr *prepared, real bool) (Decision, outcome, error) {
 		return d, outcome{}, err
 	}
 	req := pr.build(now)
-	v := &view{w: snap.world}
+	v := &pr.view
+	v.reset(snap.world)
 	v.addAgent(req.Principal)
 	for _, e := range pr.extra {
 		v.extra = append(v.extra, &node{entity: e})

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
@@ -74,6 +75,7 @@ type prepared struct {
 	principal, action, resource cedar.EntityUID
 	ctx                         cedar.RecordMap // owned; build adds time
 	extra                       []cedar.Entity
+	view                        view // reused by decide
 }
 
 // build returns the Cedar request, with time set to now: the time of a
@@ -94,23 +96,39 @@ const (
 )
 
 func (r Request) prepare() (*prepared, error) {
+	pr := &prepared{ctx: make(cedar.RecordMap, len(r.Context.Extra)+7)}
+	return pr, r.prepareInto(pr)
+}
+
+// preparedPool recycles the prepared requests of Decide: NewRecord copies
+// the context map, so it can be refilled for the next request.
+var preparedPool = sync.Pool{New: func() any { return &prepared{ctx: make(cedar.RecordMap, 8)} }}
+
+func (p *prepared) release() {
+	clear(p.ctx)
+	p.extra = nil
+	p.view.reset(nil)
+	preparedPool.Put(p)
+}
+
+func (r Request) prepareInto(pr *prepared) error {
 	if err := checkUID("principal", r.Principal); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkUID("action", r.Action); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkUID("resource", r.Resource); err != nil {
-		return nil, err
+		return err
 	}
 	if r.Context.Risk < 0 || r.Context.Risk > 100 {
-		return nil, fmt.Errorf("%w: risk %d is outside 0-100", fault.Invalid, r.Context.Risk)
+		return fmt.Errorf("%w: risk %d is outside 0-100", fault.Invalid, r.Context.Risk)
 	}
-	m := make(cedar.RecordMap, len(r.Context.Extra)+7)
+	m := pr.ctx
 	for k, v := range r.Context.Extra {
 		switch k {
 		case ctxTask, ctxRisk, ctxTainted, ctxTime, ctxGrants, ctxInput:
-			return nil, fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
+			return fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
 		}
 		m[k] = v
 	}
@@ -130,14 +148,15 @@ func (r Request) prepare() (*prepared, error) {
 	m[ctxInput] = r.Context.Input
 	for _, e := range r.Entities {
 		if managed[e.UID.Type] || isActionType(e.UID.Type) {
-			return nil, fmt.Errorf("%w: entities of type %s come from Bulkhead's store, not the request", fault.Invalid, e.UID.Type)
+			return fmt.Errorf("%w: entities of type %s come from Bulkhead's store, not the request", fault.Invalid, e.UID.Type)
 		}
 	}
-	return &prepared{principal: r.Principal, action: r.Action, resource: r.Resource, ctx: m, extra: r.Entities}, nil
+	pr.principal, pr.action, pr.resource, pr.extra = r.Principal, r.Action, r.Resource, r.Entities
+	return nil
 }
 
-// noGrants is the (immutable) empty set of grants, shared.
-var noGrants = cedar.NewSet()
+// noGrants is the (immutable) empty set of grants, shared, and boxed once.
+var noGrants cedar.Value = cedar.NewSet()
 
 func checkUID(what string, uid cedar.EntityUID) error {
 	if uid.Type == "" {

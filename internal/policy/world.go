@@ -185,6 +185,11 @@ func (v *view) lookup(uid cedar.EntityUID) *node {
 	return v.w.nodes[uid]
 }
 
+// reset empties the view for another request over w.
+func (v *view) reset(w *world) {
+	v.w, v.actions, v.extra, v.recent, v.next = w, nil, v.extra[:0], [4]*node{}, 0
+}
+
 // useActions switches the view to another policy set's actions.
 func (v *view) useActions(a map[cedar.EntityUID]*node) {
 	v.actions = a

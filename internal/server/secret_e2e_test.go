@@ -559,3 +559,34 @@ func TestComponentSVIDLifetime(t *testing.T) {
 		}
 	}
 }
+
+// A gateway whose key may be stolen is revoked: it can no longer reveal
+// secrets or renew.
+func TestRevokedComponentLosesAccess(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	if _, err := env.Operator.SetSecret(ctx, "k", []byte("value-1234")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "gw")
+	if _, err := env.Operator.IssueComponentSVID(ctx, "gateway", "edge", dir); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Client(dir)
+	if _, err := gw.RevealSecret(ctx, "k"); err != nil {
+		t.Fatalf("reveal before revocation: %v", err)
+	}
+	res, err := env.Operator.RevokeComponent(ctx, "gateway", "edge", "key on a stolen laptop")
+	if err != nil || len(res.Serials) != 1 {
+		t.Fatalf("revoke component: %+v %v", res, err)
+	}
+	if _, err := gw.RevealSecret(ctx, "k"); !client.IsCode(err, "unauthenticated") {
+		t.Fatalf("reveal after revocation: %v", err)
+	}
+	if _, err := gw.Renew(ctx, dir); err == nil {
+		t.Fatal("a revoked gateway renewed its certificate")
+	}
+	if _, err := env.Operator.RevokeComponent(ctx, "server", "x", ""); !client.IsCode(err, "invalid_request") {
+		t.Fatalf("revoke of a non-component kind: %v", err)
+	}
+}

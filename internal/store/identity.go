@@ -342,6 +342,26 @@ func (s *DB) RevokeTree(ctx context.Context, root string, includeRoot bool, at t
 	return agents, serials, err
 }
 
+// RevokeCertsByID revokes the certificates of one SPIFFE ID.
+func (s *DB) RevokeCertsByID(ctx context.Context, id string, at time.Time, reason string) ([]string, error) {
+	var serials []string
+	err := s.tx(ctx, func(tx *Tx) error {
+		rows, err := tx.query(ctx, `SELECT serial FROM certificates WHERE spiffe_id = ? AND revoked_at IS NULL ORDER BY serial`, id)
+		if err != nil {
+			return fmt.Errorf("store: revoke certificates: %w", err)
+		}
+		if serials, err = scanStrings(rows); err != nil {
+			return err
+		}
+		if _, err := tx.exec(ctx, `UPDATE certificates SET revoked_at = ?, revoked_reason = ? WHERE spiffe_id = ? AND revoked_at IS NULL`,
+			ts(at), reason, id); err != nil {
+			return fmt.Errorf("store: revoke certificates: %w", err)
+		}
+		return nil
+	})
+	return serials, err
+}
+
 // Meta returns a value from the key/value metadata table, or "" if unset.
 func (s *DB) Meta(ctx context.Context, key string) (string, error) {
 	var v string

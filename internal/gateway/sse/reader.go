@@ -19,9 +19,9 @@ type Reader struct {
 	line    []byte
 }
 
-// NewReader reads events from r. One call to Next reads at most maxEventSize
-// bytes (the event and any comments or blank lines before it); maxEventSize
-// <= 0 means DefaultMaxEventSize.
+// NewReader reads events from r. One event, counting the comments and unknown
+// fields between its lines, is at most maxEventSize bytes; so is a block of
+// comments. maxEventSize <= 0 means DefaultMaxEventSize.
 func NewReader(r io.Reader, maxEventSize int) *Reader {
 	if maxEventSize <= 0 {
 		maxEventSize = DefaultMaxEventSize
@@ -67,8 +67,12 @@ func (r *Reader) next() (Event, error) {
 			if pending && ev != (Event{}) {
 				return ev, nil
 			}
+			// A block without an event (keepalives, say) does not count
+			// against the next event: a quiet long-lived stream must not
+			// run out of budget.
 			ev, hasData, pending = Event{}, false, false
 			data.Reset()
+			budget = r.max
 			continue
 		}
 		if line[0] == ':' {

@@ -73,8 +73,11 @@ func TestReader(t *testing.T) {
 		{name: "ends inside line", in: "data: x\n\ndata: y", want: []Event{{Data: "x"}}, wantErr: io.ErrUnexpectedEOF},
 		{name: "ends inside comment line", in: ": x", wantErr: io.ErrUnexpectedEOF},
 		{name: "over limit", in: "data: xx\n\n", max: 9, wantErr: ErrTooLarge},
-		{name: "comments count toward limit", in: ": aaaa\n: bbbb\ndata: x\n\n", max: 16, wantErr: ErrTooLarge},
-		{name: "blank lines count toward limit", in: strings.Repeat("\n", 20) + "data: x\n\n", max: 16, wantErr: ErrTooLarge},
+		{name: "comments in an event count toward limit", in: "data: x\n: aaaa\n: bbbb\n\n", max: 16, wantErr: ErrTooLarge},
+		{name: "a comment block counts toward limit", in: ": aaaa\n: bbbb\n: cccc\n\n", max: 16, wantErr: ErrTooLarge},
+		{name: "keepalives between events do not add up", in: strings.Repeat(": keepalive\n\n", 1000) + "data: x\n\n", max: 16,
+			want: []Event{{Data: "x"}}},
+		{name: "blank lines do not add up", in: strings.Repeat("\n", 100) + "data: x\n\n", max: 16, want: []Event{{Data: "x"}}},
 		{name: "long line", in: "data: " + strings.Repeat("x", 10000) + "\n\n", max: 5000, wantErr: ErrTooLarge},
 	}
 	for _, tt := range tests {

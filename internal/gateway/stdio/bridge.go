@@ -462,6 +462,7 @@ func (b *Bridge) spawn() (*session, error) {
 	b.mu.Unlock()
 	defer b.wg.Done()
 	if err := s.start(); err != nil {
+		b.log.Error("stdio: starting upstream failed", "error", err)
 		s.end(fmt.Errorf("%w: starting %s: %w", ErrUpstream, b.cfg.Command[0], err))
 		return nil, s.reason()
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -157,8 +158,9 @@ func build(tb testing.TB, n int) *engines {
 
 	// Bulkhead: the real PDP over a store that holds this world.
 	st := &memStore{files: []policy.File{{Name: "bench.cedar", Content: e.source}}, agents: agents, catalog: cat}
+	// Nothing polls this store, so its state never goes stale.
 	pdp, err := policy.NewPDP(context.Background(), policy.PDPConfig{Store: st, TrustDomain: td, Clock: clock.Real{},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxStale: 24 * time.Hour})
 	if err != nil {
 		tb.Fatal(err)
 	}
