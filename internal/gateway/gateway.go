@@ -27,6 +27,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/stdio"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
@@ -67,18 +68,15 @@ func (p PDPDecider) Decide(ctx context.Context, d Decision) (policy.Decision, er
 }
 
 // Deps are the gateway's dependencies; all are required except Secrets,
-// which is required when a server injects credentials, and Stdio, which
-// is required when a server is a stdio command.
+// which is required when a server injects credentials.
 type Deps struct {
 	Verifier    *Verifier
 	Revocations *Revocations
 	Decider     Decider
 	Audit       Recorder
 	Secrets     SecretSource
-	// Stdio builds the handler serving a stdio MCP command.
-	Stdio  func(s *Server) (http.Handler, io.Closer, error)
-	Clock  clock.Clock
-	Logger *slog.Logger
+	Clock       clock.Clock
+	Logger      *slog.Logger
 	// AuthorizationServer is the control plane's issuer URL, advertised in
 	// the protected resource metadata.
 	AuthorizationServer string
@@ -121,16 +119,18 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 		case s.MCP != nil && s.MCP.URL != "":
 			rt.up, rt.target = httpClient, s.MCP.URL
 		case s.MCP != nil:
-			if deps.Stdio == nil {
-				return nil, fmt.Errorf("gateway: server %q is a stdio command but no stdio runner is configured", s.Name)
-			}
-			h, closer, err := deps.Stdio(s)
+			// A stdio server: one process per agent session, with only the
+			// environment the configuration gives it.
+			name := s.Name
+			bridge, err := stdio.New(stdio.Config{Command: s.MCP.Command, Env: s.MCP.Env, Dir: s.MCP.Dir,
+				Logger: deps.Logger.With("server", s.Name), Clock: deps.Clock,
+				OnSessionEnd: func(id string, _ error) { g.sessions.unbind(name, id) }})
 			if err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)
 			}
-			g.closers = append(g.closers, closer)
-			rt.up, rt.target = handlerUpstream{h: h}, "http://stdio.invalid/"+s.Name
+			g.closers = append(g.closers, bridge)
+			rt.up, rt.target = handlerUpstream{h: bridge}, "http://stdio.invalid/"+s.Name
 		default:
 			rt.up, rt.target = httpClient, strings.TrimRight(s.HTTP.URL, "/")
 		}

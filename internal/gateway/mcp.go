@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/sse"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -387,64 +388,31 @@ func (g *Gateway) relay(w http.ResponseWriter, body io.Reader, s *Server, agent,
 // maxEvent bounds one SSE event from an upstream.
 const maxEvent = 8 << 20
 
-// relaySSE relays an event stream event by event, filtering the list
-// result it carries and charging bytes.
+// errBudgetSpent stops a stream whose response budget ran out.
+var errBudgetSpent = errors.New("response budget spent")
+
+// relaySSE relays an event stream event by event: the list result it
+// carries is filtered, injected secrets are redacted, and bytes are charged
+// to the budget. The strict reader cuts a stream it cannot parse rather than
+// relay something the agent might read differently than the gateway did.
 func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.Reader, c *caller, s *Server, msg *rpcMessage, filter string) {
-	fl, _ := w.(http.Flusher)
-	if fl != nil {
+	if fl, ok := w.(http.Flusher); ok {
 		fl.Flush()
 	}
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 64<<10), maxEvent)
-	var ev []string
-	emit := func() bool {
-		if len(ev) == 0 {
-			return true
+	agent, task := c.id.String(), c.claims.Task
+	err := sse.Transform(w, body, maxEvent, func(ev sse.Event) (sse.Event, bool, error) {
+		if filter != "" && ev.IsMessage() {
+			ev.Data = string(g.filterMessage(ctx, c, s, msg, filter, []byte(ev.Data)))
 		}
-		lines := ev
-		ev = nil
-		if filter != "" {
-			lines = g.filterSSE(ctx, c, s, msg, filter, lines)
+		ev.Data = string(g.redact([]byte(ev.Data)))
+		if !g.budgets.charge(s, agent, task, int64(len(ev.Data))) {
+			return ev, false, errBudgetSpent
 		}
-		out := []byte(strings.Join(lines, "\n") + "\n\n")
-		out = g.redact(out)
-		if _, err := w.Write(out); err != nil {
-			return false
-		}
-		if fl != nil {
-			fl.Flush()
-		}
-		return g.budgets.charge(s, c.id.String(), c.claims.Task, int64(len(out)))
+		return ev, true, nil
+	})
+	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+		g.logger.Debug("upstream stream ended", "server", s.Name, "err", err)
 	}
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if !emit() {
-				return
-			}
-			continue
-		}
-		ev = append(ev, line)
-	}
-	emit()
-}
-
-// filterSSE filters the data of one event if it is the response to msg.
-func (g *Gateway) filterSSE(ctx context.Context, c *caller, s *Server, msg *rpcMessage, filter string, lines []string) []string {
-	var data []string
-	var rest []string
-	for _, l := range lines {
-		if v, ok := strings.CutPrefix(l, "data:"); ok {
-			data = append(data, strings.TrimPrefix(v, " "))
-		} else {
-			rest = append(rest, l)
-		}
-	}
-	if len(data) == 0 {
-		return lines
-	}
-	out := g.filterMessage(ctx, c, s, msg, filter, []byte(strings.Join(data, "\n")))
-	return append(rest, "data: "+string(out))
 }
 
 // filterMessage filters the list in a response to msg down to the items

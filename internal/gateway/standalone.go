@@ -31,7 +31,6 @@ type Standalone struct {
 	// Operator, if set, bootstraps the gateway's credential when Dir has
 	// none, and registers the gateway's resource.
 	Operator *client.Client
-	Stdio    func(s *Server) (http.Handler, io.Closer, error)
 	Clock    clock.Clock
 	Logger   *slog.Logger
 	// Ready, if set, is called with the bound address once serving.
@@ -77,7 +76,7 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	recorder := audit.New(RemoteAudit{Client: cp}, sa.Clock, logger)
 	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
 		Revocations: rev, Decider: RemoteDecider{Client: cp}, Audit: recorder, Secrets: RemoteSecrets{Client: cp},
-		Stdio: sa.Stdio, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
+		Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
 	if err != nil {
 		return err
 	}

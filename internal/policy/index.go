@@ -28,10 +28,12 @@ import (
 // checks the scope first and skips the conditions.
 //
 // The principal level is keyed by the entity itself (a fleet of agents
-// makes it the largest, and one lookup per request entity is all it takes);
-// the action and resource levels use small interned integer keys, so a
-// request hashes each of its actions and resources once, skips those no
-// policy names, and walks the rest with integer lookups.
+// makes it the largest); the action and resource levels use small interned
+// integer keys, so a request hashes each of its actions and resources once,
+// skips those no policy names, and walks the rest with integer lookups.
+// With a fleet of agents most of a decision's time is cache misses, so an
+// entry carries its policy (no second array to visit) and the PDP links
+// each known principal to its entries ahead of time (see world.link).
 
 // key is an interned action or resource key: keyAny, or an interned id
 // shifted left by one with the low bit telling a type from an entity.
@@ -114,57 +116,58 @@ func (in interner) requestKeys(dst []key, uid cedar.EntityUID, ancestors []cedar
 	return dst
 }
 
+// entry is one filing of a policy.
+type entry struct {
+	action, resource key
+	// pos is the policy's position in its set; multi says it is filed
+	// more than once (action in [A, B]), so a request may find it twice.
+	pos    int32
+	multi  bool
+	id     cedar.PolicyID
+	policy *cedar.Policy
+}
+
 // bucket holds the policies of one principal key. Most buckets are small
 // (one agent's few policies), and a short list scanned in place costs
 // fewer cache misses than maps; a large one (a popular role) is a map of
-// action key → resource key → policies.
+// action key → resource key → entries.
 type bucket struct {
 	small []entry
-	large map[key]map[key][]int32
-}
-
-type entry struct {
-	action, resource key
-	policy           int32
+	large map[key]map[key][]entry
 }
 
 // smallBucket is the size past which a bucket becomes maps.
 const smallBucket = 16
 
-func (b *bucket) add(ka, kr key, i int32) {
+func (b *bucket) add(e entry) {
 	if b.large == nil && len(b.small) < smallBucket {
-		b.small = append(b.small, entry{ka, kr, i})
+		b.small = append(b.small, e)
 		return
 	}
 	if b.large == nil {
-		b.large = map[key]map[key][]int32{}
-		for _, e := range b.small {
-			b.addLarge(e.action, e.resource, e.policy)
+		b.large = map[key]map[key][]entry{}
+		for _, old := range b.small {
+			b.addLarge(old)
 		}
 		b.small = nil
 	}
-	b.addLarge(ka, kr, i)
+	b.addLarge(e)
 }
 
-func (b *bucket) addLarge(ka, kr key, i int32) {
-	m := b.large[ka]
+func (b *bucket) addLarge(e entry) {
+	m := b.large[e.action]
 	if m == nil {
-		m = map[key][]int32{}
-		b.large[ka] = m
+		m = map[key][]entry{}
+		b.large[e.action] = m
 	}
-	m[kr] = append(m[kr], i)
+	m[e.resource] = append(m[e.resource], e)
 }
 
-// match appends the policies filed under any of the action keys a and
+// match appends the entries filed under any of the action keys a and
 // resource keys r.
-func (b *bucket) match(dst []int32, a, r []key) []int32 {
+func (b *bucket) match(dst []entry, a, r []key) []entry {
 	if b.large == nil {
-		for _, e := range b.small {
-			if slices.Contains(a, e.action) && slices.Contains(r, e.resource) {
-				dst = append(dst, e.policy)
-			}
-		}
-		return dst
+		return matchEntries(dst, b.small, a, r)
 	}
 	for _, ka := range a {
 		m := b.large[ka]
@@ -178,10 +181,19 @@ func (b *bucket) match(dst []int32, a, r []key) []int32 {
 	return dst
 }
 
+func matchEntries(dst, list []entry, a, r []key) []entry {
+	for i := range list {
+		if e := &list[i]; slices.Contains(a, e.action) && slices.Contains(r, e.resource) {
+			dst = append(dst, *e)
+		}
+	}
+	return dst
+}
+
 // principalKey is where a principal scope files a policy.
 type principalKey struct {
 	kind keyKind
-	uid  cedar.EntityUID // the entity, or for keyType only its Type
+	uid  cedar.EntityUID // the entity, or for typeKind only its Type
 }
 
 type keyKind uint8
@@ -198,9 +210,6 @@ type index struct {
 	entities map[cedar.EntityUID]*bucket
 	actions  interner
 	res      interner
-	// multi marks policies filed under more than one key (action in
-	// [A, B]), which a request can find twice.
-	multi []bool
 }
 
 func principalKeys(s xast.IsScopeNode) []principalKey {
@@ -249,18 +258,18 @@ func (ix *index) bucketFor(k principalKey) *bucket {
 	return b
 }
 
-func newIndex(policies []*cedar.Policy) *index {
+func newIndex(ids []cedar.PolicyID, policies []*cedar.Policy) *index {
 	ix := &index{types: map[cedar.EntityType]*bucket{}, entities: map[cedar.EntityUID]*bucket{},
-		actions: newInterner(), res: newInterner(), multi: make([]bool, len(policies))}
+		actions: newInterner(), res: newInterner()}
 	for i, p := range policies {
 		a := (*xast.Policy)(p.AST())
 		pk, ak, rk := principalKeys(a.Principal), ix.actions.keys(a.Action), ix.res.keys(a.Resource)
-		ix.multi[i] = len(pk)*len(ak)*len(rk) > 1
+		multi := len(pk)*len(ak)*len(rk) > 1
 		for _, kp := range pk {
 			b := ix.bucketFor(kp)
 			for _, ka := range ak {
 				for _, kr := range rk {
-					b.add(ka, kr, int32(i))
+					b.add(entry{action: ka, resource: kr, pos: int32(i), multi: multi, id: ids[i], policy: p})
 				}
 			}
 		}
@@ -293,41 +302,49 @@ func (ix *index) principalBuckets(p cedar.EntityUID, anc []cedar.EntityUID) []*b
 	return out
 }
 
-// candidates appends to dst the positions of every policy whose action and
-// resource scopes may match keys a and r, among the entries flat and the
-// policies of buckets, each once.
-func (ix *index) candidates(dst []int32, flat []entry, buckets []*bucket, a, r []key) []int32 {
+// candidates appends to dst every entry, among own and the buckets, whose
+// action and resource keys may match a and r, each policy once.
+func candidates(dst, own []entry, buckets []*bucket, a, r []key) []entry {
 	start := len(dst)
-	for _, e := range flat {
-		if slices.Contains(a, e.action) && slices.Contains(r, e.resource) {
-			dst = append(dst, e.policy)
-		}
-	}
+	dst = matchEntries(dst, own, a, r)
 	for _, b := range buckets {
 		dst = b.match(dst, a, r)
 	}
-	dup := false
-	for _, i := range dst[start:] {
-		dup = dup || ix.multi[i]
-	}
-	if dup {
-		found := dst[start:]
-		slices.Sort(found)
-		dst = append(dst[:start], slices.Compact(found)...)
+	for _, e := range dst[start:] {
+		if e.multi {
+			found := dst[start:]
+			slices.SortFunc(found, func(x, y entry) int { return int(x.pos) - int(y.pos) })
+			return append(dst[:start], slices.CompactFunc(found, func(x, y entry) bool { return x.pos == y.pos })...)
+		}
 	}
 	return dst
 }
 
-// flatten splits buckets into the entries of the small ones, copied into
-// one list (one cache line to read instead of three pointers to follow),
-// and the large ones.
-func flatten(buckets []*bucket) (flat []entry, large []*bucket) {
-	for _, b := range buckets {
-		if b.large == nil {
-			flat = append(flat, b.small...)
-		} else {
-			large = append(large, b)
+// link is what a known principal looks up in one index, found with one map
+// lookup: the entries of its own bucket, copied inline, and the buckets it
+// shares with others (any, its type, its roles), which stay hot in cache.
+type link struct {
+	own    [2]entry
+	nOwn   int
+	more   []entry
+	shared []*bucket
+}
+
+func (ix *index) link(p cedar.EntityUID, anc []cedar.EntityUID) link {
+	var l link
+	for _, b := range ix.principalBuckets(p, anc) {
+		if b == ix.entities[p] && b.large == nil {
+			for _, e := range b.small {
+				if l.nOwn < len(l.own) {
+					l.own[l.nOwn] = e
+					l.nOwn++
+				} else {
+					l.more = append(l.more, e)
+				}
+			}
+			continue
 		}
+		l.shared = append(l.shared, b)
 	}
-	return flat, large
+	return l
 }

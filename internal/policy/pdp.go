@@ -260,11 +260,13 @@ func (p *PDP) decide(pr *prepared, real bool) (Decision, outcome, error) {
 	req := pr.build(now)
 	v := &pr.view
 	v.reset(snap.world)
-	v.addAgent(req.Principal)
+	live := snap.live
+	if live == nil || !v.linked(live.index, req.Principal) {
+		v.addAgent(req.Principal)
+	}
 	for _, e := range pr.extra {
 		v.extra = append(v.extra, &node{entity: e})
 	}
-	live := snap.live
 	if live == nil {
 		// Nothing applied yet: deny by default.
 		return d, outcome{req: req}, nil

@@ -47,7 +47,6 @@ type Set struct {
 	policies []*cedar.Policy
 	byID     map[cedar.PolicyID]int
 	index    *index
-	entries  []policyEntry
 }
 
 // Compile parses, validates and indexes a policy set. It reports every
@@ -127,20 +126,7 @@ func Compile(files []File) (*Set, error) {
 }
 
 // finish indexes the set's policies.
-func (s *Set) finish() {
-	s.index = newIndex(s.policies)
-	s.entries = make([]policyEntry, len(s.policies))
-	for i, p := range s.policies {
-		s.entries[i] = policyEntry{id: s.ids[i], policy: p}
-	}
-}
-
-// policyEntry keeps a policy's id beside it: evaluation reads both, and
-// one array costs one cache miss where two cost two.
-type policyEntry struct {
-	id     cedar.PolicyID
-	policy *cedar.Policy
-}
+func (s *Set) finish() { s.index = newIndex(s.ids, s.policies) }
 
 func validFileName(name string) bool {
 	if name == "" || len(name) > 512 || strings.ContainsAny(name, "\\\x00") || path.IsAbs(name) || path.Clean(name) != name || strings.HasPrefix(name, "../") {
@@ -195,16 +181,15 @@ type result struct {
 // candidates the index found. Its iterator function is made once per
 // candidateSet (they are pooled), not once per evaluation.
 type candidateSet struct {
-	s   *Set
-	idx []int32
-	seq iter.Seq2[cedar.PolicyID, *cedar.Policy]
+	list []entry
+	seq  iter.Seq2[cedar.PolicyID, *cedar.Policy]
 }
 
 func newCandidateSet() *candidateSet {
 	c := &candidateSet{}
 	c.seq = func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
-		for _, i := range c.idx {
-			if e := &c.s.entries[i]; !yield(e.id, e.policy) {
+		for i := range c.list {
+			if e := &c.list[i]; !yield(e.id, e.policy) {
 				return
 			}
 		}
@@ -229,12 +214,11 @@ func (s *Set) evaluate(ents ancestry, req cedar.Request) result {
 	sc := scratchPool.Get().(*scratch)
 	sc.a = s.index.actions.requestKeys(sc.a[:0], req.Action, ents.ancestors(req.Action))
 	sc.r = s.index.res.requestKeys(sc.r[:0], req.Resource, ents.ancestors(req.Resource))
-	sc.set.s = s
-	flat, buckets := ents.principalBuckets(s.index, req.Principal)
-	sc.set.idx = s.index.candidates(sc.set.idx[:0], flat, buckets, sc.a, sc.r)
+	own, buckets := ents.principalBuckets(s.index, req.Principal)
+	sc.set.list = candidates(sc.set.list[:0], own, buckets, sc.a, sc.r)
 	d, diag := cedar.Authorize(sc.set, ents, req)
-	res := result{decision: d, diag: diag, considered: len(sc.set.idx)}
-	sc.set.s = nil
+	res := result{decision: d, diag: diag, considered: len(sc.set.list)}
+	clear(sc.set.list) // drop the policy pointers the pool would keep
 	scratchPool.Put(sc)
 	return res
 }

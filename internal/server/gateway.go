@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -76,7 +74,7 @@ func (s *Server) buildGateway(ctx context.Context) error {
 	verifier := &gateway.Verifier{Audience: gcfg.Resource, Keys: s.token, Clock: s.clock}
 	as := peer.Principal{ID: id, Kind: audit.ActorWorkload, Name: "gateway/" + gcfg.Name}
 	gw, err := gateway.New(gcfg, gateway.Deps{Verifier: verifier, Revocations: rev, Decider: gateway.PDPDecider{PDP: s.policy},
-		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Stdio: stdioRunner(s.logger), Clock: s.clock, Logger: s.logger.With("component", "gateway")})
+		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Clock: s.clock, Logger: s.logger.With("component", "gateway")})
 	if err != nil {
 		return err
 	}
@@ -154,12 +152,5 @@ func (s *Server) gatewayRunners() []func(context.Context) error {
 		func(ctx context.Context) error { return serveUntil(ctx, srv, g.listener) },
 		g.cred.refresh,
 		func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil },
-	}
-}
-
-// stdioRunner builds the handler for a stdio MCP server.
-func stdioRunner(logger *slog.Logger) func(*gateway.Server) (http.Handler, io.Closer, error) {
-	return func(s *gateway.Server) (http.Handler, io.Closer, error) {
-		return nil, nil, fmt.Errorf("stdio MCP servers are not wired yet")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -110,4 +111,35 @@ func StartHTTP(t testing.TB) *HTTPServer {
 	t.Cleanup(srv.Close)
 	hs.URL = srv.URL
 	return hs
+}
+
+// stdioMode is the environment variable that turns a test binary into a
+// stdio MCP server (see MaybeServeStdio).
+const stdioMode = "BULKHEAD_TEST_STDIO_MCP"
+
+// StdioCommand returns the command and environment under which the current
+// test binary serves the notes MCP server on stdin/stdout: call
+// MaybeServeStdio first thing in that package's TestMain.
+func StdioCommand() (cmd []string, env []string) {
+	return []string{os.Args[0], "-test.run=^$"}, []string{stdioMode + "=1", "GORACE=atexit_sleep_ms=0"}
+}
+
+// MaybeServeStdio serves the notes MCP server (tools: note, whoami) over
+// stdio and exits, if this process was started by StdioCommand.
+func MaybeServeStdio() {
+	if os.Getenv(stdioMode) != "1" {
+		return
+	}
+	s := mcp.NewServer(&mcp.Implementation{Name: "notes", Version: "test"}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "note", Description: "echo a note"}, func(_ context.Context, _ *mcp.CallToolRequest, in queryArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "noted: " + in.Query}}}, nil, nil
+	})
+	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "report the environment the tool sees"}, func(_ context.Context, _ *mcp.CallToolRequest, _ queryArgs) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(os.Environ(), "\n")}}}, nil, nil
+	})
+	if err := s.Run(context.Background(), &mcp.StdioTransport{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }

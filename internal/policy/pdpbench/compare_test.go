@@ -106,7 +106,9 @@ func TestPDPComparison(t *testing.T) {
 // measure times calls of fn over reqs for about batchBudget, each call on
 // its own, continuing through reqs where the last batch stopped.
 func measure(fn func(*request) bool, reqs []request, next *map[engineName]int, name engineName, into []time.Duration) []time.Duration {
-	runtime.GC()
+	if os.Getenv("PDPBENCH_GC") != "" {
+		runtime.GC()
+	}
 	i := (*next)[name]
 	// A few calls to size the batch (and warm the caches as a caller
 	// would find them: the engine was in use).

@@ -1,0 +1,90 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+)
+
+// A stdio MCP server spawned by the gateway: reachable only through the
+// gateway (it has no socket), authorized per call like any other, and it
+// sees only the environment the configuration gives it — not the
+// gateway's, where secrets might live.
+func TestGatewayStdioServer(t *testing.T) {
+	t.Setenv("GATEWAY_ONLY_SECRET", "must-not-leak")
+	cmd, env := gatewaytest.StdioCommand()
+	quote := func(ss []string) string {
+		q := make([]string, len(ss))
+		for i, s := range ss {
+			q[i] = fmt.Sprintf("%q", s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	}
+	e := startGateway(t, `  - name: notes
+    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+` }
+    callers: ["spiffe://bulkhead.local/agent/*"]
+`)
+	ctx := context.Background()
+	// Catalog the notes server and let readers use it.
+	cat, err := e.Operator.Tools(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat.Servers = append(cat.Servers, api.ToolServer{Name: "notes", Sensitivity: "low", Tools: []api.ToolEntry{{Name: "note"}, {Name: "whoami"}}})
+	if _, err := e.Operator.ApplyTools(ctx, cat); err != nil {
+		t.Fatal(err)
+	}
+	versions, err := e.Operator.PolicyVersions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := e.Operator.PolicyVersion(ctx, fmt.Sprint(versions.State.Live))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := append(live.Files, api.PolicyFile{Name: "notes.cedar", Content: `@id("reader-notes")
+permit (principal in Role::"reader", action == Action::"call_tool", resource == Tool::"notes/note");`})
+	if _, err := e.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+
+	hc, _ := e.agentHTTP(t, "alpha", "reader")
+	cs := e.MCP(t, hc, "notes")
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "note", Arguments: map[string]any{"query": "hello"}})
+	if err != nil || textOf(res) != "noted: hello" {
+		t.Fatalf("note through the gateway: %v %v", err, res)
+	}
+	// whoami is not permitted: denied before it reaches the process.
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"}); err == nil || !strings.Contains(err.Error(), "denied by policy") {
+		t.Fatalf("whoami: %v", err)
+	}
+	// Allow it for a moment to read the environment the tool sees.
+	files = append(files, api.PolicyFile{Name: "whoami.cedar", Content: `@id("reader-whoami")
+permit (principal in Role::"reader", action == Action::"call_tool", resource == Tool::"notes/whoami");`})
+	if _, err := e.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "env"}})
+	if err != nil {
+		t.Fatalf("whoami once permitted: %v", err)
+	}
+	envText := textOf(res)
+	if !strings.Contains(envText, "NOTES_MODE=test") || strings.Contains(envText, "must-not-leak") || strings.Contains(envText, os.Getenv("HOME")+"\n") && os.Getenv("HOME") != "" {
+		t.Fatalf("the tool's environment:\n%s", envText)
+	}
+	// Without the gateway there is nothing to connect to: the process has
+	// no listener, and the gateway path requires mTLS and a token.
+	resp, err := http.Post(e.GatewayURL+"/mcp/notes", "application/json", strings.NewReader(`{}`))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("plain HTTP reached the gateway")
+	}
+}
