@@ -311,10 +311,13 @@ func (g *Gateway) Server(tlsCfg *tls.Config) *http.Server {
 		Handler:           g.Handler(),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: g.cfg.Limits.ReadHeader,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ConnContext:       ConnContext,
-		ConnState:         g.ConnState,
-		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
+		// A slow client may not hold a request open while it trickles the
+		// body in; responses (streams) are not bounded by this.
+		ReadTimeout:    g.cfg.Limits.ReadHeader + 30*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ConnContext:    ConnContext,
+		ConnState:      g.ConnState,
+		ErrorLog:       slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+
+	"github.com/bulkhead-dev/bulkhead/internal/jsonlimit"
 )
 
 // JSON-RPC error codes the gateway answers with.
@@ -121,30 +123,8 @@ func checkID(id json.RawMessage) error {
 // checkDepth refuses JSON nested deeper than maxDepth before any decoder
 // recurses into it.
 func checkDepth(b []byte) error {
-	depth, inString, escaped := 0, false, false
-	for _, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '{', '[':
-			depth++
-			if depth > maxDepth {
-				return fmt.Errorf("JSON nested deeper than %d levels", maxDepth)
-			}
-		case '}', ']':
-			depth--
-		}
+	if jsonlimit.Depth(b) > maxDepth {
+		return fmt.Errorf("JSON nested deeper than %d levels", maxDepth)
 	}
 	return nil
 }

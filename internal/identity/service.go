@@ -109,23 +109,7 @@ func (s *Service) AgentID(name string) (spiffeid.ID, error) {
 // second record says so, so the log never claims an effect that did not
 // happen; if the first record cannot be written, do never runs.
 func (s *Service) act(ctx context.Context, ev audit.Event, do func() error) error {
-	ev.Decision = audit.Allow
-	rec, err := s.audit.Record(ctx, ev)
-	if err != nil {
-		return fmt.Errorf("%w: %s refused because the audit log is unavailable", fault.Unavailable, ev.Action)
-	}
-	if err := do(); err != nil {
-		failed := ev
-		failed.Decision = audit.Failed
-		failed.Time = time.Time{}
-		failed.Reasons = []string{err.Error()}
-		failed.Detail = map[string]string{"allowed_seq": fmt.Sprint(rec.Seq)}
-		if _, aerr := s.audit.Record(ctx, failed); aerr != nil {
-			s.logger.Error("could not record a failed action", "action", ev.Action, "err", aerr)
-		}
-		return err
-	}
-	return nil
+	return audit.Act(ctx, s.audit, s.logger, ev, do)
 }
 
 // deny records a refusal and returns why, marked as recorded so that

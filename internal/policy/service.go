@@ -74,23 +74,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 // runs. After a change the PDP reloads at once, so this replica decides
 // with it before the call returns.
 func (s *Service) act(ctx context.Context, ev audit.Event, do func() error) error {
-	ev.Decision = audit.Allow
 	if ev.Time.IsZero() {
 		ev.Time = s.clock.Now()
 	}
-	rec, err := s.audit.Record(ctx, ev)
-	if err != nil {
-		return fmt.Errorf("%w: %s refused because the audit log is unavailable", fault.Unavailable, ev.Action)
-	}
-	if err := do(); err != nil {
-		failed := ev
-		failed.Decision = audit.Failed
-		failed.Time = time.Time{}
-		failed.Reasons = []string{err.Error()}
-		failed.Detail = map[string]string{"allowed_seq": fmt.Sprint(rec.Seq)}
-		if _, aerr := s.audit.Record(ctx, failed); aerr != nil {
-			s.logger.Error("could not record a failed action", "action", ev.Action, "err", aerr)
-		}
+	if err := audit.Act(ctx, s.audit, s.logger, ev, do); err != nil {
 		return err
 	}
 	if err := s.Reload(ctx); err != nil {

@@ -319,26 +319,7 @@ func orUnknown(s string) string {
 // second record says so; if the first record cannot be written, do never
 // runs.
 func (s *Service) act(ctx context.Context, ev audit.Event, do func() error) error {
-	ev.Decision = audit.Allow
-	rec, err := s.audit.Record(ctx, ev)
-	if err != nil {
-		return fmt.Errorf("%w: %s refused because the audit log is unavailable", fault.Unavailable, ev.Action)
-	}
-	if err := do(); err != nil {
-		failed := ev
-		failed.Decision = audit.Failed
-		failed.Time = time.Time{}
-		failed.Reasons = []string{err.Error()}
-		failed.Detail = map[string]string{"allowed_seq": strconv.FormatInt(rec.Seq, 10)}
-		if v, ok := ev.Detail["version"]; ok {
-			failed.Detail["version"] = v
-		}
-		if _, aerr := s.audit.Record(ctx, failed); aerr != nil {
-			s.logger.Error("could not record a failed action", "action", ev.Action, "target", ev.Target, "err", aerr)
-		}
-		return err
-	}
-	return nil
+	return audit.Act(ctx, s.audit, s.logger, ev, do)
 }
 
 // deny records a refusal and returns why. The refusal stands even if it

@@ -3,19 +3,28 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 const (
@@ -25,8 +34,8 @@ const (
 
 type gatewayEnv struct{ *gatewaytest.Env }
 
-func startGateway(t *testing.T, extra string) *gatewayEnv {
-	return &gatewayEnv{gatewaytest.Start(t, extra)}
+func startGateway(t *testing.T, extra string, opts ...testenv.Option) *gatewayEnv {
+	return &gatewayEnv{gatewaytest.Start(t, extra, opts...)}
 }
 
 func (e *gatewayEnv) agentHTTP(t *testing.T, name, role string) (*http.Client, *client.Client) {
@@ -40,8 +49,27 @@ func (e *gatewayEnv) mcpSession(t *testing.T, hc *http.Client) *mcp.ClientSessio
 
 func textOf(r *mcp.CallToolResult) string { return gatewaytest.Text(r) }
 
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func TestGatewayMCPEndToEnd(t *testing.T) {
-	e := startGateway(t, "")
+	logs := &syncBuffer{}
+	e := startGateway(t, "", testenv.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	ctx := context.Background()
 	hc, _ := e.agentHTTP(t, "alpha", "reader")
 	cs := e.mcpSession(t, hc)
@@ -120,6 +148,12 @@ func TestGatewayMCPEndToEnd(t *testing.T) {
 			t.Fatalf("the secret is in audit record %d: %s", r.Seq, r.Body)
 		}
 	}
+	if strings.Contains(logs.String(), filesSecret) {
+		t.Fatal("the secret is in the logs")
+	}
+	if !strings.Contains(logs.String(), "gateway") {
+		t.Fatal("no gateway logs were captured; the check above proves nothing")
+	}
 }
 
 func TestGatewayRefusesBadCallers(t *testing.T) {
@@ -185,6 +219,25 @@ func TestGatewayRefusesBadCallers(t *testing.T) {
 	getJSON(t, publicClient(t, e.Server.BundlePEM()), e.GatewayURL+"/.well-known/oauth-protected-resource", &md)
 	if md["resource"] != gwResource || md["tls_client_certificate_bound_access_tokens"] != true {
 		t.Fatalf("protected resource metadata = %v", md)
+	}
+	// A certificate from another CA (another trust domain, or a forged CA
+	// claiming ours) does not get through the handshake.
+	forgedCA, _, err := ca.LoadOrCreate(ca.Config{TrustDomain: td, Dir: t.TempDir(), Clock: clock.Real{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := p256(t)
+	leaf, err := forgedCA.SignSVID(ca.SVIDRequest{ID: spiffeid.RequireFromPath(td, "/agent/alpha"), PublicKey: key.Public(), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.Server.BundlePEM())
+	forged := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost",
+		InsecureSkipVerify: true, Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Raw, forgedCA.Intermediate().Raw}, PrivateKey: key}}}}}
+	if resp, err := forged.Post(e.GatewayURL+"/mcp/files", "application/json", strings.NewReader(`{}`)); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a forged agent certificate reached the gateway: %d", resp.StatusCode)
 	}
 	if n := len(events(t, e.Env.Env, "gateway.connect")); n != 1 {
 		t.Fatalf("%d refused connections recorded, want 1", n)

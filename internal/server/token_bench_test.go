@@ -15,6 +15,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
@@ -47,9 +49,28 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			}
 		})
 	})
+	// The same issuance without HTTP or TLS: the authorization server's own
+	// work (checks, signing, the durable audit record), called in process.
+	b.Run("service_in_process", func(b *testing.B) {
+		env, dir := tokenEnv(b)
+		agent := env.Client(dir)
+		leaf := agent.Source().Leaf()
+		cl := token.Client{Principal: peer.Principal{ID: agent.Source().ID(), Kind: audit.ActorAgent, Name: "alpha", Cert: leaf},
+			Cert: leaf, Method: "tls_client_auth"}
+		req := token.Request{GrantType: token.GrantClientCredentials, Resource: gw, Scope: "mcp files:read"}
+		svc := env.Server.Token()
+		b.SetParallelism(32)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := svc.Token(context.Background(), cl, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 	b.Run("https_mtls_keepalive", func(b *testing.B) {
-		env, dir := tokenEnv(&testing.T{})
-		_ = env
+		env, dir := tokenEnv(b)
 		agent := env.Client(dir)
 		// HTTP/1.1 keep-alive connections, one per concurrent client, as
 		// most OAuth client libraries use.
@@ -80,6 +101,6 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			}
 		})
 		b.StopTimer()
-		env.Stop()
+		tr.CloseIdleConnections()
 	})
 }

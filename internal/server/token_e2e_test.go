@@ -33,7 +33,7 @@ const gw = "https://gateway.bulkhead.test"
 
 // tokenEnv is a control plane with a registered resource and an enrolled
 // agent allowed some scopes.
-func tokenEnv(t *testing.T, opts ...testenv.Option) (*testenv.Env, string) {
+func tokenEnv(t testing.TB, opts ...testenv.Option) (*testenv.Env, string) {
 	t.Helper()
 	env := testenv.Start(t, opts...)
 	ctx := context.Background()
@@ -43,7 +43,7 @@ func tokenEnv(t *testing.T, opts ...testenv.Option) (*testenv.Env, string) {
 	return env, enrollWithScopes(t, env, "alpha", "files:read", "files:write", "mcp", "admin")
 }
 
-func enrollWithScopes(t *testing.T, env *testenv.Env, name string, scopes ...string) string {
+func enrollWithScopes(t testing.TB, env *testenv.Env, name string, scopes ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := env.Operator.CreateAgent(ctx, name, 0, scopes...); err != nil {

@@ -6,6 +6,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -29,6 +30,7 @@ type Env struct {
 	Clock    clock.Clock
 
 	cfg    server.Config
+	logger *slog.Logger
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -47,6 +49,10 @@ func WithStore(dsn string) Option { return func(e *Env) { e.cfg.Store = dsn } }
 func WithBackend(b storetest.Backend) Option {
 	return func(e *Env) { e.cfg.Store, _ = b.DSN(e.T) }
 }
+
+// WithLogger sends the control plane's logs to logger (e.g. to check what
+// they do not contain).
+func WithLogger(l *slog.Logger) Option { return func(e *Env) { e.logger = l } }
 
 // WithConfig edits the server configuration before start.
 func WithConfig(f func(*server.Config)) Option { return func(e *Env) { f(&e.cfg) } }
@@ -68,7 +74,11 @@ func Start(t testing.TB, opts ...Option) *Env {
 func (e *Env) start() {
 	e.T.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, e.cfg, e.Clock, storetest.Logger(e.T))
+	logger := e.logger
+	if logger == nil {
+		logger = storetest.Logger(e.T)
+	}
+	srv, err := server.New(ctx, e.cfg, e.Clock, logger)
 	if err != nil {
 		cancel()
 		e.T.Fatalf("start control plane: %v", err)

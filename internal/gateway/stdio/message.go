@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+
+	"github.com/bulkhead-dev/bulkhead/internal/jsonlimit"
 )
 
 // Limits on single fields of a message; anything longer is hostile or broken.
@@ -69,7 +71,7 @@ func parseMessage(body []byte, maxDepth int) (jsonrpc.Message, *rpcError) {
 		return nil, invalid(noID, "a message must be a JSON object")
 	}
 	// Depth first: it is a cheap linear scan, and bounds the work below.
-	if nestingDepth(body) > maxDepth {
+	if jsonlimit.Depth(body) > maxDepth {
 		return nil, invalid(noID, "message nests deeper than %d levels", maxDepth)
 	}
 	if !json.Valid(body) {
@@ -234,35 +236,6 @@ func checkErrorObject(raw json.RawMessage) error {
 		return errors.New(`"error" needs a string "message"`)
 	}
 	return nil
-}
-
-// nestingDepth returns the deepest nesting of objects and arrays in b,
-// skipping string contents. On invalid JSON the result is meaningless but
-// still bounded by len(b).
-func nestingDepth(b []byte) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
 }
 
 // encodeLine encodes msg as one line of newline-delimited JSON. The SDK
