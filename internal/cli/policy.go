@@ -298,7 +298,8 @@ determined it, and any policy that failed to evaluate.
       --resource 'Tool::"files/read_file"' --context '{"input":{"path":"/etc/passwd"}}'
 
 --principal is an agent name, an agent's SPIFFE ID or a Cedar entity
-reference; --resource a Cedar entity reference.`,
+reference; --resource a Cedar entity reference. As the gateway does, the
+context has risk 0 and tainted false unless --context says otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if principal == "" || action == "" || resource == "" {
@@ -317,11 +318,21 @@ reference; --resource a Cedar entity reference.`,
 				return fmt.Errorf("--resource: %w", err)
 			}
 			req := api.PolicyExplainRequest{Subject: subj, Action: api.AuthZENAction{Name: action}, Resource: res, Version: version, Shadow: shadow}
+			ctx := map[string]any{}
 			if context != "" {
-				if !json.Valid([]byte(context)) {
-					return fmt.Errorf("--context is not valid JSON")
+				if err := json.Unmarshal([]byte(context), &ctx); err != nil {
+					return fmt.Errorf("--context must be a JSON object: %w", err)
 				}
-				req.Context = json.RawMessage(context)
+			}
+			// As the gateway sends them: a policy reading risk or taint
+			// would otherwise fail (and deny) on every explanation.
+			for k, v := range map[string]any{"risk": 0, "tainted": false} {
+				if _, ok := ctx[k]; !ok {
+					ctx[k] = v
+				}
+			}
+			if req.Context, err = json.Marshal(ctx); err != nil {
+				return err
 			}
 			ex, err := c.ExplainPolicy(cmd.Context(), req)
 			if err != nil {

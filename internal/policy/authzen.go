@@ -265,7 +265,7 @@ func (s *Service) evaluateAuthZEN(ctx context.Context, by audit.Actor, b *authze
 			status, _ := httpx.Status(it.err)
 			out = append(out, api.AuthZENDecision{Context: &api.AuthZENDecisionContext{Error: &api.AuthZENError{Status: status, Message: it.err.Error()}}})
 		} else {
-			d, o, err := s.decide(it.pr, true)
+			d, req, err := s.decide(it.pr)
 			if err != nil {
 				return nil, err
 			}
@@ -274,7 +274,7 @@ func (s *Service) evaluateAuthZEN(ctx context.Context, by audit.Actor, b *authze
 				dc.Errors = append(dc.Errors, e.PolicyID+": "+e.Message)
 			}
 			out = append(out, api.AuthZENDecision{Decision: d.Allowed, Context: dc})
-			events = append(events, decisionEvent(by, d, o.req, it))
+			events = append(events, decisionEvent(by, d, req, it))
 		}
 		last := out[len(out)-1].Decision
 		if b.semantic == DenyOnFirstDeny && !last || b.semantic == PermitOnFirstPermit && last {

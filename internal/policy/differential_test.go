@@ -179,15 +179,15 @@ func (m mapView) principalBuckets(ix *index, uid cedar.EntityUID) ([]entry, []*b
 // linkedView is the PDP's own view of the same entities: a world whose
 // nodes carry their precomputed principal buckets.
 func linkedView(ents cedar.EntityMap, ix *index) *view {
-	w := &world{nodes: map[cedar.EntityUID]*node{}}
+	w := &world{agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}}
+	actions := map[cedar.EntityUID]*node{}
 	for uid, e := range ents {
-		w.nodes[uid] = &node{entity: e}
-	}
-	for uid, n := range w.nodes {
-		n.ancestors = closure(ents, uid)
+		n := &node{entity: e, ancestors: closure(ents, uid)}
+		w.add(n)
+		actions[uid] = n
 	}
 	w.link(ix)
-	return &view{w: w, actions: w.nodes}
+	return &view{w: w, actions: actions}
 }
 
 type outcomeKey struct {

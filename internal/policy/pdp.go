@@ -238,24 +238,18 @@ func (p *PDP) Decide(ctx context.Context, req Request) (Decision, error) {
 	if err := req.prepareInto(pr); err != nil {
 		return Decision{ID: p.newID()}, err
 	}
-	d, _, err := p.decide(pr, true)
+	d, _, err := p.decide(pr)
 	return d, err
 }
 
-// outcome is a decision with what explain shows.
-type outcome struct {
-	res result
-	set *compiledSet
-	req cedar.Request
-}
-
-// decide evaluates pr against the live set (and, if real, the shadow set,
-// recording a difference).
-func (p *PDP) decide(pr *prepared, real bool) (Decision, outcome, error) {
+// decide evaluates pr, a real request, against the live set, and against
+// the shadow set if there is one, recording a difference. It returns the
+// Cedar request it decided.
+func (p *PDP) decide(pr *prepared) (Decision, cedar.Request, error) {
 	d := Decision{ID: p.newID()}
 	snap, now, err := p.current()
 	if err != nil {
-		return d, outcome{}, err
+		return d, cedar.Request{}, err
 	}
 	req := pr.build(now)
 	v := &pr.view
@@ -269,19 +263,19 @@ func (p *PDP) decide(pr *prepared, real bool) (Decision, outcome, error) {
 	}
 	if live == nil {
 		// Nothing applied yet: deny by default.
-		return d, outcome{req: req}, nil
+		return d, req, nil
 	}
 	v.useActions(live.actions)
 	res := live.evaluate(v, req)
 	d.Version = live.version
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
-	if real && snap.shadow != nil {
+	if snap.shadow != nil {
 		v.useActions(snap.shadow.actions)
 		sres := snap.shadow.evaluate(v, req)
 		sAllowed, sReasons, _ := conclude(sres)
 		p.shadowRec.observe(snap.shadow.version, d, sAllowed, sReasons, req, now)
 	}
-	return d, outcome{res: res, set: live, req: req}, nil
+	return d, req, nil
 }
 
 // current returns the snapshot if it is fresh enough to decide with.

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -423,4 +424,53 @@ type failingRecorder struct{}
 
 func (failingRecorder) Record(context.Context, audit.Event) (audit.Event, error) {
 	return audit.Event{}, audit.ErrUnavailable
+}
+
+// Decisions run concurrently with applies and reloads; each sees one whole
+// version (run with -race).
+func TestConcurrentDecisionsDuringApplies(t *testing.T) {
+	f := newFixture(t, storetest.Backends()[0])
+	ctx := context.Background()
+	if v := f.apply(examples+"/live", false); v.Number != 1 {
+		t.Fatalf("first version is %d", v.Number)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				d, err := f.svc.Decide(ctx, callTool(agentUID("alpha"), "wiki", "search", nil))
+				if err != nil {
+					errs <- err
+					return
+				}
+				// wiki is denied by the live set and allowed by the
+				// candidate, applied alternately as even versions:
+				// never a mix of the two.
+				if d.Allowed != (d.Version%2 == 0) {
+					errs <- fmt.Errorf("decision %+v mixes versions", d)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		dir := examples + "/live"
+		if i%2 == 0 {
+			dir = examples + "/candidate"
+		}
+		f.apply(dir, false)
+	}
+	close(stop)
+	for g := 0; g < 4; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -33,8 +33,12 @@ type AgentRoles struct {
 // world is the entities Bulkhead's store defines: agents with their roles,
 // and the tool catalog. It is immutable once built.
 type world struct {
-	td    spiffeid.TrustDomain
-	nodes map[cedar.EntityUID]*node
+	td spiffeid.TrustDomain
+	// agents and others hold the entities: apart, so that looking up one
+	// of a few hundred tools does not wander through a table the size of
+	// the fleet.
+	agents map[cedar.EntityUID]*node
+	others map[cedar.EntityUID]*node
 	// links are, for the index linkedTo (the live set's), what each of
 	// the world's entities looks up as a principal.
 	linkedTo *index
@@ -42,7 +46,7 @@ type world struct {
 }
 
 func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world {
-	w := &world{td: td, nodes: map[cedar.EntityUID]*node{}}
+	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}}
 	ents := cedar.EntityMap{}
 	add := func(e cedar.Entity) { ents[e.UID] = e }
 	for _, a := range agents {
@@ -61,33 +65,54 @@ func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world 
 		add(e)
 	}
 	for uid, e := range ents {
-		w.nodes[uid] = &node{entity: e}
-	}
-	for uid, n := range w.nodes {
-		n.ancestors = closure(ents, uid)
+		w.add(&node{entity: e, ancestors: closure(ents, uid)})
 	}
 	return w
+}
+
+func (w *world) add(n *node) {
+	if n.entity.UID.Type == TypeAgent {
+		w.agents[n.entity.UID] = n
+	} else {
+		w.others[n.entity.UID] = n
+	}
+}
+
+func (w *world) node(uid cedar.EntityUID) *node {
+	if uid.Type == TypeAgent {
+		return w.agents[uid]
+	}
+	return w.others[uid]
+}
+
+// all calls fn for every entity.
+func (w *world) all(fn func(cedar.EntityUID, *node)) {
+	for _, m := range []map[cedar.EntityUID]*node{w.agents, w.others} {
+		for uid, n := range m {
+			fn(uid, n)
+		}
+	}
 }
 
 // link computes what each of the world's entities looks up as a principal
 // in ix. The world must not be in use yet: it is immutable once a snapshot
 // is published.
 func (w *world) link(ix *index) {
-	w.links = make(map[cedar.EntityUID]link, len(w.nodes))
+	w.links = make(map[cedar.EntityUID]link, len(w.agents)+len(w.others))
 	// Keys named by policies first, so that the map's key is the very
 	// string the policy compares with: looking a principal up then reads
 	// the memory its policy evaluation reads anyway, which in a large
 	// fleet saves a cache and TLB miss per decision.
 	for uid := range ix.entities {
-		if n := w.nodes[uid]; n != nil && !isActionType(uid.Type) {
+		if n := w.node(uid); n != nil && !isActionType(uid.Type) {
 			w.links[uid] = ix.link(uid, n.ancestors)
 		}
 	}
-	for uid, n := range w.nodes {
+	w.all(func(uid cedar.EntityUID, n *node) {
 		if _, done := w.links[uid]; !done && !isActionType(uid.Type) {
 			w.links[uid] = ix.link(uid, n.ancestors)
 		}
-	}
+	})
 	w.linkedTo = ix
 }
 
@@ -199,12 +224,13 @@ func (v *view) lookup(uid cedar.EntityUID) *node {
 	if v.w == nil {
 		return nil
 	}
-	return v.w.nodes[uid]
+	return v.w.node(uid)
 }
 
 // reset empties the view for another request over w.
 func (v *view) reset(w *world) {
 	clear(v.own)
+	clear(v.extra) // the pool must not keep a request's entities alive
 	v.w, v.actions, v.extra, v.recent, v.next, v.own = w, nil, v.extra[:0], [4]*node{}, 0, v.own[:0]
 	v.link, v.linkUID, v.hasLink = link{}, cedar.EntityUID{}, false
 }

@@ -429,3 +429,34 @@ func testAgentExtras(t *testing.T, db *store.DB) {
 		t.Fatalf("empty thumbprint matched: %v", err)
 	}
 }
+
+// A migration that lands after higher-numbered ones (written in parallel)
+// is still applied to a database that already ran the higher ones.
+func TestMigrationsAppliedOutOfOrder(t *testing.T) {
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn, dir := b.DSN(t)
+			ctx := context.Background()
+			db, err := store.Open(ctx, dsn, dir, storetest.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Pretend 005 had not been written yet when this database was
+			// migrated past it.
+			for _, q := range []string{`DROP TABLE secrets`, `DELETE FROM schema_migrations WHERE version = 5`} {
+				if _, err := db.SQL().ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			db.Close()
+			db, err = store.Open(ctx, dsn, dir, storetest.Logger(t))
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			defer db.Close()
+			if _, err := db.SQL().ExecContext(ctx, `SELECT COUNT(*) FROM secrets`); err != nil {
+				t.Fatalf("the missing migration was not applied: %v", err)
+			}
+		})
+	}
+}

@@ -67,12 +67,27 @@ func (s *DB) migrate(ctx context.Context) error {
 				return fmt.Errorf("store: lock for migration: %w", err)
 			}
 		}
-		var current int
-		if err := tx.queryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		// Apply every migration not yet recorded, not only those above the
+		// highest: migrations written in parallel may land out of order.
+		applied := map[int]bool{}
+		rows, err := tx.query(ctx, `SELECT version FROM schema_migrations`)
+		if err != nil {
+			return fmt.Errorf("store: read schema version: %w", err)
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: read schema version: %w", err)
+			}
+			applied[v] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("store: read schema version: %w", err)
 		}
 		for _, m := range ms {
-			if m.version <= current {
+			if applied[m.version] {
 				continue
 			}
 			body := typeTokens[s.dialect].Replace(m.sql)
