@@ -695,3 +695,22 @@ func TestPublicEndpointsNeedNoCertificateButAPIDoes(t *testing.T) {
 		t.Fatalf("GET /v1/agents without a certificate: %d", resp.StatusCode)
 	}
 }
+
+// An expired SVID cannot renew: the handshake refuses it (the server checks
+// validity on its own clock), so the agent must enroll again.
+func TestExpiredSVIDCannotRenew(t *testing.T) {
+	fake := clock.NewFake(time.Now())
+	env := testenv.Start(t, testenv.WithClock(fake))
+	dir := env.Enroll("alpha")
+	fake.Advance(2 * time.Hour) // past the default 1h TTL
+	_, err := env.Client(dir).Renew(context.Background(), dir)
+	if err == nil {
+		t.Fatal("an expired SVID renewed")
+	}
+	if !strings.Contains(err.Error(), "certificate") && !strings.Contains(err.Error(), "tls") {
+		t.Fatalf("unexpected error for an expired SVID: %v", err)
+	}
+	if a, _ := env.Operator.GetAgent(context.Background(), "alpha"); len(a.Certificates) != 1 {
+		t.Fatalf("%d certificates after a refused renewal", len(a.Certificates))
+	}
+}
