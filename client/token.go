@@ -107,7 +107,17 @@ func tokenCnf(raw string) string {
 // RequestToken obtains an access token for resource with client_credentials
 // over mTLS. scopes may be empty for all the agent may have.
 func (c *Client) RequestToken(ctx context.Context, resource string, scopes ...string) (api.TokenResponse, error) {
+	return c.RequestTaskToken(ctx, resource, "", scopes...)
+}
+
+// RequestTaskToken is RequestToken for the agent's open task: the token
+// carries the task, so every call made with it is decided in that task
+// (its manifest, taint and grants). An empty task means none.
+func (c *Client) RequestTaskToken(ctx context.Context, resource, task string, scopes ...string) (api.TokenResponse, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "resource": {resource}}
+	if task != "" {
+		form.Set("task", task)
+	}
 	if len(scopes) > 0 {
 		form.Set("scope", strings.Join(scopes, " "))
 	}
@@ -133,6 +143,7 @@ func (c *Client) RequestToken(ctx context.Context, resource string, scopes ...st
 type TokenSource struct {
 	c        *Client
 	resource string
+	task     string
 	scopes   []string
 	// Early is how long before expiry a token is replaced.
 	Early time.Duration
@@ -150,6 +161,14 @@ func (c *Client) TokenSource(resource string, scopes ...string) *TokenSource {
 	return &TokenSource{c: c, resource: resource, scopes: scopes, Early: 30 * time.Second, now: time.Now}
 }
 
+// TaskTokenSource returns a token source for resource whose tokens carry
+// task.
+func (c *Client) TaskTokenSource(resource, task string, scopes ...string) *TokenSource {
+	ts := c.TokenSource(resource, scopes...)
+	ts.task = task
+	return ts
+}
+
 // Token returns a valid token, fetching one if needed.
 func (ts *TokenSource) Token() (*oauth2.Token, error) {
 	ts.mu.Lock()
@@ -159,7 +178,7 @@ func (ts *TokenSource) Token() (*oauth2.Token, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := ts.c.RequestToken(ctx, ts.resource, ts.scopes...)
+	resp, err := ts.c.RequestTaskToken(ctx, ts.resource, ts.task, ts.scopes...)
 	if err != nil {
 		return nil, err
 	}

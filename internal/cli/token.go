@@ -33,9 +33,9 @@ func (e *env) tokenCmd() *cobra.Command {
 
 func (e *env) tokenGetCmd() *cobra.Command {
 	var (
-		dir, resource string
-		scopes        []string
-		asJSON        bool
+		dir, resource, task string
+		scopes              []string
+		asJSON              bool
 	)
 	cmd := &cobra.Command{
 		Use:   "get --dir AGENTDIR --resource URI [--scope SCOPE]...",
@@ -52,7 +52,7 @@ only good for calls made with that SVID over mutual TLS.`,
 			if err != nil {
 				return err
 			}
-			resp, err := c.RequestToken(cmd.Context(), resource, scopes...)
+			resp, err := c.RequestTaskToken(cmd.Context(), resource, task, scopes...)
 			if err != nil {
 				return err
 			}
@@ -66,6 +66,7 @@ only good for calls made with that SVID over mutual TLS.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "the agent's credential directory")
 	cmd.Flags().StringVar(&resource, "resource", "", "the API the token is for (a registered resource)")
 	cmd.Flags().StringSliceVar(&scopes, "scope", nil, "scope to request (repeatable; default: all the agent may have)")
+	cmd.Flags().StringVar(&task, "task", "", "the agent's open task: calls made with the token are decided in it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole token response")
 	return cmd
 }

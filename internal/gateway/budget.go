@@ -17,6 +17,7 @@ type budgets struct {
 
 	mu    sync.Mutex
 	use   map[budgetKey]*usage
+	tasks map[string]*taskUsage
 	rates map[budgetKey]*rate.Limiter
 }
 
@@ -24,13 +25,22 @@ type budgetKey struct{ server, agent, task string }
 
 type usage struct{ calls, bytes int64 }
 
+// taskUsage is a task's use across servers, against its manifest's
+// limits.
+type taskUsage struct {
+	usage
+	lim TaskLimits
+}
+
 // errBudget and errRate are refusals the agent sees.
 type limitError struct{ msg string }
 
 func (e limitError) Error() string { return e.msg }
 
-// admit counts one call against the server's budget and rate limit.
-func (b *budgets) admit(s *Server, agent, task string) error {
+// admit counts one call against the server's budget and rate limit and,
+// for a call in an open task, against the task's limits (its manifest's
+// scope_limits: for the whole task, across servers).
+func (b *budgets) admit(s *Server, agent, task string, lim TaskLimits) error {
 	k := budgetKey{s.Name, agent, task}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -50,45 +60,71 @@ func (b *budgets) admit(s *Server, agent, task string) error {
 			return limitError{fmt.Sprintf("rate limit of %.3g calls/s on %s exceeded", s.RateLimit.PerSecond, s.Name)}
 		}
 	}
-	if s.Budget.Calls == 0 && s.Budget.ResponseBytes == 0 {
-		return nil
-	}
-	if b.use == nil {
-		b.use = map[budgetKey]*usage{}
-	}
-	u := b.use[k]
-	if u == nil {
-		u = &usage{}
-		b.use[k] = u
-	}
-	if s.Budget.Calls > 0 && u.calls >= s.Budget.Calls {
-		return limitError{fmt.Sprintf("call budget of %d on %s for this task is spent; it does not refill until the task ends", s.Budget.Calls, s.Name)}
-	}
-	if s.Budget.ResponseBytes > 0 && u.bytes >= s.Budget.ResponseBytes {
-		return limitError{fmt.Sprintf("response budget of %d bytes on %s for this task is spent; it does not refill until the task ends", s.Budget.ResponseBytes, s.Name)}
-	}
-	u.calls++
-	return nil
-}
-
-// charge adds response bytes and reports whether the budget still holds
-// (the response being streamed is cut when it does not).
-func (b *budgets) charge(s *Server, agent, task string, n int64) bool {
-	if s.Budget.ResponseBytes == 0 {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	u := b.use[budgetKey{s.Name, agent, task}]
-	if u == nil {
-		u = &usage{}
+	var u *usage
+	if s.Budget.Calls > 0 || s.Budget.ResponseBytes > 0 {
 		if b.use == nil {
 			b.use = map[budgetKey]*usage{}
 		}
-		b.use[budgetKey{s.Name, agent, task}] = u
+		if u = b.use[k]; u == nil {
+			u = &usage{}
+			b.use[k] = u
+		}
+		if s.Budget.Calls > 0 && u.calls >= s.Budget.Calls {
+			return limitError{fmt.Sprintf("call budget of %d on %s for this task is spent; it does not refill until the task ends", s.Budget.Calls, s.Name)}
+		}
+		if s.Budget.ResponseBytes > 0 && u.bytes >= s.Budget.ResponseBytes {
+			return limitError{fmt.Sprintf("response budget of %d bytes on %s for this task is spent; it does not refill until the task ends", s.Budget.ResponseBytes, s.Name)}
+		}
 	}
-	u.bytes += n
-	return u.bytes <= s.Budget.ResponseBytes
+	var tu *taskUsage
+	if task != "" && (lim.Calls > 0 || lim.ResponseBytes > 0) {
+		if b.tasks == nil {
+			b.tasks = map[string]*taskUsage{}
+		}
+		if tu = b.tasks[task]; tu == nil {
+			tu = &taskUsage{}
+			b.tasks[task] = tu
+		}
+		tu.lim = lim
+		if lim.Calls > 0 && tu.calls >= lim.Calls {
+			return limitError{fmt.Sprintf("the task's call budget of %d (its manifest's scope_limits) is spent", lim.Calls)}
+		}
+		if lim.ResponseBytes > 0 && tu.bytes >= lim.ResponseBytes {
+			return limitError{fmt.Sprintf("the task's response budget of %d bytes (its manifest's scope_limits) is spent", lim.ResponseBytes)}
+		}
+	}
+	if u != nil {
+		u.calls++
+	}
+	if tu != nil {
+		tu.calls++
+	}
+	return nil
+}
+
+// charge adds response bytes and reports whether the budgets still hold
+// (the response being streamed is cut when they do not).
+func (b *budgets) charge(s *Server, agent, task string, n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ok := true
+	if s.Budget.ResponseBytes > 0 {
+		u := b.use[budgetKey{s.Name, agent, task}]
+		if u == nil {
+			u = &usage{}
+			if b.use == nil {
+				b.use = map[budgetKey]*usage{}
+			}
+			b.use[budgetKey{s.Name, agent, task}] = u
+		}
+		u.bytes += n
+		ok = u.bytes <= s.Budget.ResponseBytes
+	}
+	if tu := b.tasks[task]; task != "" && tu != nil && tu.lim.ResponseBytes > 0 {
+		tu.bytes += n
+		ok = ok && tu.bytes <= tu.lim.ResponseBytes
+	}
+	return ok
 }
 
 // EndTask drops the usage of a finished task (called when the control
@@ -101,4 +137,17 @@ func (b *budgets) EndTask(agent, task string) {
 			delete(b.use, k)
 		}
 	}
+}
+
+// dropTask drops every count of an ended task, whoever made it: the task
+// is over, and its calls are now counted as calls without a task.
+func (b *budgets) dropTask(task string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.use {
+		if k.task == task {
+			delete(b.use, k)
+		}
+	}
+	delete(b.tasks, task)
 }

@@ -44,6 +44,11 @@ type Decision struct {
 	Action   string
 	Resource cedar.EntityUID
 	Task     string
+	// Manifest, Tainted and Grants are the task's live state; zero
+	// without a task.
+	Manifest string
+	Tainted  bool
+	Grants   []string
 	// Input is the call's arguments as a JSON object.
 	Input json.RawMessage
 }
@@ -64,17 +69,19 @@ func (p PDPDecider) Decide(ctx context.Context, d Decision) (policy.Decision, er
 		return policy.Decision{}, err
 	}
 	return p.PDP.Decide(ctx, policy.Request{Principal: policy.Agent(d.Agent), Action: policy.Action(d.Action),
-		Resource: d.Resource, Context: policy.Context{Task: d.Task, Input: in}})
+		Resource: d.Resource, Context: policy.Context{Task: d.Task, Manifest: d.Manifest, Tainted: d.Tainted, Grants: d.Grants, Input: in}})
 }
 
 // Deps are the gateway's dependencies; all are required except Secrets,
-// which is required when a server injects credentials.
+// which is required when a server injects credentials, and Tasks, without
+// which a request whose token names a task is refused.
 type Deps struct {
 	Verifier    *Verifier
 	Revocations *Revocations
 	Decider     Decider
 	Audit       Recorder
 	Secrets     SecretSource
+	Tasks       TaskSource
 	Clock       clock.Clock
 	Logger      *slog.Logger
 	// AuthorizationServer is the control plane's issuer URL, advertised in
@@ -91,6 +98,7 @@ type Gateway struct {
 	secrets  *secretCache
 	budgets  *budgets
 	sessions *sessions
+	tasks    *taskCache
 	closers  []io.Closer
 }
 
@@ -108,6 +116,9 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
 		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock},
 		sessions: newSessions(deps.Clock)}
+	if deps.Tasks != nil {
+		g.tasks = newTaskCache(deps.Tasks, deps.Clock, g.budgets.dropTask)
+	}
 	httpClient := clientUpstream{newHTTPUpstream(cfg.Limits)}
 	for i := range cfg.Servers {
 		s := &cfg.Servers[i]
@@ -179,6 +190,9 @@ type caller struct {
 	id     spiffeid.ID
 	claims *token.Claims
 	serial string
+	// task is the state of the open task the token names; nil for none
+	// (or one that ended: back to baseline).
+	task *TaskState
 }
 
 func (c *caller) actor() audit.Actor { return audit.Actor{Kind: audit.ActorAgent, ID: c.id.String()} }
@@ -221,6 +235,16 @@ func (g *Gateway) guard(next func(http.ResponseWriter, *http.Request, *caller, *
 			g.recordRefusal(r.Context(), c, "gateway.connect", policy.ToolServer(rt.cfg.Name).String(),
 				fmt.Sprintf("%s is not among the callers of server %s", c.id, rt.cfg.Name), map[string]string{"server": rt.cfg.Name})
 			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s may not reach server %s", c.id, rt.cfg.Name))
+			return
+		}
+		if err := g.loadTask(r.Context(), c); err != nil {
+			g.recordRefusal(r.Context(), c, "gateway.task", policy.ToolServer(rt.cfg.Name).String(), err.Error(), map[string]string{"server": rt.cfg.Name})
+			if errors.Is(err, errTaskRefused) {
+				writeError(w, http.StatusForbidden, "forbidden", err.Error())
+				return
+			}
+			g.logger.Warn("task state unavailable; refusing", "task", c.claims.Task, "err", err)
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "refused: the task's state is unavailable")
 			return
 		}
 		next(w, r, c, rt)

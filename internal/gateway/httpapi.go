@@ -85,12 +85,20 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 		return
 	}
 	resource := policy.Route(s.Name, route.Name)
-	d, latency, err := g.decide(r.Context(), c, r.Method, resource, input)
+	d, latency, err := g.decideCall(r.Context(), c, r.Method, resource, input)
 	var reasons []string
 	if err != nil {
 		reasons, d.Allowed = []string{"decision failed: " + err.Error()}, false
 	}
 	extra := map[string]string{"route": route.Name, "path": rest}
+	if d.Allowed {
+		grant, err := g.spendGrant(r.Context(), c, d.Reasons, resource, d.ID)
+		if err != nil {
+			reasons, d.Allowed = []string{"grant not usable: " + err.Error()}, false
+		} else if grant != "" {
+			extra["grant"] = grant
+		}
+	}
 	if !d.Allowed {
 		if rec := g.recordDecision(r.Context(), c, s.Name, r.Method, resource, input, d, latency, reasons, extra); rec != nil {
 			g.logger.Error("could not record a denial", "err", rec)
@@ -102,9 +110,14 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "refused: the audit log is unavailable")
 		return
 	}
-	if err := g.budgets.admit(s, c.id.String(), c.claims.Task); err != nil {
+	if err := g.budgets.admit(s, c.id.String(), c.taskID(), c.taskLimits()); err != nil {
 		g.recordRefusal(r.Context(), c, "gateway.budget", resource.String(), err.Error(), map[string]string{"server": s.Name})
 		writeError(w, http.StatusTooManyRequests, "budget", err.Error())
+		return
+	}
+	if err := g.taint(r.Context(), c, resource); err != nil {
+		g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "refused: the task's taint could not be recorded")
 		return
 	}
 	target := rt.target + rest
@@ -127,7 +140,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	defer resp.Body.Close()
 	g.copyResponseHeaders(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	g.relay(w, resp.Body, s, c.id.String(), c.claims.Task)
+	g.relay(w, resp.Body, s, c.id.String(), c.taskID())
 }
 
 // routeInput builds context.input: {params, query, body}.

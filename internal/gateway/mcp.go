@@ -180,7 +180,11 @@ func classify(server string, m *rpcMessage) (mcpAuthz, *rpcError) {
 // decide asks the PDP; any error denies.
 func (g *Gateway) decide(ctx context.Context, c *caller, action string, resource cedar.EntityUID, input json.RawMessage) (policy.Decision, time.Duration, error) {
 	start := time.Now()
-	d, err := g.deps.Decider.Decide(ctx, Decision{Agent: c.id, Action: action, Resource: resource, Task: c.claims.Task, Input: input})
+	q := Decision{Agent: c.id, Action: action, Resource: resource, Input: input}
+	if c.task != nil {
+		q.Task, q.Manifest, q.Tainted, q.Grants = c.task.ID, c.task.Manifest, c.task.Tainted, c.grantNames(g.deps.Clock.Now())
+	}
+	d, err := g.deps.Decider.Decide(ctx, q)
 	return d, time.Since(start), err
 }
 
@@ -196,6 +200,15 @@ func (g *Gateway) recordDecision(ctx context.Context, c *caller, server, action 
 		"policy_version": strconv.FormatInt(d.Version, 10), "latency_us": strconv.FormatInt(latency.Microseconds(), 10)}
 	for k, v := range extra {
 		detail[k] = v
+	}
+	if c.claims.Task != "" {
+		detail["task_open"] = strconv.FormatBool(c.task != nil)
+		if c.task != nil {
+			detail["manifest"], detail["tainted"] = c.task.Manifest, strconv.FormatBool(c.task.Tainted)
+			if gs := c.grantNames(g.deps.Clock.Now()); len(gs) > 0 {
+				detail["grants"] = strings.Join(gs, " ")
+			}
+		}
 	}
 	ev := audit.Event{Actor: c.actor(), Action: "gateway." + action, Target: resource.String(), Decision: decision,
 		Reasons: append(append([]string(nil), d.Reasons...), reasons...), Task: c.claims.Task, Detail: detail}
@@ -271,13 +284,21 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 		return
 	}
 	if az.action != "" {
-		d, latency, err := g.decide(r.Context(), c, az.action, az.resource, az.input)
+		d, latency, err := g.decideCall(r.Context(), c, az.action, az.resource, az.input)
 		var reasons []string
 		if err != nil {
 			reasons = []string{"decision failed: " + err.Error()}
 			d.Allowed = false
 		}
 		extra := map[string]string{"method": msg.Method}
+		if d.Allowed {
+			grant, err := g.spendGrant(r.Context(), c, d.Reasons, az.resource, d.ID)
+			if err != nil {
+				reasons, d.Allowed = []string{"grant not usable: " + err.Error()}, false
+			} else if grant != "" {
+				extra["grant"] = grant
+			}
+		}
 		if !d.Allowed {
 			if rec := g.recordDecision(r.Context(), c, s.Name, az.action, az.resource, az.input, d, latency, reasons, extra); rec != nil {
 				g.logger.Error("could not record a denial", "err", rec)
@@ -292,9 +313,14 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 		}
 	}
 	if az.metered {
-		if err := g.budgets.admit(s, c.id.String(), c.claims.Task); err != nil {
+		if err := g.budgets.admit(s, c.id.String(), c.taskID(), c.taskLimits()); err != nil {
 			g.recordRefusal(r.Context(), c, "gateway.budget", az.resource.String(), err.Error(), map[string]string{"server": s.Name, "method": msg.Method})
 			writeRPC(w, http.StatusOK, denied(msg.ID, err.Error(), ""))
+			return
+		}
+		if err := g.taint(r.Context(), c, az.resource); err != nil {
+			g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
+			writeRPC(w, http.StatusServiceUnavailable, rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: "refused: the task's taint could not be recorded"}))
 			return
 		}
 	}
@@ -331,7 +357,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	}
 	g.copyResponseHeaders(w.Header(), resp.Header)
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	agent, task := c.id.String(), c.claims.Task
+	agent, task := c.id.String(), c.taskID()
 	switch {
 	case mt == "text/event-stream":
 		w.WriteHeader(resp.StatusCode)
@@ -399,7 +425,7 @@ func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.R
 	if fl, ok := w.(http.Flusher); ok {
 		fl.Flush()
 	}
-	agent, task := c.id.String(), c.claims.Task
+	agent, task := c.id.String(), c.taskID()
 	err := sse.Transform(w, body, maxEvent, func(ev sse.Event) (sse.Event, bool, error) {
 		if filter != "" && ev.IsMessage() {
 			ev.Data = string(g.filterMessage(ctx, c, s, msg, filter, []byte(ev.Data)))

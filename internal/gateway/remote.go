@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cedar-policy/cedar-go"
+
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
@@ -25,14 +27,20 @@ type RemoteDecider struct{ Client *client.Client }
 
 // Decide implements Decider.
 func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision, error) {
-	// The same context the in-process PDP sees: no risk signal and no
-	// taint unless the gateway knows of one.
-	c := map[string]any{"input": json.RawMessage(q.Input), "risk": 0, "tainted": false}
+	// The same context the in-process PDP sees: no risk signal, and the
+	// task's manifest, taint and grants when the call is in a task.
+	c := map[string]any{"input": json.RawMessage(q.Input), "risk": 0, "tainted": q.Tainted}
 	if len(q.Input) == 0 {
 		c["input"] = map[string]any{}
 	}
 	if q.Task != "" {
 		c["task"] = q.Task
+	}
+	if q.Manifest != "" {
+		c["manifest"] = q.Manifest
+	}
+	if len(q.Grants) > 0 {
+		c["grants"] = q.Grants
 	}
 	raw, err := json.Marshal(c)
 	if err != nil {
@@ -131,4 +139,44 @@ func (a RemoteAudit) AppendEvents(ctx context.Context, rows []audit.Row) (int64,
 		return 0, errors.New("gateway: remote audit: no sequence returned")
 	}
 	return first, nil
+}
+
+// RemoteTasks reads task state, reports output and spends grants through
+// the control plane's API. TaskState calls are bounded by the gateway's
+// cache (one per task per TaskStateMaxAge); grant uses are one call per
+// call a grant allows, by design: a use is atomic at the control plane.
+type RemoteTasks struct{ Client *client.Client }
+
+var _ TaskSource = RemoteTasks{}
+
+// TaskState implements TaskSource.
+func (t RemoteTasks) TaskState(ctx context.Context, id string) (TaskState, error) {
+	st, err := t.Client.TaskState(ctx, id)
+	if err != nil {
+		return TaskState{}, fmt.Errorf("gateway: task state: %w", err)
+	}
+	out := TaskState{ID: st.Task.ID, Agent: st.Task.Agent, Manifest: st.Task.Manifest, Open: st.Open, Tainted: st.Task.Tainted,
+		Limits: TaskLimits{Calls: st.Limits.Calls, ResponseBytes: st.Limits.ResponseBytes}}
+	for _, g := range st.Grants {
+		out.Grants = append(out.Grants, TaskGrant{Elevation: g.Elevation, Name: g.Name, ExpiresAt: g.ExpiresAt, MaxUses: g.MaxUses, Uses: g.Uses})
+	}
+	return out, nil
+}
+
+// ReportOutput implements TaskSource.
+func (t RemoteTasks) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID) (bool, bool, error) {
+	r, err := t.Client.ReportOutput(ctx, task, agent, resource.String())
+	if err != nil {
+		return false, false, fmt.Errorf("gateway: report output: %w", err)
+	}
+	return r.Untrusted, r.Tainted, nil
+}
+
+// UseGrant implements TaskSource.
+func (t RemoteTasks) UseGrant(ctx context.Context, grant string, u GrantUse) error {
+	_, err := t.Client.UseGrant(ctx, grant, api.ElevationUse{Task: u.Task, Agent: u.Agent, Resource: u.Resource, DecisionID: u.DecisionID})
+	if err != nil {
+		return fmt.Errorf("gateway: use grant: %w", err)
+	}
+	return nil
 }

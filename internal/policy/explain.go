@@ -73,14 +73,24 @@ func (s *Service) explain(ctx context.Context, pr *prepared, version int64) (Exp
 		v.extra = append(v.extra, &node{entity: e})
 	}
 	res := set.evaluate(v, req)
+	manifest, scoped := pr.requestManifest()
+	if scoped {
+		res = snap.withManaged(v, req, manifest, res)
+	}
 	ex.Version = set.version
 	ex.Allowed, ex.Reasons, ex.Errors = conclude(res)
 	ex.Considered, ex.Total = res.considered, set.Len()
+	info := func(id string) PolicyInfo {
+		if pi, ok := snap.managedInfo(manifest, id); scoped && ok {
+			return pi
+		}
+		return set.info(id)
+	}
 	for _, id := range ex.Reasons {
-		ex.Determining = append(ex.Determining, set.info(id))
+		ex.Determining = append(ex.Determining, info(id))
 	}
 	for _, e := range ex.Errors {
-		pi := set.info(e.PolicyID)
+		pi := info(e.PolicyID)
 		pi.Error = e.Message
 		ex.Failed = append(ex.Failed, pi)
 	}

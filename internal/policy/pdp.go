@@ -48,6 +48,10 @@ type PDPConfig struct {
 	// the store; past it every decision is a deny with an error. Zero
 	// means DefaultMaxStale.
 	MaxStale time.Duration
+	// Managed lists the policy sets compiled from task manifests (see
+	// ManagedSet). Nil means none: a request that names a manifest is
+	// then denied.
+	Managed ManagedSource
 }
 
 // PDP is the policy decision point: it evaluates requests against the live
@@ -62,6 +66,7 @@ type PDP struct {
 	poll      time.Duration
 	maxStale  time.Duration
 	shadowRec *shadowRecorder
+	managed   ManagedSource
 
 	snap     atomic.Pointer[snapshot]
 	reloadMu sync.Mutex
@@ -78,6 +83,8 @@ type snapshot struct {
 	live       *compiledSet // nil: no version applied yet
 	shadow     *compiledSet // nil: no shadow evaluation
 	world      *world
+	// managed are the manifests' sets by manifest name.
+	managed map[string]*managedEntry
 	// reached is when the store was last read successfully (UnixNano).
 	reached atomic.Int64
 }
@@ -101,7 +108,7 @@ func NewPDP(ctx context.Context, cfg PDPConfig) (*PDP, error) {
 		return nil, fmt.Errorf("policy: decision id prefix: %w", err)
 	}
 	p := &PDP{store: cfg.Store, clock: cfg.Clock, logger: cfg.Logger, td: cfg.TrustDomain,
-		poll: cfg.PollInterval, maxStale: cfg.MaxStale, idPrefix: hex.EncodeToString(b[:]) + "-"}
+		poll: cfg.PollInterval, maxStale: cfg.MaxStale, managed: cfg.Managed, idPrefix: hex.EncodeToString(b[:]) + "-"}
 	if p.poll <= 0 {
 		p.poll = DefaultPollInterval
 	}
@@ -158,6 +165,9 @@ func (p *PDP) Reload(ctx context.Context) error {
 		return err
 	}
 	if next.shadow, err = p.loadSet(ctx, st.Shadow, cur); err != nil {
+		return err
+	}
+	if next.managed, err = p.loadManaged(ctx, next.live, cur); err != nil {
 		return err
 	}
 	agents, err := p.store.PolicyAgents(ctx)
@@ -267,11 +277,18 @@ func (p *PDP) decide(pr *prepared) (Decision, cedar.Request, error) {
 	}
 	v.useActions(live.actions)
 	res := live.evaluate(v, req)
+	manifest, scoped := pr.requestManifest()
+	if scoped {
+		res = snap.withManaged(v, req, manifest, res)
+	}
 	d.Version = live.version
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
 	if snap.shadow != nil {
 		v.useActions(snap.shadow.actions)
 		sres := snap.shadow.evaluate(v, req)
+		if scoped {
+			sres = snap.withManaged(v, req, manifest, sres)
+		}
 		sAllowed, sReasons, _ := conclude(sres)
 		p.shadowRec.observe(snap.shadow.version, d, sAllowed, sReasons, req, now)
 	}

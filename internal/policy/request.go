@@ -33,6 +33,9 @@ type Request struct {
 type Context struct {
 	// Task is the id of the task the action is for; empty for none.
 	Task string
+	// Manifest names the task's manifest; empty for none. A request that
+	// names one is also evaluated against that manifest's policies.
+	Manifest string
 	// Risk is the agent's risk score, 0 to 100.
 	Risk int64
 	// Tainted says the session has read untrusted output.
@@ -87,12 +90,13 @@ func (p *prepared) build(now time.Time) cedar.Request {
 
 // Context attribute names the PDP sets or checks.
 const (
-	ctxTask    = "task"
-	ctxRisk    = "risk"
-	ctxTainted = "tainted"
-	ctxTime    = "time"
-	ctxGrants  = "grants"
-	ctxInput   = "input"
+	ctxTask     = "task"
+	ctxManifest = "manifest"
+	ctxRisk     = "risk"
+	ctxTainted  = "tainted"
+	ctxTime     = "time"
+	ctxGrants   = "grants"
+	ctxInput    = "input"
 )
 
 func (r Request) prepare() (*prepared, error) {
@@ -127,13 +131,16 @@ func (r Request) prepareInto(pr *prepared) error {
 	m := pr.ctx
 	for k, v := range r.Context.Extra {
 		switch k {
-		case ctxTask, ctxRisk, ctxTainted, ctxTime, ctxGrants, ctxInput:
+		case ctxTask, ctxManifest, ctxRisk, ctxTainted, ctxTime, ctxGrants, ctxInput:
 			return fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
 		}
 		m[k] = v
 	}
 	if r.Context.Task != "" {
 		m[ctxTask] = cedar.NewEntityUID(TypeTask, cedar.String(r.Context.Task))
+	}
+	if r.Context.Manifest != "" {
+		m[ctxManifest] = cedar.String(r.Context.Manifest)
 	}
 	m[ctxRisk] = cedar.Long(r.Context.Risk)
 	m[ctxTainted] = cedar.Boolean(r.Context.Tainted)

@@ -43,6 +43,8 @@ type Config struct {
 	// PollInterval and MaxStale are the PDP's (see PDPConfig).
 	PollInterval time.Duration
 	MaxStale     time.Duration
+	// Managed is the PDP's (see PDPConfig); optional.
+	Managed ManagedSource
 }
 
 // Service manages policy versions, roles and the tool catalog, and answers
@@ -50,10 +52,11 @@ type Config struct {
 // before it is made.
 type Service struct {
 	*PDP
-	store  Store
-	audit  Recorder
-	clock  clock.Clock
-	logger *slog.Logger
+	store   Store
+	audit   Recorder
+	clock   clock.Clock
+	logger  *slog.Logger
+	managed ManagedSource
 }
 
 // New returns a Service with its PDP loaded.
@@ -62,11 +65,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, errors.New("policy: store and audit log are required")
 	}
 	pdp, err := NewPDP(ctx, PDPConfig{Store: cfg.Store, TrustDomain: cfg.TrustDomain, Clock: cfg.Clock, Logger: cfg.Logger,
-		PollInterval: cfg.PollInterval, MaxStale: cfg.MaxStale})
+		PollInterval: cfg.PollInterval, MaxStale: cfg.MaxStale, Managed: cfg.Managed})
 	if err != nil {
 		return nil, err
 	}
-	return &Service{PDP: pdp, store: cfg.Store, audit: cfg.Audit, clock: cfg.Clock, logger: cfg.Logger}, nil
+	return &Service{PDP: pdp, store: cfg.Store, audit: cfg.Audit, clock: cfg.Clock, logger: cfg.Logger, managed: cfg.Managed}, nil
 }
 
 // act records ev (decision allow) and only then runs do; if do fails a
@@ -98,6 +101,9 @@ func (s *Service) Apply(ctx context.Context, by audit.Actor, files []File, shado
 	if err != nil {
 		return Version{}, err
 	}
+	if err := s.checkReplacement(ctx, set); err != nil {
+		return Version{}, err
+	}
 	v := Version{Files: set.Files(), Digest: set.Digest(), Policies: set.Len(), Shadow: shadow,
 		Description: description, CreatedAt: s.clock.Now(), CreatedBy: by.ID}
 	ev := audit.Event{Time: v.CreatedAt, Actor: by, Action: ActionPolicyApply, Target: "policy",
@@ -117,7 +123,15 @@ func (s *Service) Apply(ctx context.Context, by audit.Actor, files []File, shado
 
 // Rollback makes an earlier (or any stored) version live.
 func (s *Service) Rollback(ctx context.Context, by audit.Actor, n int64) (State, error) {
-	if _, err := s.store.PolicyVersion(ctx, n); err != nil {
+	v, err := s.store.PolicyVersion(ctx, n)
+	if err != nil {
+		return State{}, err
+	}
+	set, err := Compile(v.Files)
+	if err != nil {
+		return State{}, fmt.Errorf("%w: version %d no longer compiles: %w", fault.Conflict, n, err)
+	}
+	if err := s.checkReplacement(ctx, set); err != nil {
 		return State{}, err
 	}
 	return s.changeState(ctx, by, ActionPolicyRollback, map[string]string{"version": fmt.Sprint(n)}, func(st State) (State, error) {

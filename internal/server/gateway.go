@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cedar-policy/cedar-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
@@ -45,6 +47,39 @@ func (r secretReveal) Reveal(ctx context.Context, name string) ([]byte, error) {
 	return r.svc.Reveal(ctx, r.as, name)
 }
 
+// taskSource gives the in-process gateway the elevation service directly,
+// acting as the gateway's workload identity, so its taint reports and grant
+// uses are recorded like a remote gateway's.
+type taskSource struct {
+	svc *elevation.Service
+	as  peer.Principal
+}
+
+var _ gateway.TaskSource = taskSource{}
+
+func (t taskSource) TaskState(ctx context.Context, id string) (gateway.TaskState, error) {
+	st, err := t.svc.State(ctx, id)
+	if err != nil {
+		return gateway.TaskState{}, err
+	}
+	out := gateway.TaskState{ID: st.Task.ID, Agent: st.Task.Agent, Manifest: st.Task.Manifest, Open: st.Open, Tainted: st.Task.Tainted,
+		Limits: gateway.TaskLimits{Calls: st.Limits.Calls, ResponseBytes: st.Limits.ResponseBytes}}
+	for _, g := range st.Grants {
+		out.Grants = append(out.Grants, gateway.TaskGrant{Elevation: g.ID, Name: elevation.GrantName(g.Manifest, g.Trigger),
+			ExpiresAt: g.ExpiresAt, MaxUses: g.MaxUses, Uses: g.Uses})
+	}
+	return out, nil
+}
+
+func (t taskSource) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID) (bool, bool, error) {
+	return t.svc.TaintByOutput(ctx, t.as, task, agent, resource)
+}
+
+func (t taskSource) UseGrant(ctx context.Context, grant string, u gateway.GrantUse) error {
+	_, err := t.svc.UseGrant(ctx, t.as, grant, elevation.Use{Task: u.Task, Agent: u.Agent, Resource: u.Resource, DecisionID: u.DecisionID})
+	return err
+}
+
 // buildGateway prepares the in-process gateway; its listener is bound in
 // Listen, once the issuer URL is known.
 func (s *Server) buildGateway(ctx context.Context) error {
@@ -74,7 +109,8 @@ func (s *Server) buildGateway(ctx context.Context) error {
 	verifier := &gateway.Verifier{Audience: gcfg.Resource, Keys: s.token, Clock: s.clock}
 	as := peer.Principal{ID: id, Kind: audit.ActorWorkload, Name: "gateway/" + gcfg.Name}
 	gw, err := gateway.New(gcfg, gateway.Deps{Verifier: verifier, Revocations: rev, Decider: gateway.PDPDecider{PDP: s.policy},
-		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Clock: s.clock, Logger: s.logger.With("component", "gateway")})
+		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Tasks: taskSource{svc: s.elev, as: as},
+		Clock: s.clock, Logger: s.logger.With("component", "gateway")})
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
@@ -44,6 +45,7 @@ type Server struct {
 	audit    *audit.Log
 	identity *identity.Service
 	policy   *policy.Service
+	elev     *elevation.Service
 	token    *token.Service
 	secrets  *secret.Service
 	evidence evidence
@@ -110,9 +112,21 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Manifests' policies are managed sets the PDP evaluates beside the
+	// live one; tasks are checked by the token service.
+	s.policy, err = policy.New(ctx, policy.Config{Store: s.db, Audit: s.audit, TrustDomain: cfg.TrustDomain, Clock: s.clock, Logger: s.logger,
+		Managed: s.db})
+	if err != nil {
+		return err
+	}
+	s.elev, err = elevation.New(elevation.Config{Store: s.db, Audit: s.audit, Policies: s.policy, Catalog: s.policy,
+		Clock: s.clock, Logger: s.logger.With("component", "elevation")})
+	if err != nil {
+		return err
+	}
 	s.token, err = token.New(ctx, token.Config{Store: s.db, Identities: s.identity, Box: box, Audit: s.audit,
 		Bundle: authority.X509Bundle(), Clock: s.clock, Logger: s.logger, Issuer: cfg.Issuer,
-		TTL: cfg.TokenTTL, MaxDepth: cfg.MaxDelegationDepth})
+		TTL: cfg.TokenTTL, MaxDepth: cfg.MaxDelegationDepth, Tasks: s.elev})
 	if err != nil {
 		return err
 	}
@@ -121,10 +135,6 @@ func (s *Server) build(ctx context.Context) error {
 		return err
 	}
 	if err := s.buildEvidence(ctx); err != nil {
-		return err
-	}
-	s.policy, err = policy.New(ctx, policy.Config{Store: s.db, Audit: s.audit, TrustDomain: cfg.TrustDomain, Clock: s.clock, Logger: s.logger})
-	if err != nil {
 		return err
 	}
 	if err := s.buildGateway(ctx); err != nil {
@@ -152,6 +162,8 @@ func (s *Server) Handler() http.Handler {
 	s.token.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	s.secrets.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	s.identity.ComponentRoutes(mux, s.logger)
+	s.identity.OperatorRoutes(mux, s.logger)
+	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
 		audit.StreamHandler(s.audit, s.db, s.logger)))
 	s.evidenceRoutes(mux)
@@ -237,6 +249,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.serving.refresh,
 		s.operator.refresh,
 		s.policy.Run,
+		s.elev.Run,
 		s.runEvidence,
 		s.token.Run,
 	}
@@ -267,6 +280,9 @@ func run(ctx context.Context, fns ...func(context.Context) error) error {
 
 // Policy is the policy service; its PDP is the in-process decision API.
 func (s *Server) Policy() *policy.Service { return s.policy }
+
+// Elevation is the privilege scoping service (tests move its clock).
+func (s *Server) Elevation() *elevation.Service { return s.elev }
 
 // BundlePEM is the trust bundle (svid_bundle.pem).
 func (s *Server) BundlePEM() []byte { return s.ca.BundlePEM() }

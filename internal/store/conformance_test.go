@@ -46,6 +46,7 @@ func TestConformance(t *testing.T) {
 		{"the tool catalog is replaced whole", testToolCatalog},
 		{"shadow differences and counts accumulate", testShadowRecords},
 		{"secrets are versioned, compare-and-set and tombstoned", testSecretStore},
+		{"elevation: manifests, tasks, approvals and atomic grant uses", testElevationStore},
 	}
 	for _, b := range storetest.Backends() {
 		t.Run(b.Name, func(t *testing.T) {

@@ -88,6 +88,9 @@ type Request struct {
 	SubAgent         string
 	// RequestedTTL is the lifetime asked for (requested_expires_in), or 0.
 	RequestedTTL time.Duration
+	// Task is the task the token is for (the agent's open task), or "".
+	// A sub-agent's token is always its parent's task.
+	Task string
 }
 
 // Token issues an access token for req to an authenticated client.
@@ -189,6 +192,14 @@ func (s *Service) clientCredentials(ctx context.Context, cl Client, req Request)
 	// A token never outlives the certificate it is bound to.
 	exp = minTime(exp, cl.Cert.NotAfter)
 	c := &Claims{Subject: cl.Principal.ID.String(), Scope: scope, Audience: jwt.Audience{res.URI}}
+	if req.Task != "" {
+		deadline, err := s.checkTask(ctx, c.Subject, req.Task)
+		if err != nil {
+			return api.TokenResponse{}, err
+		}
+		// Nor the task it is for.
+		c.Task, exp = req.Task, minTime(exp, deadline)
+	}
 	// A sub-agent's tokens always carry its ancestry.
 	if agent.Parent != "" {
 		if c.Act, c.Delegation, err = s.ancestry(ctx, agent); err != nil {
@@ -196,6 +207,19 @@ func (s *Service) clientCredentials(ctx context.Context, cl Client, req Request)
 		}
 	}
 	return s.mint(ctx, cl, c, now, exp, audit.Event{Action: ActionTokenIssue, Detail: map[string]string{"grant": "client_credentials"}}, "")
+}
+
+// checkTask asks whether agent may work in task now and returns the task's
+// deadline.
+func (s *Service) checkTask(ctx context.Context, agent, task string) (time.Time, error) {
+	if s.tasks == nil {
+		return time.Time{}, oauthErr("invalid_request", "tasks are not supported by this authorization server")
+	}
+	deadline, err := s.tasks.TaskFor(ctx, agent, task)
+	if err != nil {
+		return time.Time{}, fromFault(fmt.Errorf("task %s: %w", task, err), "invalid_request")
+	}
+	return deadline, nil
 }
 
 // ancestry builds a sub-agent's act chain and delegation token ids from the
@@ -236,7 +260,7 @@ func (s *Service) mint(ctx context.Context, cl Client, c *Claims, now, exp time.
 	if err != nil {
 		return api.TokenResponse{}, err
 	}
-	ev.Time, ev.Actor, ev.Target, ev.Decision = now, cl.Principal.Actor(), strings.Join(c.Audience, " "), audit.Allow
+	ev.Time, ev.Actor, ev.Target, ev.Decision, ev.Task = now, cl.Principal.Actor(), strings.Join(c.Audience, " "), audit.Allow, c.Task
 	if ev.Detail == nil {
 		ev.Detail = map[string]string{}
 	}
@@ -282,6 +306,17 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 	if !boundTo(parent, cl.Cert) {
 		return api.TokenResponse{}, oauthErr("invalid_grant", "subject_token is bound to another certificate than the one presented")
 	}
+	// A sub-agent works in its parent's task, or in none if the parent does
+	// not: it cannot name another.
+	if req.Task != "" && req.Task != parent.Task {
+		return api.TokenResponse{}, oauthErr("invalid_request", "a sub-agent's task is its parent's (%q)", parent.Task)
+	}
+	var taskDeadline time.Time
+	if parent.Task != "" {
+		if taskDeadline, err = s.checkTask(ctx, parent.Subject, parent.Task); err != nil {
+			return api.TokenResponse{}, err
+		}
+	}
 	res := Resource{URI: ""}
 	if len(parent.Audience) > 0 {
 		res.URI = parent.Audience[0]
@@ -295,6 +330,9 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 	}
 	now := s.clock.Now()
 	parentExp := parent.Expiry.Time()
+	if !taskDeadline.IsZero() {
+		parentExp = minTime(parentExp, taskDeadline)
+	}
 	exp := minTime(now.Add(s.ttl), parentExp)
 	if req.RequestedTTL > 0 {
 		if now.Add(req.RequestedTTL).After(parentExp) {
@@ -308,7 +346,7 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 		return api.TokenResponse{}, fromFault(err, "invalid_request")
 	}
 	exp = minTime(exp, issued.Leaf.NotAfter)
-	c := &Claims{Subject: child.SPIFFEID, Scope: scope, Audience: parent.Audience,
+	c := &Claims{Subject: child.SPIFFEID, Scope: scope, Audience: parent.Audience, Task: parent.Task,
 		Act: &Actor{Subject: parent.Subject, Act: parent.Act}, Delegation: append(slices.Clone(parent.Delegation), parent.ID)}
 	childClient := Client{Principal: peer.Principal{ID: issued.SPIFFEID(), Kind: audit.ActorAgent, Name: child.Name, Cert: issued.Leaf},
 		Cert: issued.Leaf, Method: cl.Method}

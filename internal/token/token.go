@@ -63,6 +63,15 @@ type Identities interface {
 	BundlePEM() []byte
 }
 
+// TaskChecker says whether an agent may work in a task now (see
+// internal/elevation): a token issued for a task carries it in its task
+// claim, and every decision made with the token reads that task's state.
+type TaskChecker interface {
+	// TaskFor returns the deadline of task if it is open and agent (a
+	// SPIFFE ID) works in it. Errors wrap fault kinds.
+	TaskFor(ctx context.Context, agent, task string) (time.Time, error)
+}
+
 // Recorder commits audit events; see audit.Log.
 type Recorder interface {
 	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
@@ -122,6 +131,9 @@ type Config struct {
 	MaxDepth int
 	// Rotation period of the signing key: DefaultRotation if zero.
 	Rotation time.Duration
+	// Tasks checks the task a token is asked for; nil means tasks are not
+	// supported, and a request naming one is refused (invalid_request).
+	Tasks TaskChecker
 }
 
 // Service is the authorization server.
@@ -135,6 +147,7 @@ type Service struct {
 	ttl      time.Duration
 	maxDepth int
 	keys     *keyset
+	tasks    TaskChecker
 
 	mu     sync.RWMutex
 	issuer string
@@ -172,7 +185,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("token: key rotation period %s is shorter than %s", cfg.Rotation, 4*MaxTTL)
 	}
 	s := &Service{store: cfg.Store, ids: cfg.Identities, audit: cfg.Audit, bundle: cfg.Bundle, clock: cfg.Clock,
-		logger: cfg.Logger, ttl: cfg.TTL, maxDepth: cfg.MaxDepth, issuer: strings.TrimRight(cfg.Issuer, "/"),
+		logger: cfg.Logger, ttl: cfg.TTL, maxDepth: cfg.MaxDepth, issuer: strings.TrimRight(cfg.Issuer, "/"), tasks: cfg.Tasks,
 		keys: &keyset{store: cfg.Store, box: cfg.Box, period: cfg.Rotation, lead: min(cfg.Rotation/4, time.Hour), maxTTL: MaxTTL}}
 	if err := s.keys.refresh(ctx, s.clock.Now()); err != nil {
 		return nil, err

@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func (e *env) operatorCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "operator",
+		Short: "Issue and revoke credentials for human operators",
+		Long: `Each human who approves elevations needs a credential of their own
+(spiffe://TRUST-DOMAIN/operator/NAME), so that approvals name a person and
+two-person approval needs two. An operator issues one for another; the
+other then passes --credentials DIR to every command.`,
+	}
+	cmd.AddCommand(e.operatorIssueCmd(), e.operatorRevokeCmd())
+	return cmd
+}
+
+func (e *env) operatorIssueCmd() *cobra.Command {
+	var (
+		out string
+		ttl time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "issue NAME --out DIR",
+		Short: "Issue a credential for operator NAME into DIR (the key is generated here)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("--out DIR is required")
+			}
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			svid, err := c.IssueOperatorSVID(cmd.Context(), args[0], out, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "issued %s into %s (expires %s); renew it with 'bulkhead agent renew --dir %s'\n",
+				svid.ID, out, fmtTime(svid.Certificates[0].NotAfter), out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "directory for svid.pem, svid_key.pem and svid_bundle.pem")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default 24h, at most 720h)")
+	return cmd
+}
+
+func (e *env) operatorRevokeCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke every certificate of operator NAME",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			res, err := c.RevokeOperator(cmd.Context(), args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "revoked %d certificate(s) of operator %s\n", len(res.Serials), args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded)")
+	return cmd
+}

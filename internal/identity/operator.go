@@ -1,0 +1,141 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+)
+
+// Lifetimes of operator SVIDs issued by another operator. Each human holds
+// their own credential, so that approvals (two-person ones above all) name
+// distinct people; it is renewed with POST /v1/svid/renew.
+const (
+	DefaultOperatorTTL = 24 * time.Hour
+	MaxOperatorTTL     = 30 * 24 * time.Hour
+)
+
+// OperatorID returns spiffe://TD/operator/NAME.
+func (s *Service) OperatorID(name string) (spiffeid.ID, error) {
+	if err := ValidateName(name); err != nil {
+		return spiffeid.ID{}, err
+	}
+	return spiffeid.FromSegments(s.ca.TrustDomain(), "operator", name)
+}
+
+// IssueOperator issues the SVID of operator NAME for the key in a CSR, at
+// another operator's request: how a second human gets a credential of
+// their own without the CA's key, or the first human's, leaving where it
+// is. ttl zero means DefaultOperatorTTL.
+func (s *Service) IssueOperator(ctx context.Context, by audit.Actor, name string, csrPEM []byte, ttl time.Duration) (Issued, error) {
+	ev := audit.Event{Actor: by, Action: audit.ActionOperatorIssue,
+		Digests: map[string]string{"csr": audit.Digest(csrPEM)}, Detail: map[string]string{"via": "operator"}}
+	id, err := s.OperatorID(name)
+	if err != nil {
+		return Issued{}, err
+	}
+	ev.Target = id.String()
+	if by.Kind != audit.ActorOperator {
+		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: only operators issue operator credentials", fault.Forbidden))
+	}
+	if ttl == 0 {
+		ttl = DefaultOperatorTTL
+	}
+	if ttl < MinSVIDTTL || ttl > MaxOperatorTTL {
+		return Issued{}, fmt.Errorf("%w: operator SVID TTL %s is outside [%s, %s]", fault.Invalid, ttl, MinSVIDTTL, MaxOperatorTTL)
+	}
+	csr, err := s.checkCSR(ctx, ev, id, csrPEM, nil)
+	if err != nil {
+		return Issued{}, err
+	}
+	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl}, "", "")
+}
+
+// RevokeOperator revokes every certificate of operator NAME.
+func (s *Service) RevokeOperator(ctx context.Context, by audit.Actor, name, reason string) ([]string, error) {
+	id, err := s.OperatorID(name)
+	if err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		reason = "revoked by operator"
+	}
+	now := s.clock.Now()
+	var serials []string
+	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: ActionOperatorRevoke, Target: id.String(), Reasons: []string{reason}},
+		func() error {
+			var err error
+			serials, err = s.store.RevokeCertsByID(ctx, id.String(), now, reason)
+			return err
+		})
+	s.cache.clear()
+	s.invalidateCRL()
+	if err != nil {
+		return nil, err
+	}
+	for _, sn := range serials {
+		s.recordAfter(ctx, audit.Event{Time: now, Actor: by, Action: audit.ActionSVIDRevoke, Target: id.String(),
+			Decision: audit.Allow, Reasons: []string{reason}, Detail: map[string]string{"serial": sn}})
+	}
+	return serials, nil
+}
+
+// ActionOperatorRevoke records the revocation of an operator's
+// certificates.
+const ActionOperatorRevoke = "operator.revoke"
+
+// OperatorRoutes registers POST /v1/operators/{name}/svid and
+// /v1/operators/{name}/revoke (operators only) on mux.
+func (s *Service) OperatorRoutes(mux *http.ServeMux, logger *slog.Logger) {
+	h := handlers{s: s, logger: logger}
+	mux.Handle("POST /v1/operators/{name}/svid",
+		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.issueOperator)))
+	mux.Handle("POST /v1/operators/{name}/revoke",
+		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.revokeOperator)))
+}
+
+func (h handlers) issueOperator(w http.ResponseWriter, r *http.Request) {
+	var req api.ComponentSVIDRequest
+	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		h.fail(w, r, faultf("ttl %q is not a positive duration", req.TTL))
+		return
+	}
+	issued, err := h.s.IssueOperator(r.Context(), caller(r), r.PathValue("name"), []byte(req.CSR), ttl)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
+}
+
+func (h handlers) revokeOperator(w http.ResponseWriter, r *http.Request) {
+	var req api.RevokeRequest
+	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	serials, err := h.s.RevokeOperator(r.Context(), caller(r), r.PathValue("name"), req.Reason)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if serials == nil {
+		serials = []string{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: "operator/" + r.PathValue("name"), Serials: serials})
+}
