@@ -44,3 +44,16 @@ func Act(ctx context.Context, rec Recorder, logger *slog.Logger, ev Event, do fu
 	}
 	return nil
 }
+
+// Refuse records ev as a denial with why as its reason and reports whether
+// the record was committed. The refusal stands either way: a denial is
+// never turned into an allow because it could not be written.
+func Refuse(ctx context.Context, rec Recorder, logger *slog.Logger, ev Event, why error) bool {
+	ev.Decision = Deny
+	ev.Reasons = append(ev.Reasons, why.Error())
+	if _, err := rec.Record(ctx, ev); err != nil {
+		logger.Error("could not record a refusal", "action", ev.Action, "target", ev.Target, "reason", why, "err", err)
+		return false
+	}
+	return true
+}

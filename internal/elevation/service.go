@@ -130,11 +130,7 @@ func (s *Service) act(ctx context.Context, ev audit.Event, do func() error) erro
 // deny records a refusal and returns why. The refusal stands even if it
 // cannot be recorded.
 func (s *Service) deny(ctx context.Context, ev audit.Event, why error) error {
-	ev.Decision = audit.Deny
-	ev.Reasons = append(ev.Reasons, why.Error())
-	if _, err := s.audit.Record(ctx, ev); err != nil {
-		s.logger.Error("could not record a refusal", "action", ev.Action, "reason", why, "err", err)
-	}
+	audit.Refuse(ctx, s.audit, s.logger, ev, why)
 	return why
 }
 

@@ -48,21 +48,27 @@ func (s *Service) ComponentID(kind, name string) (spiffeid.ID, error) {
 // first credential without the CA's key ever leaving the control plane.
 // ttl zero means DefaultComponentTTL.
 func (s *Service) IssueComponent(ctx context.Context, by audit.Actor, kind, name string, csrPEM []byte, ttl time.Duration) (Issued, error) {
-	ev := audit.Event{Actor: by, Action: audit.ActionSVIDIssue,
-		Digests: map[string]string{"csr": audit.Digest(csrPEM)}, Detail: map[string]string{"via": "operator"}}
 	id, err := s.ComponentID(kind, name)
 	if err != nil {
 		return Issued{}, err
 	}
-	ev.Target = id.String()
+	return s.issueByOperator(ctx, by, audit.ActionSVIDIssue, id, csrPEM, ttl, DefaultComponentTTL, MaxComponentTTL, "component SVIDs")
+}
+
+// issueByOperator issues id's SVID for the key in a CSR when an operator
+// asks (components and further operators: identities that do not enroll
+// with join tokens). ttl zero means defTTL; it may not exceed maxTTL.
+func (s *Service) issueByOperator(ctx context.Context, by audit.Actor, action string, id spiffeid.ID, csrPEM []byte, ttl, defTTL, maxTTL time.Duration, what string) (Issued, error) {
+	ev := audit.Event{Actor: by, Action: action, Target: id.String(),
+		Digests: map[string]string{"csr": audit.Digest(csrPEM)}, Detail: map[string]string{"via": "operator"}}
 	if by.Kind != audit.ActorOperator {
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: only operators issue component SVIDs", fault.Forbidden))
+		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: only operators issue %s", fault.Forbidden, what))
 	}
 	if ttl == 0 {
-		ttl = DefaultComponentTTL
+		ttl = defTTL
 	}
-	if ttl < MinSVIDTTL || ttl > MaxComponentTTL {
-		return Issued{}, fmt.Errorf("%w: component SVID TTL %s is outside [%s, %s]", fault.Invalid, ttl, MinSVIDTTL, MaxComponentTTL)
+	if ttl < MinSVIDTTL || ttl > maxTTL {
+		return Issued{}, fmt.Errorf("%w: TTL %s of %s is outside [%s, %s]", fault.Invalid, ttl, what, MinSVIDTTL, maxTTL)
 	}
 	csr, err := s.checkCSR(ctx, ev, id, csrPEM, nil)
 	if err != nil {
@@ -90,12 +96,18 @@ func (s *Service) RevokeComponent(ctx context.Context, by audit.Actor, kind, nam
 	if err != nil {
 		return nil, err
 	}
+	return s.revokeID(ctx, by, ActionComponentRevoke, id, reason)
+}
+
+// revokeID revokes every certificate of one SPIFFE ID (a component's or an
+// operator's), recording the revocation first and each certificate after.
+func (s *Service) revokeID(ctx context.Context, by audit.Actor, action string, id spiffeid.ID, reason string) ([]string, error) {
 	if reason == "" {
 		reason = "revoked by operator"
 	}
 	now := s.clock.Now()
 	var serials []string
-	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: ActionComponentRevoke, Target: id.String(), Reasons: []string{reason}},
+	err := s.act(ctx, audit.Event{Time: now, Actor: by, Action: action, Target: id.String(), Reasons: []string{reason}},
 		func() error {
 			var err error
 			serials, err = s.store.RevokeCertsByID(ctx, id.String(), now, reason)

@@ -2,7 +2,6 @@ package identity
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -11,8 +10,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
-	"github.com/bulkhead-dev/bulkhead/internal/ca"
-	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 )
@@ -38,27 +35,11 @@ func (s *Service) OperatorID(name string) (spiffeid.ID, error) {
 // their own without the CA's key, or the first human's, leaving where it
 // is. ttl zero means DefaultOperatorTTL.
 func (s *Service) IssueOperator(ctx context.Context, by audit.Actor, name string, csrPEM []byte, ttl time.Duration) (Issued, error) {
-	ev := audit.Event{Actor: by, Action: audit.ActionOperatorIssue,
-		Digests: map[string]string{"csr": audit.Digest(csrPEM)}, Detail: map[string]string{"via": "operator"}}
 	id, err := s.OperatorID(name)
 	if err != nil {
 		return Issued{}, err
 	}
-	ev.Target = id.String()
-	if by.Kind != audit.ActorOperator {
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: only operators issue operator credentials", fault.Forbidden))
-	}
-	if ttl == 0 {
-		ttl = DefaultOperatorTTL
-	}
-	if ttl < MinSVIDTTL || ttl > MaxOperatorTTL {
-		return Issued{}, fmt.Errorf("%w: operator SVID TTL %s is outside [%s, %s]", fault.Invalid, ttl, MinSVIDTTL, MaxOperatorTTL)
-	}
-	csr, err := s.checkCSR(ctx, ev, id, csrPEM, nil)
-	if err != nil {
-		return Issued{}, err
-	}
-	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl}, "", "")
+	return s.issueByOperator(ctx, by, audit.ActionOperatorIssue, id, csrPEM, ttl, DefaultOperatorTTL, MaxOperatorTTL, "operator credentials")
 }
 
 // RevokeOperator revokes every certificate of operator NAME.
@@ -67,27 +48,7 @@ func (s *Service) RevokeOperator(ctx context.Context, by audit.Actor, name, reas
 	if err != nil {
 		return nil, err
 	}
-	if reason == "" {
-		reason = "revoked by operator"
-	}
-	now := s.clock.Now()
-	var serials []string
-	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: ActionOperatorRevoke, Target: id.String(), Reasons: []string{reason}},
-		func() error {
-			var err error
-			serials, err = s.store.RevokeCertsByID(ctx, id.String(), now, reason)
-			return err
-		})
-	s.cache.clear()
-	s.invalidateCRL()
-	if err != nil {
-		return nil, err
-	}
-	for _, sn := range serials {
-		s.recordAfter(ctx, audit.Event{Time: now, Actor: by, Action: audit.ActionSVIDRevoke, Target: id.String(),
-			Decision: audit.Allow, Reasons: []string{reason}, Detail: map[string]string{"serial": sn}})
-	}
-	return serials, nil
+	return s.revokeID(ctx, by, ActionOperatorRevoke, id, reason)
 }
 
 // ActionOperatorRevoke records the revocation of an operator's

@@ -116,13 +116,10 @@ func (s *Service) act(ctx context.Context, ev audit.Event, do func() error) erro
 // callers do not record it twice. The refusal stands even if it cannot be
 // recorded.
 func (s *Service) deny(ctx context.Context, ev audit.Event, why error) error {
-	ev.Decision = audit.Deny
-	ev.Reasons = append(ev.Reasons, why.Error())
-	if _, err := s.audit.Record(ctx, ev); err != nil {
-		s.logger.Error("could not record a denial", "action", ev.Action, "reason", why, "err", err)
-		return why
+	if audit.Refuse(ctx, s.audit, s.logger, ev, why) {
+		return recordedError{why}
 	}
-	return recordedError{why}
+	return why
 }
 
 // recordedError marks a refusal that is already in the audit log.
