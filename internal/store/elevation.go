@@ -95,23 +95,7 @@ func (s *DB) GetManifest(ctx context.Context, name string) (elevation.StoredMani
 
 // ListManifests returns every manifest's latest version, by name.
 func (s *DB) ListManifests(ctx context.Context) ([]elevation.StoredManifest, error) {
-	rows, err := s.query(ctx, latestManifests+` ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list manifests: %w", err)
-	}
-	defer rows.Close()
-	var out []elevation.StoredManifest
-	for rows.Next() {
-		m, err := scanManifest(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list manifests: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list manifests: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list manifests", scanManifest, latestManifests+` ORDER BY name`)
 }
 
 // ManagedSets returns the policy set compiled from each manifest's latest
@@ -206,23 +190,7 @@ func (s *DB) ListTasks(ctx context.Context, openOnly bool) ([]elevation.Task, er
 }
 
 func (s *DB) tasks(ctx context.Context, q string, args ...any) ([]elevation.Task, error) {
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: list tasks: %w", err)
-	}
-	defer rows.Close()
-	var out []elevation.Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list tasks: %w", err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list tasks: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list tasks", scanTask, q, args...)
 }
 
 // TasksDue lists open tasks past their deadline.
@@ -386,23 +354,7 @@ func (s *DB) ListElevations(ctx context.Context, f elevation.Filter) ([]elevatio
 }
 
 func (s *DB) elevations(ctx context.Context, q string, args ...any) ([]elevation.Elevation, error) {
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: list elevations: %w", err)
-	}
-	defer rows.Close()
-	var out []elevation.Elevation
-	for rows.Next() {
-		e, err := scanElevation(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list elevations: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list elevations: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list elevations", scanElevation, q, args...)
 }
 
 // loadApprovals fills each elevation's approvals, oldest first.

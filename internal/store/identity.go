@@ -63,23 +63,7 @@ func (s *DB) GetAgent(ctx context.Context, name string) (identity.Agent, error) 
 
 // ListAgents returns every agent, by name.
 func (s *DB) ListAgents(ctx context.Context) ([]identity.Agent, error) {
-	rows, err := s.query(ctx, `SELECT `+agentCols+` FROM agents ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list agents: %w", err)
-	}
-	defer rows.Close()
-	var out []identity.Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list agents: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list agents: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list agents", scanAgent, `SELECT `+agentCols+` FROM agents ORDER BY name`)
 }
 
 // SetAgentStatus changes an agent's status.
@@ -264,23 +248,7 @@ func (s *DB) GetCertByThumbprint(ctx context.Context, x5t string) (identity.Cert
 }
 
 func (s *DB) listCerts(ctx context.Context, where string, args ...any) ([]identity.Cert, error) {
-	rows, err := s.query(ctx, `SELECT `+certCols+` FROM certificates WHERE `+where+` ORDER BY issued_at, serial`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: list certificates: %w", err)
-	}
-	defer rows.Close()
-	var out []identity.Cert
-	for rows.Next() {
-		c, err := scanCert(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list certificates: %w", err)
-	}
-	return out, nil
+	return queryList(ctx, s, "list certificates", scanCert, `SELECT `+certCols+` FROM certificates WHERE `+where+` ORDER BY issued_at, serial`, args...)
 }
 
 // ListCerts returns an agent's certificates, oldest first.

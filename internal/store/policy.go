@@ -144,23 +144,8 @@ func (s *DB) PolicyVersion(ctx context.Context, n int64) (policy.Version, error)
 
 // ListPolicyVersions lists versions, oldest first, without files.
 func (s *DB) ListPolicyVersions(ctx context.Context) ([]policy.Version, error) {
-	rows, err := s.query(ctx, `SELECT `+policyVersionCols+` FROM policy_versions ORDER BY version`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list policy versions: %w", err)
-	}
-	defer rows.Close()
-	var out []policy.Version
-	for rows.Next() {
-		v, err := scanPolicyVersion(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list policy versions: %w", err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list policy versions: %w", err)
-	}
-	return out, nil
+	scan := func(sc rowScanner) (policy.Version, error) { return scanPolicyVersion(sc) }
+	return queryList(ctx, s, "list policy versions", scan, `SELECT `+policyVersionCols+` FROM policy_versions ORDER BY version`)
 }
 
 // PolicyAgents lists active agents with their roles.

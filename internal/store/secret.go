@@ -106,23 +106,8 @@ func (s *DB) GetSecret(ctx context.Context, name string) (secret.Record, error) 
 
 // ListSecrets lists live secrets by name, without their sealed values.
 func (s *DB) ListSecrets(ctx context.Context) ([]secret.Meta, error) {
-	rows, err := s.query(ctx, `SELECT name, version, created_at, updated_at, updated_by FROM secrets WHERE sealed IS NOT NULL ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list secrets: %w", err)
-	}
-	defer rows.Close()
-	var out []secret.Meta
-	for rows.Next() {
-		m, err := scanSecret(rows, nil)
-		if err != nil {
-			return nil, fmt.Errorf("store: list secrets: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list secrets: %w", err)
-	}
-	return out, nil
+	scan := func(sc rowScanner) (secret.Meta, error) { return scanSecret(sc, nil) }
+	return queryList(ctx, s, "list secrets", scan, `SELECT name, version, created_at, updated_at, updated_by FROM secrets WHERE sealed IS NOT NULL ORDER BY name`)
 }
 
 // DeleteSecret deletes live version version of name, leaving a tombstone;

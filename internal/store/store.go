@@ -250,3 +250,28 @@ func fromTS(v sql.NullInt64) time.Time {
 	}
 	return time.UnixMicro(v.Int64).UTC()
 }
+
+// rowScanner is what the scan functions read: *sql.Row or *sql.Rows.
+type rowScanner = interface{ Scan(...any) error }
+
+// queryList runs a query and scans every row with scan; what names the
+// operation in errors.
+func queryList[T any](ctx context.Context, s *DB, what string, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := s.query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: %s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	return out, nil
+}

@@ -95,20 +95,7 @@ func (s *DB) GetResource(ctx context.Context, uri string) (token.Resource, error
 
 // ListResources lists resources by URI.
 func (s *DB) ListResources(ctx context.Context) ([]token.Resource, error) {
-	rows, err := s.query(ctx, `SELECT uri, scopes, created_at, created_by FROM oauth_resources ORDER BY uri`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list resources: %w", err)
-	}
-	defer rows.Close()
-	var out []token.Resource
-	for rows.Next() {
-		r, err := scanResource(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list resources: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return queryList(ctx, s, "list resources", scanResource, `SELECT uri, scopes, created_at, created_by FROM oauth_resources ORDER BY uri`)
 }
 
 // DeleteResource unregisters a resource.
