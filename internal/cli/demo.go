@@ -49,6 +49,9 @@ for you to inspect afterwards.`,
 					return err
 				}
 			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
 			return e.runDemo(cmd.Context(), dir)
 		},
 	}
@@ -269,7 +272,7 @@ Where to look next:
   bulkhead serve --data-dir %[1]s             # start it again, then in another shell:
   bulkhead audit search --data-dir %[1]s --decision deny
   examples/quickstart/   the gateway configuration, policies and catalog used here
-  docs/                  identity, tokens, policy, audit, gateway, benchmarks
+  docs/                  identity, tokens, policy, elevation, audit, gateway, benchmarks
 `, dir)
 	return nil
 }
