@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,11 +29,9 @@ func run(t *testing.T, env map[string]string, args ...string) (int, string, stri
 	return code, out.String(), errb.String()
 }
 
-func TestAgentLifecycleThroughTheCLI(t *testing.T) {
-	srv := testenv.Start(t)
-	// Found through the environment, as an operator on another shell would.
-	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
-	must := func(args ...string) string {
+// mustRun returns a runner that fails the test when a command fails.
+func mustRun(t *testing.T, env map[string]string) func(args ...string) string {
+	return func(args ...string) string {
 		t.Helper()
 		code, out, errs := run(t, env, args...)
 		if code != 0 {
@@ -42,6 +39,13 @@ func TestAgentLifecycleThroughTheCLI(t *testing.T) {
 		}
 		return out
 	}
+}
+
+func TestAgentLifecycleThroughTheCLI(t *testing.T) {
+	srv := testenv.Start(t)
+	// Found through the environment, as an operator on another shell would.
+	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
+	must := mustRun(t, env)
 	if out := must("agent", "create", "alpha", "--ttl", "2h"); !strings.Contains(out, "spiffe://bulkhead.local/agent/alpha") {
 		t.Fatalf("create: %s", out)
 	}
@@ -116,24 +120,6 @@ func TestCLIErrorsAreClear(t *testing.T) {
 	}
 }
 
-// lockedBuffer lets the test read stderr while serve writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The README's first command: serve on the embedded default, then use it
 // from the same directory with no settings at all.
 func TestServeOnTheEmbeddedDefault(t *testing.T) {
@@ -141,7 +127,7 @@ func TestServeOnTheEmbeddedDefault(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stdout bytes.Buffer
-	stderr := &lockedBuffer{}
+	stderr := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, []string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, &stdout, stderr, func(string) (string, bool) { return "", false })
@@ -186,14 +172,7 @@ func TestServeOnTheEmbeddedDefault(t *testing.T) {
 func TestTokenAndResourceCommands(t *testing.T) {
 	srv := testenv.Start(t)
 	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
-	must := func(args ...string) string {
-		t.Helper()
-		code, out, errs := run(t, env, args...)
-		if code != 0 {
-			t.Fatalf("bulkhead %s: exit %d\n%s", strings.Join(args, " "), code, errs)
-		}
-		return out
-	}
+	must := mustRun(t, env)
 	const gw = "https://gw.test"
 	if out := must("resource", "add", gw, "--scope", "mcp", "--scope", "files:read"); !strings.Contains(out, "registered resource https://gw.test") {
 		t.Fatalf("resource add: %s", out)

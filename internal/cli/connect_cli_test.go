@@ -57,7 +57,7 @@ func TestConnectCommand(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stderr := &lockedBuffer{}
+	stderr := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, []string{"connect", "--dir", dir, "--gateway", e.GatewayURL, "--resource", gatewaytest.Resource,

@@ -21,14 +21,7 @@ func repoFile(path string) string {
 func TestElevationThroughTheCLI(t *testing.T) {
 	srv := testenv.Start(t)
 	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
-	must := func(args ...string) string {
-		t.Helper()
-		code, out, errs := run(t, env, args...)
-		if code != 0 {
-			t.Fatalf("bulkhead %s: exit %d\n%s", strings.Join(args, " "), code, errs)
-		}
-		return out
-	}
+	must := mustRun(t, env)
 	fails := func(want string, args ...string) {
 		t.Helper()
 		code, _, errs := run(t, env, args...)

@@ -100,14 +100,7 @@ cases:
 func TestPolicyLifecycleThroughTheCLI(t *testing.T) {
 	srv := testenv.Start(t)
 	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
-	must := func(args ...string) string {
-		t.Helper()
-		code, out, errs := run(t, env, args...)
-		if code != 0 {
-			t.Fatalf("bulkhead %s: exit %d\n%s", strings.Join(args, " "), code, errs)
-		}
-		return out
-	}
+	must := mustRun(t, env)
 	must("agent", "create", "alpha")
 	if out := must("agent", "role", "add", "alpha", "reader"); !strings.Contains(out, "alpha is in role reader") {
 		t.Fatalf("role add: %s", out)

@@ -2,7 +2,6 @@ package connect_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -29,28 +28,10 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 )
 
-// logBuffer collects the sidecar's log, shown when a test fails.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // sidecar is a Sidecar running in this process.
 type sidecar struct {
 	*connect.Sidecar
-	log    *logBuffer
+	log    *gatewaytest.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 
@@ -74,7 +55,7 @@ func (s *sidecar) wait(t *testing.T, d time.Duration) error {
 // start runs a sidecar for the agent in dir in front of e's gateway.
 func start(t *testing.T, e *gatewaytest.Env, dir string, edit func(*connect.Config)) *sidecar {
 	t.Helper()
-	lb := &logBuffer{}
+	lb := &gatewaytest.LogBuffer{}
 	cfg := connect.Config{Dir: dir, ServerURL: e.URL, GatewayURL: e.GatewayURL, Listen: "127.0.0.1:0",
 		Resource: gatewaytest.Resource, Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if edit != nil {

@@ -169,7 +169,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string, cert *x509.Certificat
 	if c.Cnf == nil || c.Cnf.X5TS256 != thumbprint(cert) {
 		return nil, fmt.Errorf("%w: the token is bound to another certificate than the one presented", ErrToken)
 	}
-	if c.Subject != "" && len(cert.URIs) == 1 && cert.URIs[0].String() != c.Subject {
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != c.Subject {
 		return nil, fmt.Errorf("%w: the token's subject is not the certificate's", ErrToken)
 	}
 	return c, nil

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,26 +48,8 @@ func (e *gatewayEnv) mcpSession(t *testing.T, hc *http.Client) *mcp.ClientSessio
 
 func textOf(r *mcp.CallToolResult) string { return gatewaytest.Text(r) }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestGatewayMCPEndToEnd(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &gatewaytest.LogBuffer{}
 	e := startGateway(t, "", testenv.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	ctx := context.Background()
 	hc, _ := e.agentHTTP(t, "alpha", "reader")

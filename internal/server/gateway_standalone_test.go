@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,50 +22,10 @@ import (
 // for credentials, and the ingest API for its records.
 func TestStandaloneGateway(t *testing.T) {
 	e := gatewaytest.Start(t, "") // reuses the control plane, policies and upstream
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
-name: edge
-resource: https://edge.bulkhead.test
-servers:
-  - name: files
-    mcp: { url: `+e.Files.URL+` }
-    callers: ["spiffe://bulkhead.local/agent/*"]
-    credentials: { header: Authorization, secret: files-token }
-`), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"), Operator: e.Operator,
-		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
-	done := make(chan error, 1)
-	go func() { done <- sa.Run(ctx) }()
-	var url string
-	select {
-	case a := <-addr:
-		url = "https://" + a
-	case err := <-done:
-		t.Fatalf("standalone gateway: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("standalone gateway not ready")
-	}
+	ctx := context.Background()
+	url, stop := standalone(t, e)
 	_, c := e.Agent(t, "alpha", "reader")
-	hc := gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test")
-	var cs *mcp.ClientSession
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		// Until the revocation backlog is loaded the gateway answers 503.
-		cl := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "test"}, nil)
-		cs, err = cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url + "/mcp/files", HTTPClient: hc, MaxRetries: -1}, nil)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("connect through the standalone gateway: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	defer cs.Close()
+	cs := connectRetrying(t, url+"/mcp/files", gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test"))
 	list, err := cs.ListTools(ctx, nil)
 	if err != nil || len(list.Tools) != 1 || list.Tools[0].Name != "read_file" {
 		t.Fatalf("tools/list: %v %+v", err, list)
@@ -105,13 +66,75 @@ servers:
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("standalone gateway refused the revoked agent after %s", time.Since(start))
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("standalone gateway exited: %v", err)
+	stop()
+}
+
+// standalone runs a standalone gateway "edge" in front of e's files server
+// until the test ends; stop stops it and fails the test if it does not
+// stop cleanly.
+func standalone(t *testing.T, e *gatewaytest.Env) (url string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
+name: edge
+resource: https://edge.bulkhead.test
+servers:
+  - name: files
+    mcp: { url: `+e.Files.URL+` }
+    callers: ["spiffe://bulkhead.local/agent/*"]
+    credentials: { header: Authorization, secret: files-token }
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"), Operator: e.Operator,
+		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
+	done := make(chan error, 1)
+	go func() { done <- sa.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
 		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("standalone gateway exited: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("standalone gateway did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case a := <-addr:
+		return "https://" + a, stop
+	case err := <-done:
+		stopped = true
+		t.Fatalf("standalone gateway: %v", err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("standalone gateway did not stop")
+		t.Fatal("standalone gateway not ready")
+	}
+	return "", stop
+}
+
+// connectRetrying opens an MCP session, retrying while the gateway loads
+// its revocation backlog (it answers 503 until then).
+func connectRetrying(t *testing.T, endpoint string, hc *http.Client) *mcp.ClientSession {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		cl := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "test"}, nil)
+		cs, err := cl.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
+		if err == nil {
+			t.Cleanup(func() { cs.Close() })
+			return cs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connect through the standalone gateway: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
