@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/cedar-policy/cedar-go"
+	"github.com/cedar-policy/cedar-go/ast"
 	xast "github.com/cedar-policy/cedar-go/x/exp/ast"
 )
 
@@ -27,6 +28,17 @@ import (
 // whose scope does not match cannot produce an error either: cedar-go
 // checks the scope first and skips the conditions.
 //
+// The index is exact, not merely a filter: "== E" and "in E" are filed
+// apart, so a request looks "== E" up for its own entity only and "in E"
+// for itself and its ancestors, and every candidate found has a matching
+// scope (the one exception is "is T in E", whose type the policy checks).
+// That lets policies that differ only in their scope share one compiled
+// body: a fleet's per-agent grants are mostly one template with different
+// entities, and evaluating a shared body that stays in cache, instead of
+// each agent's own copy, is what keeps a decision's cost flat as the fleet
+// grows. cedar-go evaluates the shared body under the policy's own id, so
+// its reasons and errors are the policy's.
+//
 // The principal level is keyed by the entity itself (a fleet of agents
 // makes it the largest); the action and resource levels use small interned
 // integer keys, so a request hashes each of its actions and resources once,
@@ -36,35 +48,63 @@ import (
 // each known principal to its entries ahead of time (see world.link).
 
 // key is an interned action or resource key: keyAny, or an interned id
-// shifted left by one with the low bit telling a type from an entity.
+// shifted left by two, the low bits telling which scope names it.
 type key uint32
 
 const keyAny key = 0
 
+// Kinds of key, in its low two bits.
+const (
+	kindIn   key = 0 // "in E": matches E and its descendants
+	kindType key = 1 // "is T"
+	kindEq   key = 2 // "== E": matches E only
+)
+
+// named is an entity some scope names, and how.
+type named struct {
+	id     uint32
+	eq, in bool
+}
+
 // interner assigns keys to the entities and types one dimension's scopes
 // name.
 type interner struct {
-	entities map[cedar.EntityUID]key
+	entities map[cedar.EntityUID]named
 	types    map[cedar.EntityType]key
 }
 
 func newInterner() interner {
-	return interner{entities: map[cedar.EntityUID]key{}, types: map[cedar.EntityType]key{}}
+	return interner{entities: map[cedar.EntityUID]named{}, types: map[cedar.EntityType]key{}}
 }
 
-func (in interner) entityKey(uid cedar.EntityUID) key {
-	k, ok := in.entities[uid]
+func (in interner) nextID() uint32 { return uint32(len(in.entities) + len(in.types) + 1) }
+
+// entityKey returns the key of "== uid" (eq) or "in uid".
+func (in interner) entityKey(uid cedar.EntityUID, eq bool) key {
+	n, ok := in.entities[uid]
 	if !ok {
-		k = key(len(in.entities)+len(in.types)+1) << 1
-		in.entities[uid] = k
+		n.id = in.nextID()
 	}
-	return k
+	if eq {
+		n.eq = true
+	} else {
+		n.in = true
+	}
+	in.entities[uid] = n
+	return n.key(eq)
+}
+
+func (n named) key(eq bool) key {
+	if eq {
+		return key(n.id)<<2 | kindEq
+	}
+	return key(n.id)<<2 | kindIn
 }
 
 func (in interner) typeKey(t cedar.EntityType) key {
 	k, ok := in.types[t]
 	if !ok {
-		k = key(len(in.entities)+len(in.types)+1)<<1 | 1
+		k = key(in.nextID())<<2 | kindType
 		in.types[t] = k
 	}
 	return k
@@ -77,40 +117,46 @@ func (in interner) keys(s xast.IsScopeNode) []key {
 	case xast.ScopeTypeAll:
 		return []key{keyAny}
 	case xast.ScopeTypeEq:
-		return []key{in.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity, true)}
 	case xast.ScopeTypeIn:
-		return []key{in.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity, false)}
 	case xast.ScopeTypeIs:
 		return []key{in.typeKey(t.Type)}
 	case xast.ScopeTypeIsIn:
-		return []key{in.entityKey(t.Entity)}
+		return []key{in.entityKey(t.Entity, false)}
 	case xast.ScopeTypeInSet:
 		out := make([]key, 0, len(t.Entities))
 		for _, e := range t.Entities {
-			if k := in.entityKey(e); !slices.Contains(out, k) {
+			if k := in.entityKey(e, false); !slices.Contains(out, k) {
 				out = append(out, k)
 			}
 		}
 		return out
 	}
 	// An unknown scope kind (a newer cedar-go) is filed under "any": always
-	// a candidate, never missed.
+	// a candidate, never missed (and never shares its body: see exact).
 	return []key{keyAny}
 }
 
 // requestKeys appends the keys a request entity looks up: any, its type,
-// itself and its ancestors, leaving out those no policy names.
+// "== itself", "in itself" and "in" each of its ancestors, leaving out
+// those no policy names.
 func (in interner) requestKeys(dst []key, uid cedar.EntityUID, ancestors []cedar.EntityUID) []key {
 	dst = append(dst, keyAny)
 	if k, ok := in.types[uid.Type]; ok {
 		dst = append(dst, k)
 	}
-	if k, ok := in.entities[uid]; ok {
-		dst = append(dst, k)
+	if n, ok := in.entities[uid]; ok {
+		if n.eq {
+			dst = append(dst, n.key(true))
+		}
+		if n.in {
+			dst = append(dst, n.key(false))
+		}
 	}
 	for _, a := range ancestors {
-		if k, ok := in.entities[a]; ok && a != uid && !slices.Contains(dst, k) {
-			dst = append(dst, k)
+		if n, ok := in.entities[a]; ok && n.in && a != uid && !slices.Contains(dst, n.key(false)) {
+			dst = append(dst, n.key(false))
 		}
 	}
 	return dst
@@ -121,10 +167,12 @@ type entry struct {
 	action, resource key
 	// pos is the policy's position in its set; multi says it is filed
 	// more than once (action in [A, B]), so a request may find it twice.
-	pos    int32
-	multi  bool
-	id     cedar.PolicyID
-	policy *cedar.Policy
+	pos   int32
+	multi bool
+	id    cedar.PolicyID
+	// eval is what cedar-go evaluates for the policy: its shared body
+	// when the index checks its scope exactly, else the policy itself.
+	eval *cedar.Policy
 }
 
 // bucket holds the policies of one principal key. Most buckets are small
@@ -200,16 +248,19 @@ type keyKind uint8
 
 const (
 	anyKind keyKind = iota
-	entityKind
+	eqKind          // principal == E
+	inKind          // principal in E (or is T in E, or in [E, ...])
 	typeKind
 )
 
 type index struct {
-	any      *bucket
-	types    map[cedar.EntityType]*bucket
-	entities map[cedar.EntityUID]*bucket
-	actions  interner
-	res      interner
+	any   *bucket
+	types map[cedar.EntityType]*bucket
+	// eq and in hold the entity-scoped buckets: eq is looked up for the
+	// principal itself, in for it and its ancestors.
+	eq, in  map[cedar.EntityUID]*bucket
+	actions interner
+	res     interner
 }
 
 func principalKeys(s xast.IsScopeNode) []principalKey {
@@ -217,17 +268,17 @@ func principalKeys(s xast.IsScopeNode) []principalKey {
 	case xast.ScopeTypeAll:
 		return []principalKey{{kind: anyKind}}
 	case xast.ScopeTypeEq:
-		return []principalKey{{kind: entityKind, uid: t.Entity}}
+		return []principalKey{{kind: eqKind, uid: t.Entity}}
 	case xast.ScopeTypeIn:
-		return []principalKey{{kind: entityKind, uid: t.Entity}}
+		return []principalKey{{kind: inKind, uid: t.Entity}}
 	case xast.ScopeTypeIs:
 		return []principalKey{{kind: typeKind, uid: cedar.EntityUID{Type: t.Type}}}
 	case xast.ScopeTypeIsIn:
-		return []principalKey{{kind: entityKind, uid: t.Entity}}
+		return []principalKey{{kind: inKind, uid: t.Entity}}
 	case xast.ScopeTypeInSet:
 		var out []principalKey
 		for _, e := range t.Entities {
-			if k := (principalKey{kind: entityKind, uid: e}); !slices.Contains(out, k) {
+			if k := (principalKey{kind: inKind, uid: e}); !slices.Contains(out, k) {
 				out = append(out, k)
 			}
 		}
@@ -250,26 +301,67 @@ func (ix *index) bucketFor(k principalKey) *bucket {
 			ix.types[k.uid.Type] = b
 		}
 	default:
-		if b = ix.entities[k.uid]; b == nil {
+		m := ix.in
+		if k.kind == eqKind {
+			m = ix.eq
+		}
+		if b = m[k.uid]; b == nil {
 			b = &bucket{}
-			ix.entities[k.uid] = b
+			m[k.uid] = b
 		}
 	}
 	return b
 }
 
+// exact reports whether the index checks every scope of a exactly, so
+// that cedar-go need only evaluate its conditions: true for every scope
+// but "is T in E" (the index files it under E and leaves the type to the
+// policy) and kinds it does not know.
+func exact(a *xast.Policy) bool {
+	for _, s := range []xast.IsScopeNode{a.Principal, a.Action, a.Resource} {
+		switch s.(type) {
+		case xast.ScopeTypeAll, xast.ScopeTypeEq, xast.ScopeTypeIn, xast.ScopeTypeIs, xast.ScopeTypeInSet:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bodies compiles the conditions of policies, once per distinct body.
+type bodies map[string]*cedar.Policy
+
+// of returns what cedar-go evaluates for a: a shared policy with a's effect
+// and conditions and an unconstrained scope, or p itself if its scope is
+// not exact.
+func (bs bodies) of(p *cedar.Policy, a *xast.Policy) *cedar.Policy {
+	if !exact(a) {
+		return p
+	}
+	b := &xast.Policy{Effect: a.Effect, Principal: xast.ScopeTypeAll{}, Action: xast.ScopeTypeAll{}, Resource: xast.ScopeTypeAll{}, Conditions: a.Conditions}
+	compiled := cedar.NewPolicyFromAST((*ast.Policy)(b))
+	text := string(compiled.MarshalCedar())
+	if shared, ok := bs[text]; ok {
+		return shared
+	}
+	bs[text] = compiled
+	return compiled
+}
+
 func newIndex(ids []cedar.PolicyID, policies []*cedar.Policy) *index {
-	ix := &index{types: map[cedar.EntityType]*bucket{}, entities: map[cedar.EntityUID]*bucket{},
+	ix := &index{types: map[cedar.EntityType]*bucket{}, eq: map[cedar.EntityUID]*bucket{}, in: map[cedar.EntityUID]*bucket{},
 		actions: newInterner(), res: newInterner()}
+	bs := bodies{}
 	for i, p := range policies {
 		a := (*xast.Policy)(p.AST())
 		pk, ak, rk := principalKeys(a.Principal), ix.actions.keys(a.Action), ix.res.keys(a.Resource)
 		multi := len(pk)*len(ak)*len(rk) > 1
+		eval := bs.of(p, a)
 		for _, kp := range pk {
 			b := ix.bucketFor(kp)
 			for _, ka := range ak {
 				for _, kr := range rk {
-					b.add(entry{action: ka, resource: kr, pos: int32(i), multi: multi, id: ids[i], policy: p})
+					b.add(entry{action: ka, resource: kr, pos: int32(i), multi: multi, id: ids[i], eval: eval})
 				}
 			}
 		}
@@ -278,7 +370,8 @@ func newIndex(ids []cedar.PolicyID, policies []*cedar.Policy) *index {
 }
 
 // principalBuckets returns the buckets a request principal p (with
-// ancestors anc) looks up: any, its type, itself and its ancestors.
+// ancestors anc) looks up: any, its type, "== p", "in p" and "in" each of
+// its ancestors.
 func (ix *index) principalBuckets(p cedar.EntityUID, anc []cedar.EntityUID) []*bucket {
 	var out []*bucket
 	if ix.any != nil {
@@ -287,7 +380,10 @@ func (ix *index) principalBuckets(p cedar.EntityUID, anc []cedar.EntityUID) []*b
 	if b := ix.types[p.Type]; b != nil {
 		out = append(out, b)
 	}
-	if b := ix.entities[p]; b != nil {
+	if b := ix.eq[p]; b != nil {
+		out = append(out, b)
+	}
+	if b := ix.in[p]; b != nil {
 		out = append(out, b)
 	}
 	for i, a := range anc {
@@ -295,7 +391,7 @@ func (ix *index) principalBuckets(p cedar.EntityUID, anc []cedar.EntityUID) []*b
 		if a == p || slices.Contains(anc[:i], a) {
 			continue
 		}
-		if b := ix.entities[a]; b != nil {
+		if b := ix.in[a]; b != nil {
 			out = append(out, b)
 		}
 	}
@@ -333,7 +429,7 @@ type link struct {
 func (ix *index) link(p cedar.EntityUID, anc []cedar.EntityUID) link {
 	var l link
 	for _, b := range ix.principalBuckets(p, anc) {
-		if b == ix.entities[p] && b.large == nil {
+		if (b == ix.eq[p] || b == ix.in[p]) && b.large == nil {
 			for _, e := range b.small {
 				if l.nOwn < len(l.own) {
 					l.own[l.nOwn] = e

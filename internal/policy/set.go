@@ -189,7 +189,7 @@ func newCandidateSet() *candidateSet {
 	c := &candidateSet{}
 	c.seq = func(yield func(cedar.PolicyID, *cedar.Policy) bool) {
 		for i := range c.list {
-			if e := &c.list[i]; !yield(e.id, e.policy) {
+			if e := &c.list[i]; !yield(e.id, e.eval) {
 				return
 			}
 		}

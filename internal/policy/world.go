@@ -103,9 +103,14 @@ func (w *world) link(ix *index) {
 	// string the policy compares with: looking a principal up then reads
 	// the memory its policy evaluation reads anyway, which in a large
 	// fleet saves a cache and TLB miss per decision.
-	for uid := range ix.entities {
-		if n := w.node(uid); n != nil && !isActionType(uid.Type) {
-			w.links[uid] = ix.link(uid, n.ancestors)
+	for _, m := range []map[cedar.EntityUID]*bucket{ix.eq, ix.in} {
+		for uid := range m {
+			if _, done := w.links[uid]; done {
+				continue
+			}
+			if n := w.node(uid); n != nil && !isActionType(uid.Type) {
+				w.links[uid] = ix.link(uid, n.ancestors)
+			}
 		}
 	}
 	w.all(func(uid cedar.EntityUID, n *node) {

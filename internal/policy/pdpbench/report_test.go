@@ -168,11 +168,12 @@ func (r report) markdown() string {
 		"that can apply to it (here 2–3) whatever the set's size; cedar-go alone evaluates all N.\n"+
 		"What still grows with N is mostly memory, not work: asked about 8 agents, the PDP's median\n"+
 		"grows %s from 10 to 100,000 policies (a larger heap to collect, larger maps); with random\n"+
-		"agents it grows %s, because each decision then reads a cold link and, above all, a cold\n"+
-		"policy: cedar-go's compiled evaluator is a dozen small objects on as many size-class\n"+
-		"pages, and with transparent huge pages off for the Go heap each is a TLB miss and a\n"+
-		"nested page walk on this VM. The differential test (`TestIndexMatchesCedarGo`) shows the\n"+
-		"index changes no decision, reason or error.\n\n", r.growth(engWarm), r.growth(engBulkhead))
+		"agents it grows %s, because each decision then reads that agent's cold link (its entry\n"+
+		"in a map the size of the fleet). It does not read a cold policy: the index checks scopes\n"+
+		"exactly, so the 100,000 per-agent policies, which differ only in their scopes, share one\n"+
+		"compiled body (cedar-go's compiled evaluator is a dozen small objects, and reading each\n"+
+		"agent's own copy cost about twice the growth). The differential test\n"+
+		"(`TestIndexMatchesCedarGo`) shows the index changes no decision, reason or error.\n\n", r.growth(engWarm), r.growth(engBulkhead))
 	b.WriteString("" +
 		"Reproduce (about a minute; writes this section and the plot):\n\n" +
 		"```\nBULKHEAD_PDPBENCH=write go test ./internal/policy/pdpbench -run TestPDPComparison -timeout 30m -v\n```\n\n" +
