@@ -61,6 +61,15 @@ func NewFrontier(n int64, hashes []tlog.Hash) (*Frontier, error) {
 // Size is the number of records in the tree.
 func (f *Frontier) Size() int64 { return f.size }
 
+// Clone returns a copy that can be extended without changing f.
+func (f *Frontier) Clone() *Frontier {
+	c := &Frontier{size: f.size, hashes: make(map[int64]tlog.Hash, len(f.hashes)+8)}
+	for k, v := range f.hashes {
+		c.hashes[k] = v
+	}
+	return c
+}
+
 // ReadHashes implements tlog.HashReader over the frontier.
 func (f *Frontier) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))

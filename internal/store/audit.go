@@ -39,13 +39,16 @@ func (s *DB) lockAudit(ctx context.Context, tx *Tx) error {
 // same transaction, the Merkle tree hashes that cover them: a committed
 // event is always in the tree, whichever replica wrote it.
 func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) {
-	var first int64
+	var (
+		first int64
+		tree  *audit.Frontier
+	)
 	err := s.tx(ctx, func(tx *Tx) error {
 		if err := s.lockAudit(ctx, tx); err != nil {
 			return err
 		}
-		tree, err := s.openTree(ctx, tx)
-		if err != nil {
+		var err error
+		if tree, err = s.openTree(ctx, tx); err != nil {
 			return err
 		}
 		first = tree.Size()
@@ -57,29 +60,39 @@ func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) 
 			}
 			hashes = append(hashes, hs...)
 		}
-		if err := insertEvents(ctx, tx, first, rows); err != nil {
+		if err := s.insertEvents(ctx, tx, first, rows); err != nil {
 			return err
 		}
-		if err := insertHashes(ctx, tx, hashes); err != nil {
+		if err := s.insertHashes(ctx, tx, hashes); err != nil {
 			return err
 		}
-		if _, err := tx.exec(ctx, `UPDATE audit_tree SET size = ? WHERE id = 1`, tree.Size()); err != nil {
+		if _, err := tx.execPrepared(ctx, `UPDATE audit_tree SET size = ? WHERE id = 1`, tree.Size()); err != nil {
 			return fmt.Errorf("store: update audit tree: %w", err)
 		}
 		return nil
 	})
+	s.frontier.Lock()
+	defer s.frontier.Unlock()
 	if err != nil {
+		s.frontier.f = nil
 		return 0, err
 	}
+	s.frontier.f = tree
 	return first, nil
 }
 
 // openTree returns the frontier of the stored tree, refusing to extend a
 // tree that does not match the stored events: rows inserted or deleted at
-// the end behind the log's back must stop the log, not be hashed in.
+// the end behind the log's back must stop the log, not be hashed in. The
+// frontier this process left at its last append is reused if the tree has
+// not grown since (another replica's append changes the size); reading it
+// back costs a query per commit.
 func (s *DB) openTree(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 	var size, pruned int64
-	err := tx.queryRow(ctx, `SELECT size, pruned_before FROM audit_tree WHERE id = 1`).Scan(&size, &pruned)
+	row, err := tx.queryRowPrepared(ctx, `SELECT size, pruned_before FROM audit_tree WHERE id = 1`)
+	if err == nil {
+		err = row.Scan(&size, &pruned)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return s.hashBacklog(ctx, tx)
 	}
@@ -87,7 +100,11 @@ func (s *DB) openTree(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 		return nil, fmt.Errorf("store: read audit tree: %w", err)
 	}
 	var last sql.NullInt64
-	if err := tx.queryRow(ctx, `SELECT MAX(seq) FROM audit_events`).Scan(&last); err != nil {
+	row, err = tx.queryRowPrepared(ctx, `SELECT MAX(seq) FROM audit_events`)
+	if err == nil {
+		err = row.Scan(&last)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("store: next audit sequence: %w", err)
 	}
 	next := pruned
@@ -96,6 +113,12 @@ func (s *DB) openTree(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 	}
 	if next != size {
 		return nil, fmt.Errorf("store: the audit log holds events up to %d but its tree covers %d; refusing to append until 'bulkhead audit verify' is run", next, size)
+	}
+	s.frontier.Lock()
+	cached := s.frontier.f
+	s.frontier.Unlock()
+	if cached != nil && cached.Size() == size {
+		return cached.Clone(), nil
 	}
 	idx := audit.FrontierIndexes(size)
 	hs, err := readHashes(ctx, tx, idx)
@@ -143,7 +166,7 @@ func (s *DB) hashBacklog(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 	if err := rows.Close(); err != nil {
 		return nil, fmt.Errorf("store: read audit backlog: %w", err)
 	}
-	if err := insertHashes(ctx, tx, hashes); err != nil {
+	if err := s.insertHashes(ctx, tx, hashes); err != nil {
 		return nil, err
 	}
 	if _, err := tx.exec(ctx, `INSERT INTO audit_tree (id, size, pruned_before) VALUES (1, ?, 0)`, tree.Size()); err != nil {
@@ -155,45 +178,57 @@ func (s *DB) hashBacklog(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 	return tree, nil
 }
 
-// insertEvents writes rows from seq first with one multi-row INSERT per
-// chunk, which keeps a large group commit to a few round trips.
-func insertEvents(ctx context.Context, tx *Tx, first int64, rows []audit.Row) error {
-	const chunk = 100
-	for start := 0; start < len(rows); start += chunk {
-		part := rows[start:min(start+chunk, len(rows))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, body) VALUES `)
-		args := make([]any, 0, len(part)*9)
-		for i, r := range part {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
-			args = append(args, first+int64(start+i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, r.Body)
-		}
-		if _, err := tx.exec(ctx, b.String(), args...); err != nil {
-			return fmt.Errorf("store: append audit events: %w", err)
-		}
+// insertEvents writes rows from seq first.
+func (s *DB) insertEvents(ctx context.Context, tx *Tx, first int64, rows []audit.Row) error {
+	err := insertRows(ctx, tx, `INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, body) VALUES `, 9,
+		[]int{64, 16, 4, 1}, len(rows), func(dst []any, i int) []any {
+			r := rows[i]
+			return append(dst, first+int64(i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, r.Body)
+		})
+	if err != nil {
+		return fmt.Errorf("store: append audit events: %w", err)
 	}
 	return nil
 }
 
-func insertHashes(ctx context.Context, tx *Tx, hashes []audit.StoredHash) error {
-	const chunk = 250
-	for start := 0; start < len(hashes); start += chunk {
-		part := hashes[start:min(start+chunk, len(hashes))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO audit_hashes (idx, hash) VALUES `)
-		args := make([]any, 0, len(part)*2)
-		for i := range part {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(?, ?)")
-			args = append(args, part[i].Index, part[i].Hash[:])
+// insertHashes writes stored tree hashes.
+func (s *DB) insertHashes(ctx context.Context, tx *Tx, hashes []audit.StoredHash) error {
+	err := insertRows(ctx, tx, `INSERT INTO audit_hashes (idx, hash) VALUES `, 2,
+		[]int{128, 32, 8, 2, 1}, len(hashes), func(dst []any, i int) []any {
+			return append(dst, hashes[i].Index, hashes[i].Hash[:])
+		})
+	if err != nil {
+		return fmt.Errorf("store: append audit hashes: %w", err)
+	}
+	return nil
+}
+
+// insertRows inserts n rows of width columns (args appends row i's values)
+// with multi-row INSERTs of the given sizes, largest first, each prepared
+// once: a batch takes few statements (few round trips on PostgreSQL) and
+// none is parsed again (parsing a statement the size of the batch costs
+// SQLite more than inserting it).
+func insertRows(ctx context.Context, tx *Tx, head string, width int, sizes []int, n int, args func(dst []any, i int) []any) error {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", width), ", ") + ")"
+	buf := make([]any, 0, sizes[0]*width)
+	for i, k := 0, 0; i < n; {
+		size := sizes[k]
+		if n-i < size {
+			k++
+			continue
 		}
-		if _, err := tx.exec(ctx, b.String(), args...); err != nil {
-			return fmt.Errorf("store: append audit hashes: %w", err)
+		st, err := tx.stmt(ctx, head+strings.TrimSuffix(strings.Repeat(row+", ", size), ", "))
+		if err != nil {
+			return err
+		}
+		for ; n-i >= size; i += size {
+			buf = buf[:0]
+			for j := i; j < i+size; j++ {
+				buf = args(buf, j)
+			}
+			if _, err := st.ExecContext(ctx, buf...); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -21,6 +21,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
 )
 
 // DB is a migrated database.
@@ -33,6 +35,15 @@ type DB struct {
 	// allows one writer anyway; queueing here is fair and immediate, where
 	// SQLite's busy handler would make waiters sleep and retry.
 	writeMu sync.Mutex
+	// stmts holds the statements of hot write paths, prepared once (see
+	// prepared).
+	stmts sync.Map // query text → *sql.Stmt
+	// frontier is the audit tree's right edge as of this process's last
+	// append (see AppendEvents).
+	frontier struct {
+		sync.Mutex
+		f *audit.Frontier
+	}
 }
 
 type dialect int
@@ -139,7 +150,13 @@ func redact(dsn string) string {
 func (s *DB) Dialect() string { return s.dialect.String() }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.sql.Close() }
+func (s *DB) Close() error {
+	s.stmts.Range(func(_, v any) bool {
+		_ = v.(*sql.Stmt).Close()
+		return true
+	})
+	return s.sql.Close()
+}
 
 // SQL exposes the underlying handle for tests that tamper with rows directly.
 func (s *DB) SQL() *sql.DB { return s.sql }
@@ -211,6 +228,52 @@ type Tx struct {
 
 func (t *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	return t.tx.ExecContext(ctx, t.db.q(query), args...)
+}
+
+// prepared returns query prepared once for the DB's lifetime (database/sql
+// then prepares it once per connection). It is for the few fixed statements
+// on hot write paths: on SQLite parsing a statement costs more than running
+// it, and an audit commit runs several.
+func (s *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if v, ok := s.stmts.Load(query); ok {
+		return v.(*sql.Stmt), nil
+	}
+	st, err := s.sql.PrepareContext(ctx, s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		_ = st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// stmt returns a prepared statement (see DB.prepared) for use in t.
+func (t *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	st, err := t.db.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return t.tx.StmtContext(ctx, st), nil
+}
+
+// execPrepared is exec with a prepared statement.
+func (t *Tx) execPrepared(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRowPrepared is queryRow with a prepared statement.
+func (t *Tx) queryRowPrepared(ctx context.Context, query string, args ...any) (*sql.Row, error) {
+	st, err := t.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryRowContext(ctx, args...), nil
 }
 
 func (t *Tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
