@@ -24,7 +24,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -82,16 +81,15 @@ type Config struct {
 type Sidecar struct {
 	cfg     Config
 	gateway *url.URL
-	td      spiffeid.TrustDomain
 	rot     *client.Rotator
 	handler http.Handler
 
-	tokens  atomic.Pointer[client.TokenSource]
-	lastTok atomic.Pointer[boundToken]
+	// gw sends requests to the gateway with the agent's current SVID and
+	// a token bound to it.
+	gw *client.GatewayTransport
 
-	mu  sync.Mutex
-	gen *generation
-	ln  net.Listener
+	mu sync.Mutex
+	ln net.Listener
 }
 
 // New checks cfg and loads the agent's credentials. Nothing listens until
@@ -106,21 +104,25 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, fmt.Errorf("connect: agent credentials in %s: %w", cfg.Dir, err)
 	}
 	rot.Clock = cfg.Clock
-	src := rot.Source()
-	td := src.ID().TrustDomain()
-	if cfg.GatewayName != "" {
-		if _, err := spiffeid.FromPath(td, client.GatewayPath+cfg.GatewayName); err != nil {
-			return nil, fmt.Errorf("connect: gateway name %q: %w", cfg.GatewayName, err)
-		}
+	// The transport is built on the rotator's own client, whose Source is
+	// the rotating one: connections and tokens follow the SVID.
+	gwt, err := rot.Client().GatewayTransport(client.GatewayOptions{Resource: cfg.Resource, Scopes: cfg.Scopes,
+		GatewayName: cfg.GatewayName, Logger: cfg.Logger, Configure: func(tr *http.Transport) {
+			tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+			tr.TLSHandshakeTimeout = tlsTimeout
+			tr.ResponseHeaderTimeout = responseHeaderTimeout
+			tr.ExpectContinueTimeout = time.Second
+			// Connections of an old SVID close once their streams end.
+			tr.IdleConnTimeout = idleTimeout
+		}})
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
 	}
-	s := &Sidecar{cfg: cfg, gateway: gw, td: td, rot: rot}
-	// The token source is built on the rotator's own client, whose Source
-	// is the rotating one: tokens follow the SVID.
-	s.resetTokens()
+	s := &Sidecar{cfg: cfg, gateway: gw, rot: rot, gw: gwt}
 	// Switch to the new certificate as soon as it exists, so that idle
 	// connections with the old one are closed now rather than at the next
 	// request.
-	rot.OnRotate = func(*x509svid.SVID) { s.generation() }
+	rot.OnRotate = func(*x509svid.SVID) { gwt.Rotated() }
 	s.handler = s.newHandler()
 	return s, nil
 }
@@ -214,7 +216,7 @@ func (s *Sidecar) Listen(ctx context.Context) error {
 	if bound {
 		return nil
 	}
-	if _, err := s.tokens.Load().Token(); err != nil {
+	if _, err := s.gw.Token(); err != nil {
 		return fmt.Errorf("connect: cannot obtain an access token for %s: %w", s.cfg.Resource, err)
 	}
 	if err := s.checkGateway(ctx); err != nil {
@@ -247,7 +249,7 @@ func (s *Sidecar) checkGateway(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	resp, err := s.generation().hc.Do(req)
+	resp, err := s.gw.Bare().Do(req)
 	if err != nil {
 		s.cfg.Logger.Warn("gateway not reachable yet; requests will fail until it is", "gateway", s.cfg.GatewayURL, "err", err)
 		return nil
@@ -320,6 +322,6 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			err = e
 		}
 	}
-	s.generation().hc.CloseIdleConnections()
+	s.gw.CloseIdleConnections()
 	return err
 }

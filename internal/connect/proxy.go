@@ -2,9 +2,6 @@ package connect
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +13,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/bulkhead-dev/bulkhead/client"
 )
@@ -29,7 +22,7 @@ import (
 func (s *Sidecar) newHandler() http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite:   s.rewrite,
-		Transport: roundTripFunc(s.roundTrip),
+		Transport: s.gw,
 		// MCP streams and notifications pass through as they come.
 		FlushInterval:  -1,
 		ModifyResponse: s.modifyResponse,
@@ -107,133 +100,11 @@ func droppedHeader(k string) bool {
 	return strings.HasPrefix(k, "Proxy-") || strings.HasPrefix(k, "X-Forwarded-")
 }
 
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// tokenError is a failure to obtain an access token.
-type tokenError struct{ err error }
-
-func (e *tokenError) Error() string { return "connect: access token: " + e.err.Error() }
-func (e *tokenError) Unwrap() error { return e.err }
-
-// roundTrip adds the token and sends the request over a connection that
-// presents exactly the certificate the token is bound to. The two are read
-// separately, so a rotation between the reads is seen as a mismatch and
-// both are read again.
-func (s *Sidecar) roundTrip(req *http.Request) (*http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		g := s.generation()
-		tok, err := s.tokens.Load().Token()
-		if err != nil {
-			closeBody(req)
-			return nil, &tokenError{err}
-		}
-		if s.cnf(tok.AccessToken) == g.x5t {
-			out := req.Clone(req.Context())
-			out.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-			return g.hc.Transport.RoundTrip(out)
-		}
-		if attempt == 2 {
-			closeBody(req)
-			return nil, &tokenError{errors.New("the control plane issued a token bound to another certificate than the current SVID")}
-		}
-	}
-}
-
-// closeBody honours the RoundTripper contract on requests not sent.
-func closeBody(r *http.Request) {
-	if r.Body != nil {
-		_ = r.Body.Close()
-	}
-}
-
-// generation is one SVID and the gateway connections that present it.
-// Every rotation starts a new generation with its own connection pool, so
-// a connection made with the old certificate never carries a token bound
-// to the new one. CloseIdleConnections alone would not do: over HTTP/2 a
-// connection busy with a long MCP stream is never idle, and new requests
-// would be multiplexed onto it.
-type generation struct {
-	leaf *x509.Certificate
-	x5t  string
-	hc   *http.Client
-}
-
-// generation returns the generation of the rotating Source's current SVID,
-// starting it if the SVID has changed.
-func (s *Sidecar) generation() *generation {
-	src := s.rot.Source()
-	svid, _ := src.GetX509SVID()
-	leaf := svid.Certificates[0]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gen != nil && s.gen.leaf.Equal(leaf) {
-		return s.gen
-	}
-	bundle, _ := src.GetX509BundleForTrustDomain(s.td)
-	// The TLS client presents this generation's SVID and verifies the
-	// gateway against the rotating Source's bundle, pinned by SPIFFE ID.
-	hc := client.NewHTTPClient(client.NewSource(svid, bundle), client.AuthorizeGateways(s.td, s.cfg.GatewayName))
-	if tr, ok := hc.Transport.(*http.Transport); ok {
-		tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
-		tr.TLSHandshakeTimeout = tlsTimeout
-		tr.ResponseHeaderTimeout = responseHeaderTimeout
-		tr.ExpectContinueTimeout = time.Second
-		// Connections of an old generation close once their streams end.
-		tr.IdleConnTimeout = idleTimeout
-	}
-	old := s.gen
-	s.gen = &generation{leaf: leaf, x5t: thumbprint(leaf), hc: hc}
-	if old != nil {
-		old.hc.CloseIdleConnections()
-		s.cfg.Logger.Info("new gateway connections use the rotated SVID", "spiffe_id", svid.ID, "serial", leaf.SerialNumber.Text(16))
-	}
-	return s.gen
-}
-
-// resetTokens drops the cached token; the next request fetches a new one.
-func (s *Sidecar) resetTokens() {
-	s.tokens.Store(s.rot.Client().TokenSource(s.cfg.Resource, s.cfg.Scopes...))
-}
-
-// boundToken caches the cnf of the last token seen, so that it is parsed
-// once per token rather than once per request.
-type boundToken struct{ raw, x5t string }
-
-// cnf is the token's cnf.x5t#S256. It is read without verification: the
-// token came from the control plane over a verified connection, and the
-// gateway verifies it.
-func (s *Sidecar) cnf(raw string) string {
-	if b := s.lastTok.Load(); b != nil && b.raw == raw {
-		return b.x5t
-	}
-	t, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.EdDSA, jose.RS256, jose.PS256})
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		Cnf struct {
-			X5T string `json:"x5t#S256"`
-		} `json:"cnf"`
-	}
-	if t.UnsafeClaimsWithoutVerification(&c) != nil {
-		return ""
-	}
-	s.lastTok.Store(&boundToken{raw: raw, x5t: c.Cnf.X5T})
-	return c.Cnf.X5T
-}
-
-func thumbprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
 // modifyResponse turns the gateway's refusal of the sidecar's own
 // credentials (401) into 502: the local client cannot fix them, and must
 // not start an OAuth flow of its own. The cached token is dropped so that
-// the next request fetches a fresh one (after a token revocation that is
-// enough; after the agent's revocation the control plane says so).
+// the next request fetches a fresh one (client.GatewayTransport does that;
+// after the agent's revocation the control plane says so).
 func (s *Sidecar) modifyResponse(resp *http.Response) error {
 	if s.cfg.Logger.Enabled(resp.Request.Context(), slog.LevelDebug) {
 		s.cfg.Logger.Debug("forwarded", "method", resp.Request.Method, "path", resp.Request.URL.Path, "status", resp.StatusCode)
@@ -250,7 +121,6 @@ func (s *Sidecar) modifyResponse(resp *http.Response) error {
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
 		msg = e.Error
 	}
-	s.resetTokens()
 	s.cfg.Logger.Error("the gateway refused the agent's credentials", "gateway", s.cfg.GatewayURL, "path", resp.Request.URL.Path, "gateway_error", msg)
 	body := errorBody("gateway_refused_credentials", "bulkhead connect: the gateway refused the agent's credentials: "+msg)
 	resp.StatusCode, resp.Status = http.StatusBadGateway, "502 Bad Gateway"
@@ -262,12 +132,12 @@ func (s *Sidecar) modifyResponse(resp *http.Response) error {
 
 // proxyError answers a request that could not be forwarded.
 func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	var te *tokenError
+	var te *client.TokenError
 	switch {
 	case errors.As(err, &te):
-		s.cfg.Logger.Error("no access token; request not forwarded", "resource", s.cfg.Resource, "path", r.URL.Path, "err", te.err)
+		s.cfg.Logger.Error("no access token; request not forwarded", "resource", s.cfg.Resource, "path", r.URL.Path, "err", te.Err)
 		writeError(w, http.StatusBadGateway, "token_unavailable",
-			fmt.Sprintf("bulkhead connect: no access token for %s: %v", s.cfg.Resource, te.err))
+			fmt.Sprintf("bulkhead connect: no access token for %s: %v", s.cfg.Resource, te.Err))
 	case r.Context().Err() != nil:
 		// The local client went away or the sidecar is stopping; there is
 		// no one to answer.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
@@ -182,7 +181,7 @@ func TestGatewayRefusesBadCallers(t *testing.T) {
 	}
 	// Another agent's token over alpha's certificate (a stolen token).
 	betaHC, _ := e.agentHTTP(t, "beta", "reader")
-	betaTok, err := betaHC.Transport.(*oauth2.Transport).Source.Token()
+	betaTok, err := betaHC.Transport.(*client.GatewayTransport).Token()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/bulkhead-dev/bulkhead/client"
 )
 
 // The issue's measurement: time from `agent revoke` to the first refused
@@ -66,6 +69,12 @@ func TestGatewayRevocationTakesEffectWithinOneSecond(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	tok, err := hc.Transport.(*client.GatewayTransport).Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldToken := tok.AccessToken
+
 	start := time.Now()
 	if _, err := e.Operator.RevokeAgent(ctx, "alpha", "compromised"); err != nil {
 		t.Fatal(err)
@@ -93,16 +102,29 @@ func TestGatewayRevocationTakesEffectWithinOneSecond(t *testing.T) {
 	if refusedAfter > time.Second || streamClosedAfter > time.Second {
 		t.Fatalf("revocation took %s (request) / %s (stream); want under 1s", refusedAfter, streamClosedAfter)
 	}
-	// A fresh request (on a fresh connection: the old one was closed) is
-	// refused too.
+	// A fresh request is refused too: the gateway's 401 made the agent's
+	// transport drop its token, and the control plane will not issue a
+	// new one, so nothing is sent.
 	req, _ = http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err = hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	var te *client.TokenError
+	if !errors.As(err, &te) || !strings.Contains(err.Error(), "revoked") {
+		if err == nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("new request after revocation: %v, want no token for a revoked agent", err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("new request after revocation: %d", resp.StatusCode)
+	// And a token obtained before the revocation is refused by the gateway
+	// on a fresh connection.
+	bare := &http.Client{Transport: hc.Transport.(*client.GatewayTransport).Bare().Transport}
+	req, _ = http.NewRequest(http.MethodPost, e.GatewayURL+"/mcp/files", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+oldToken)
+	if resp, err = bare.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	if err == nil && resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("old token after revocation: %d", resp.StatusCode)
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
@@ -116,14 +114,19 @@ func (e *Env) Agent(t testing.TB, name, role string) (string, *client.Client) {
 	return dir, e.Client(dir)
 }
 
-// AgentHTTP is an agent's HTTP client for the gateway: mTLS with its SVID
-// (accepting only a Bulkhead gateway) and a bound token on every request.
+// AgentHTTP is an agent's HTTP client for the gateway, as a Go agent would
+// build it (client.GatewayClient): mTLS with its SVID, accepting only a
+// Bulkhead gateway, and a bound token on every request.
 func (e *Env) AgentHTTP(c *client.Client) *http.Client { return AgentHTTPFor(c, Resource) }
 
 // AgentHTTPFor is AgentHTTP for a gateway with another resource URI.
 func AgentHTTPFor(c *client.Client, resource string) *http.Client {
-	base := client.NewHTTPClient(c.Source(), client.AuthorizeGateways(spiffeid.RequireTrustDomainFromString("bulkhead.local"), ""))
-	return &http.Client{Timeout: 30 * time.Second, Transport: &oauth2.Transport{Source: c.TokenSource(resource), Base: base.Transport}}
+	hc, err := c.GatewayClient(client.GatewayOptions{Resource: resource})
+	if err != nil {
+		panic(err) // only an empty resource fails
+	}
+	hc.Timeout = 30 * time.Second
+	return hc
 }
 
 // MCP opens an MCP session to server through the gateway with hc.

@@ -1,0 +1,7 @@
+package client
+
+// Internals the external tests check against.
+var (
+	TokenThumbprint = tokenCnf
+	Thumbprint      = thumbprint
+)

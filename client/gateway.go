@@ -1,0 +1,202 @@
+package client
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"golang.org/x/oauth2"
+)
+
+// GatewayOptions configures a GatewayTransport.
+type GatewayOptions struct {
+	// Resource is the tokens' audience: the gateway's resource URI.
+	// Required.
+	Resource string
+	// Scopes to request; empty means all the agent may have.
+	Scopes []string
+	// Task, if set, is the task the tokens are for.
+	Task string
+	// GatewayName pins the gateway to spiffe://TD/bulkhead/gateway/NAME;
+	// empty accepts any Bulkhead gateway of the agent's trust domain.
+	GatewayName string
+	// Configure, if set, adjusts each connection pool's transport (dial
+	// and header timeouts, idle timeout).
+	Configure func(*http.Transport)
+	// Logger, if set, hears of switches to a rotated SVID.
+	Logger *slog.Logger
+}
+
+// GatewayTransport is an http.RoundTripper for an agent calling a Bulkhead
+// gateway. Every request carries an access token bound to the agent's
+// current SVID and travels on a connection that presents exactly that SVID.
+//
+// The gateway refuses a token whose cnf names another certificate than the
+// connection's, so after a rotation neither an old connection nor an old
+// token may be used with the new other. Each SVID therefore gets its own
+// connection pool (a generation): closing idle connections would not do,
+// since over HTTP/2 a connection busy with a long MCP stream is never idle
+// and new requests would be multiplexed onto it. Old connections close once
+// their streams end.
+//
+// Build it on a Rotator's Client so that it follows rotation.
+type GatewayTransport struct {
+	c         *Client
+	opts      GatewayOptions
+	td        spiffeid.TrustDomain
+	authorize tlsconfig.Authorizer
+
+	tokens  atomic.Pointer[TokenSource]
+	lastTok atomic.Pointer[boundToken]
+
+	mu  sync.Mutex
+	gen *generation
+}
+
+var _ http.RoundTripper = (*GatewayTransport)(nil)
+
+// generation is one SVID and the gateway connections that present it.
+type generation struct {
+	leaf *x509.Certificate
+	x5t  string
+	hc   *http.Client
+}
+
+// boundToken caches the cnf of the last token seen, so that a token is
+// decoded once rather than once per request.
+type boundToken struct{ raw, x5t string }
+
+// GatewayTransport returns a transport for the gateway described by opts.
+func (c *Client) GatewayTransport(opts GatewayOptions) (*GatewayTransport, error) {
+	if opts.Resource == "" {
+		return nil, errors.New("client: the gateway's resource URI is required (the tokens' audience)")
+	}
+	td := c.src.ID().TrustDomain()
+	if opts.GatewayName != "" {
+		if _, err := spiffeid.FromPath(td, GatewayPath+opts.GatewayName); err != nil {
+			return nil, fmt.Errorf("client: gateway name %q: %w", opts.GatewayName, err)
+		}
+	}
+	t := &GatewayTransport{c: c, opts: opts, td: td, authorize: AuthorizeGateways(td, opts.GatewayName)}
+	t.ResetToken()
+	return t, nil
+}
+
+// GatewayClient is an http.Client over GatewayTransport.
+func (c *Client) GatewayClient(opts GatewayOptions) (*http.Client, error) {
+	t, err := c.GatewayTransport(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: t}, nil
+}
+
+// TokenError is a GatewayTransport's failure to obtain an access token
+// (rather than to reach the gateway).
+type TokenError struct{ Err error }
+
+func (e *TokenError) Error() string { return "client: access token: " + e.Err.Error() }
+func (e *TokenError) Unwrap() error { return e.Err }
+
+// RoundTrip adds the token and sends the request over a connection that
+// presents the certificate the token is bound to. The two are read
+// separately, so a rotation between the reads shows as a mismatch and both
+// are read again. A 401 from the gateway drops the cached token, so that
+// the next request fetches a fresh one (after a token revocation that is
+// enough).
+func (t *GatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		g := t.generation()
+		tok, err := t.tokens.Load().Token()
+		if err != nil {
+			closeBody(req)
+			return nil, &TokenError{err}
+		}
+		if t.cnf(tok.AccessToken) == g.x5t {
+			out := req.Clone(req.Context())
+			out.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			resp, err := g.hc.Transport.RoundTrip(out)
+			if err == nil && resp.StatusCode == http.StatusUnauthorized {
+				t.ResetToken()
+			}
+			return resp, err
+		}
+		if attempt == 2 {
+			closeBody(req)
+			return nil, &TokenError{errors.New("the control plane issued a token bound to another certificate than the current SVID")}
+		}
+	}
+}
+
+// Token returns the token the next request would carry.
+func (t *GatewayTransport) Token() (*oauth2.Token, error) { return t.tokens.Load().Token() }
+
+// ResetToken drops the cached token; the next request fetches a new one.
+func (t *GatewayTransport) ResetToken() {
+	ts := t.c.TokenSource(t.opts.Resource, t.opts.Scopes...)
+	ts.task = t.opts.Task
+	t.tokens.Store(ts)
+}
+
+// Bare is an mTLS client for the gateway presenting the current SVID,
+// without tokens: for the gateway's public metadata.
+func (t *GatewayTransport) Bare() *http.Client { return t.generation().hc }
+
+// Rotated switches to the current SVID now, closing the idle connections
+// that present the previous one, rather than at the next request. Call it
+// from Rotator.OnRotate.
+func (t *GatewayTransport) Rotated() { t.generation() }
+
+// CloseIdleConnections closes the current generation's idle connections.
+func (t *GatewayTransport) CloseIdleConnections() { t.generation().hc.CloseIdleConnections() }
+
+// generation returns the generation of the current SVID, starting one if
+// the SVID has changed.
+func (t *GatewayTransport) generation() *generation {
+	svid, _ := t.c.src.GetX509SVID()
+	leaf := svid.Certificates[0]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen != nil && t.gen.leaf.Equal(leaf) {
+		return t.gen
+	}
+	bundle, _ := t.c.src.GetX509BundleForTrustDomain(t.td)
+	hc := NewHTTPClient(NewSource(svid, bundle), t.authorize)
+	if tr, ok := hc.Transport.(*http.Transport); ok && t.opts.Configure != nil {
+		t.opts.Configure(tr)
+	}
+	old := t.gen
+	t.gen = &generation{leaf: leaf, x5t: thumbprint(leaf), hc: hc}
+	if old != nil {
+		old.hc.CloseIdleConnections()
+		if t.opts.Logger != nil {
+			t.opts.Logger.Info("new gateway connections use the rotated SVID", "spiffe_id", svid.ID, "serial", leaf.SerialNumber.Text(16))
+		}
+	}
+	return t.gen
+}
+
+// cnf is the token's cnf.x5t#S256, read without verification: the token
+// came from the control plane over a verified connection, and the gateway
+// verifies it.
+func (t *GatewayTransport) cnf(raw string) string {
+	if b := t.lastTok.Load(); b != nil && b.raw == raw {
+		return b.x5t
+	}
+	x5t := tokenCnf(raw)
+	t.lastTok.Store(&boundToken{raw: raw, x5t: x5t})
+	return x5t
+}
+
+// closeBody honours the RoundTripper contract on requests not sent.
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+}
