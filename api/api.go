@@ -66,7 +66,9 @@ type JoinTokenRequest struct {
 
 // JoinToken is a one-time enrollment token. It is shown once.
 type JoinToken struct {
-	Agent     string    `json:"agent"`
+	Agent string `json:"agent,omitempty"`
+	// SPIFFEID is the identity a component's token enrolls.
+	SPIFFEID  string    `json:"spiffe_id,omitempty"`
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
 }

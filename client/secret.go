@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -64,6 +65,18 @@ func (c *Client) IssueComponentSVID(ctx context.Context, kind, name, dir string)
 		return nil, fmt.Errorf("client: trust bundle: %w", err)
 	}
 	return acceptSVID(resp, key, bundle, want, dir)
+}
+
+// ComponentJoinToken makes a one-time enrollment token for component
+// KIND/NAME (a gateway): the component enrolls with Enroll on its own
+// machine, where its key is generated. ttl zero means the server's default.
+func (c *Client) ComponentJoinToken(ctx context.Context, kind, name string, ttl time.Duration) (api.JoinToken, error) {
+	req := api.JoinTokenRequest{}
+	if ttl > 0 {
+		req.TTL = ttl.String()
+	}
+	var t api.JoinToken
+	return t, c.do(ctx, http.MethodPost, "/v1/components/"+url.PathEscape(kind)+"/"+url.PathEscape(name)+"/join-token", req, &t)
 }
 
 // RevokeComponent revokes every certificate of component KIND/NAME (e.g. a

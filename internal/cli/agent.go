@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 )
 
@@ -125,23 +127,32 @@ func (e *env) agentShowCmd() *cobra.Command {
 }
 
 func (e *env) agentJoinTokenCmd() *cobra.Command {
+	return e.joinTokenCmd("Print a one-time, short-lived enrollment token for an agent",
+		`Print a one-time enrollment token. It is valid once, for --ttl, and pins
+the CA, so 'bulkhead agent enroll --token TOKEN' needs nothing else to
+authenticate the control plane. Treat it as a secret until it is used.`,
+		func(ctx context.Context, c *client.Client, name string, ttl time.Duration) (api.JoinToken, error) {
+			return c.JoinToken(ctx, name, ttl)
+		})
+}
+
+// joinTokenCmd is `join-token NAME` for whatever create makes tokens for.
+func (e *env) joinTokenCmd(short, long string, create func(context.Context, *client.Client, string, time.Duration) (api.JoinToken, error)) *cobra.Command {
 	var (
 		ttl    time.Duration
 		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "join-token NAME",
-		Short: "Print a one-time, short-lived enrollment token for an agent",
-		Long: `Print a one-time enrollment token. It is valid once, for --ttl, and pins
-the CA, so 'bulkhead agent enroll --token TOKEN' needs nothing else to
-authenticate the control plane. Treat it as a secret until it is used.`,
-		Args: cobra.ExactArgs(1),
+		Short: short,
+		Long:  long,
+		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := e.operator()
 			if err != nil {
 				return err
 			}
-			t, err := c.JoinToken(cmd.Context(), args[0], ttl)
+			t, err := create(cmd.Context(), c, args[0], ttl)
 			if err != nil {
 				return err
 			}

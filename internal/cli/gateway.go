@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
@@ -19,7 +22,7 @@ func init() {
 }
 
 func (e *env) gatewayCmd() *cobra.Command {
-	var listen, name, resource, dir string
+	var listen, name, resource, dir, joinToken string
 	cmd := &cobra.Command{
 		Use:   "gateway --config FILE",
 		Short: "Run the gateway: every agent tool call authenticated, authorized and recorded",
@@ -27,8 +30,12 @@ func (e *env) gatewayCmd() *cobra.Command {
 APIs, as configured in --config (see examples/quickstart/gateway.yaml).
 
 The gateway is a workload of the trust domain, spiffe://TD/bulkhead/gateway/NAME.
-On first start it obtains its credential with the operator credential
-(--credentials) and keeps it rotated; it reaches the control plane at --server.
+On first start it enrolls with a one-time join token (--join-token, from
+'bulkhead gateway join-token NAME' on an operator's machine; its key is
+generated here) or, failing that, with the operator credential
+(--credentials); then it keeps its credential rotated. It reaches the control
+plane at --server. With a join token the gateway's host never holds an
+operator credential, so register its resource first ('bulkhead resource add').
 To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -52,12 +59,12 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 			if dir == "" {
 				dir = filepath.Join(e.dataDir, "gateway", cfg.Name)
 			}
-			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir,
+			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken,
 				Clock: clock.Real{}, Logger: e.logger.With("component", "gateway"),
 				Ready: func(addr string) {
 					e.logger.Info("gateway ready", "url", "https://"+addr, "resource", cfg.Resource, "servers", len(cfg.Servers))
 				}}
-			if !svidfile.Exists(dir) && svidfile.Exists(e.credentials) {
+			if !svidfile.Exists(dir) && joinToken == "" && svidfile.Exists(e.credentials) {
 				op, err := client.NewFromDir(e.server, e.credentials)
 				if err != nil {
 					return err
@@ -72,8 +79,21 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 	f.StringVar(&name, "name", "default", "gateway name (its SPIFFE ID is spiffe://TD/bulkhead/gateway/NAME)")
 	f.StringVar(&resource, "resource", "", "token audience (default https://LISTEN)")
 	f.StringVar(&dir, "dir", "", "the gateway's credential directory (default DATA-DIR/gateway/NAME)")
-	cmd.AddCommand(e.gatewayRevokeCmd())
+	f.StringVar(&joinToken, "join-token", "", "one-time token to enroll with on first start ('bulkhead gateway join-token NAME')")
+	cmd.AddCommand(e.gatewayRevokeCmd(), e.gatewayJoinTokenCmd())
 	return cmd
+}
+
+func (e *env) gatewayJoinTokenCmd() *cobra.Command {
+	return e.joinTokenCmd("Print a one-time, short-lived enrollment token for gateway NAME",
+		`Print a one-time enrollment token for spiffe://TD/bulkhead/gateway/NAME.
+'bulkhead gateway --name NAME --join-token TOKEN' enrolls with it on first
+start, generating its key on its own host: no operator credential needs to
+be there. The token is valid once, for --ttl, and pins the CA; treat it as a
+secret until it is used.`,
+		func(ctx context.Context, c *client.Client, name string, ttl time.Duration) (api.JoinToken, error) {
+			return c.ComponentJoinToken(ctx, "gateway", name, ttl)
+		})
 }
 
 func (e *env) gatewayRevokeCmd() *cobra.Command {

@@ -28,8 +28,11 @@ type Standalone struct {
 	ServerURL string
 	// Dir holds the gateway's own credential (svid.pem, ...).
 	Dir string
+	// JoinToken, if set, enrolls the gateway when Dir has no credential:
+	// its key is generated here and no operator credential is needed.
+	JoinToken string
 	// Operator, if set, bootstraps the gateway's credential when Dir has
-	// none, and registers the gateway's resource.
+	// none and there is no JoinToken, and registers the gateway's resource.
 	Operator *client.Client
 	Clock    clock.Clock
 	Logger   *slog.Logger
@@ -41,13 +44,21 @@ type Standalone struct {
 func (sa *Standalone) Run(ctx context.Context) error {
 	cfg, logger := sa.Config, sa.Logger
 	if !svidfile.Exists(sa.Dir) {
-		if sa.Operator == nil {
-			return fmt.Errorf("gateway: no credential in %s; bootstrap one with the operator credential (--credentials)", sa.Dir)
+		switch {
+		case sa.JoinToken != "":
+			svid, err := client.Enroll(ctx, sa.ServerURL, sa.JoinToken, sa.Dir)
+			if err != nil {
+				return fmt.Errorf("gateway: enroll with the join token: %w", err)
+			}
+			logger.Info("enrolled the gateway with its join token", "dir", sa.Dir, "spiffe_id", svid.ID)
+		case sa.Operator != nil:
+			if _, err := sa.Operator.IssueComponentSVID(ctx, "gateway", cfg.Name, sa.Dir); err != nil {
+				return fmt.Errorf("gateway: bootstrap credential: %w", err)
+			}
+			logger.Info("issued the gateway's credential", "dir", sa.Dir, "name", cfg.Name)
+		default:
+			return fmt.Errorf("gateway: no credential in %s; enroll with a join token ('bulkhead gateway join-token %s', then --join-token) or the operator credential (--credentials)", sa.Dir, cfg.Name)
 		}
-		if _, err := sa.Operator.IssueComponentSVID(ctx, "gateway", cfg.Name, sa.Dir); err != nil {
-			return fmt.Errorf("gateway: bootstrap credential: %w", err)
-		}
-		logger.Info("issued the gateway's credential", "dir", sa.Dir, "name", cfg.Name)
 	}
 	rot, err := client.NewRotator(sa.ServerURL, sa.Dir, logger)
 	if err != nil {

@@ -77,14 +77,16 @@ func (s *Service) issueByOperator(ctx context.Context, by audit.Actor, action st
 	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl}, "", "")
 }
 
-// ComponentRoutes registers POST /v1/components/{kind}/{name}/svid
-// (operators only) on mux.
+// ComponentRoutes registers POST /v1/components/{kind}/{name}/svid,
+// .../revoke and .../join-token (operators only) on mux.
 func (s *Service) ComponentRoutes(mux *http.ServeMux, logger *slog.Logger) {
 	h := handlers{s: s, logger: logger}
 	mux.Handle("POST /v1/components/{kind}/{name}/svid",
 		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.issueComponent)))
 	mux.Handle("POST /v1/components/{kind}/{name}/revoke",
 		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.revokeComponent)))
+	mux.Handle("POST /v1/components/{kind}/{name}/join-token",
+		s.Guard(logger).Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(h.componentJoinToken)))
 }
 
 // RevokeComponent revokes every certificate of component KIND/NAME: a

@@ -176,6 +176,27 @@ func (h handlers) getAgent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h handlers) joinToken(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	h.newJoinToken(w, r, api.JoinToken{Agent: name}, func(ttl time.Duration) (string, time.Time, error) {
+		return h.s.CreateJoinToken(r.Context(), caller(r), name, ttl)
+	})
+}
+
+func (h handlers) componentJoinToken(w http.ResponseWriter, r *http.Request) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	id, err := h.s.ComponentID(kind, name)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.newJoinToken(w, r, api.JoinToken{SPIFFEID: id.String()}, func(ttl time.Duration) (string, time.Time, error) {
+		return h.s.CreateComponentJoinToken(r.Context(), caller(r), kind, name, ttl)
+	})
+}
+
+// newJoinToken reads a join token request, has create make the token and
+// answers with it in out.
+func (h handlers) newJoinToken(w http.ResponseWriter, r *http.Request, out api.JoinToken, create func(time.Duration) (string, time.Time, error)) {
 	var req api.JoinTokenRequest
 	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
 		h.fail(w, r, err)
@@ -186,13 +207,13 @@ func (h handlers) joinToken(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, faultf("ttl %q is not a positive duration", req.TTL))
 		return
 	}
-	name := r.PathValue("name")
-	tok, exp, err := h.s.CreateJoinToken(r.Context(), caller(r), name, ttl)
+	tok, exp, err := create(ttl)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	httpx.WriteJSON(w, http.StatusCreated, api.JoinToken{Agent: name, Token: tok, ExpiresAt: exp.UTC()})
+	out.Token, out.ExpiresAt = tok, exp.UTC()
+	httpx.WriteJSON(w, http.StatusCreated, out)
 }
 
 func (h handlers) revoke(w http.ResponseWriter, r *http.Request) {

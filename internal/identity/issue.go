@@ -50,6 +50,9 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM []byte) (Issu
 	if err != nil {
 		return Issued{}, err
 	}
+	if t.Component != "" {
+		return s.enrollComponent(ctx, ev, t, csrPEM)
+	}
 	a, err := s.store.GetAgent(ctx, t.Agent)
 	if err != nil {
 		return Issued{}, err
@@ -58,13 +61,10 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM []byte) (Issu
 	// records name the agent as the actor.
 	ev.Actor = audit.Actor{Kind: audit.ActorAgent, ID: a.SPIFFEID}
 	ev.Target = a.SPIFFEID
-	now := s.clock.Now()
-	switch {
-	case !t.UsedAt.IsZero():
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: join token was already used at %s", fault.Unauthenticated, t.UsedAt.Format(time.RFC3339)))
-	case !now.Before(t.ExpiresAt):
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: join token expired at %s", fault.Unauthenticated, t.ExpiresAt.Format(time.RFC3339)))
-	case a.Status != StatusActive:
+	if err := s.usable(ctx, ev, t); err != nil {
+		return Issued{}, err
+	}
+	if a.Status != StatusActive {
 		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q is %s", fault.Forbidden, a.Name, a.Status))
 	}
 	id, err := spiffeid.FromString(a.SPIFFEID)
@@ -76,6 +76,40 @@ func (s *Service) Enroll(ctx context.Context, token string, csrPEM []byte) (Issu
 		return Issued{}, err
 	}
 	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: a.SVIDTTL}, a.Name, pt.Hash())
+}
+
+// enrollComponent is Enroll with a component's join token: the SVID is the
+// token's identity, with a component's lifetime, renewed like any other.
+func (s *Service) enrollComponent(ctx context.Context, ev audit.Event, t JoinToken, csrPEM []byte) (Issued, error) {
+	id, err := spiffeid.FromString(t.Component)
+	if err != nil {
+		return Issued{}, fmt.Errorf("identity: stored component SPIFFE ID: %w", err)
+	}
+	kind, _, err := peer.Classify(id)
+	if err != nil {
+		return Issued{}, err
+	}
+	ev.Actor, ev.Target = audit.Actor{Kind: kind, ID: t.Component}, t.Component
+	if err := s.usable(ctx, ev, t); err != nil {
+		return Issued{}, err
+	}
+	csr, err := s.checkCSR(ctx, ev, id, csrPEM, nil)
+	if err != nil {
+		return Issued{}, err
+	}
+	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: DefaultComponentTTL}, "", t.Hash)
+}
+
+// usable refuses, recording it, a join token already used or expired.
+func (s *Service) usable(ctx context.Context, ev audit.Event, t JoinToken) error {
+	now := s.clock.Now()
+	switch {
+	case !t.UsedAt.IsZero():
+		return s.deny(ctx, ev, fmt.Errorf("%w: join token was already used at %s", fault.Unauthenticated, t.UsedAt.Format(time.RFC3339)))
+	case !now.Before(t.ExpiresAt):
+		return s.deny(ctx, ev, fmt.Errorf("%w: join token expired at %s", fault.Unauthenticated, t.ExpiresAt.Format(time.RFC3339)))
+	}
+	return nil
 }
 
 // Renew issues a new SVID for a new key to a caller authenticated by its

@@ -209,12 +209,6 @@ func (s *Service) AgentCerts(ctx context.Context, name string) ([]Cert, error) {
 // CreateJoinToken makes a one-time enrollment token for an active agent. The
 // token is returned once; only its hash is kept.
 func (s *Service) CreateJoinToken(ctx context.Context, by audit.Actor, name string, ttl time.Duration) (string, time.Time, error) {
-	if ttl == 0 {
-		ttl = DefaultJoinTokenTTL
-	}
-	if ttl < 0 || ttl > MaxJoinTokenTTL {
-		return "", time.Time{}, fmt.Errorf("%w: join token TTL %s is outside (0, %s]", fault.Invalid, ttl, MaxJoinTokenTTL)
-	}
 	a, err := s.GetAgent(ctx, name)
 	if err != nil {
 		return "", time.Time{}, err
@@ -225,13 +219,40 @@ func (s *Service) CreateJoinToken(ctx context.Context, by audit.Actor, name stri
 	if a.Parent != "" {
 		return "", time.Time{}, fmt.Errorf("%w: sub-agents are created by delegation, not enrolled", fault.Invalid)
 	}
+	return s.newJoinToken(ctx, by, JoinToken{Agent: name}, a.SPIFFEID, ttl)
+}
+
+// CreateComponentJoinToken makes a one-time enrollment token for component
+// KIND/NAME (a gateway), so that it can enroll from its own machine with a
+// key generated there, holding no operator credential. Only operators may.
+func (s *Service) CreateComponentJoinToken(ctx context.Context, by audit.Actor, kind, name string, ttl time.Duration) (string, time.Time, error) {
+	id, err := s.ComponentID(kind, name)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if by.Kind != audit.ActorOperator {
+		return "", time.Time{}, s.deny(ctx, audit.Event{Actor: by, Action: audit.ActionJoinTokenCreate, Target: id.String()},
+			fmt.Errorf("%w: only operators create component join tokens", fault.Forbidden))
+	}
+	return s.newJoinToken(ctx, by, JoinToken{Component: id.String()}, id.String(), ttl)
+}
+
+// newJoinToken stores t (for target, a SPIFFE ID) with a fresh secret,
+// recording it first, and returns the token.
+func (s *Service) newJoinToken(ctx context.Context, by audit.Actor, t JoinToken, target string, ttl time.Duration) (string, time.Time, error) {
+	if ttl == 0 {
+		ttl = DefaultJoinTokenTTL
+	}
+	if ttl < 0 || ttl > MaxJoinTokenTTL {
+		return "", time.Time{}, fmt.Errorf("%w: join token TTL %s is outside (0, %s]", fault.Invalid, ttl, MaxJoinTokenTTL)
+	}
 	secret, err := NewJoinSecret()
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	now := s.clock.Now()
-	t := JoinToken{Hash: hashSecret(secret), Agent: name, ExpiresAt: now.Add(ttl), CreatedAt: now, CreatedBy: by.ID}
-	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: audit.ActionJoinTokenCreate, Target: a.SPIFFEID,
+	t.Hash, t.ExpiresAt, t.CreatedAt, t.CreatedBy = hashSecret(secret), now.Add(ttl), now, by.ID
+	err = s.act(ctx, audit.Event{Time: now, Actor: by, Action: audit.ActionJoinTokenCreate, Target: target,
 		// The hash identifies the token in later records without revealing it.
 		Digests: map[string]string{"join_token": "sha256:" + t.Hash},
 		Detail:  map[string]string{"expires_at": t.ExpiresAt.UTC().Format(time.RFC3339)}},

@@ -36,8 +36,11 @@ type Agent struct {
 
 // JoinToken is a one-time enrollment credential. Only its hash is stored.
 type JoinToken struct {
-	Hash      string
-	Agent     string
+	Hash  string
+	Agent string
+	// Component is the SPIFFE ID a component's token enrolls (Agent is
+	// then empty).
+	Component string
 	ExpiresAt time.Time
 	CreatedAt time.Time
 	CreatedBy string

@@ -23,7 +23,7 @@ import (
 func TestStandaloneGateway(t *testing.T) {
 	e := gatewaytest.Start(t, "") // reuses the control plane, policies and upstream
 	ctx := context.Background()
-	url, stop := standalone(t, e)
+	url, stop := standalone(t, e, func(sa *gateway.Standalone) { sa.Operator = e.Operator })
 	_, c := e.Agent(t, "alpha", "reader")
 	cs := connectRetrying(t, url+"/mcp/files", gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test"))
 	list, err := cs.ListTools(ctx, nil)
@@ -70,9 +70,9 @@ func TestStandaloneGateway(t *testing.T) {
 }
 
 // standalone runs a standalone gateway "edge" in front of e's files server
-// until the test ends; stop stops it and fails the test if it does not
-// stop cleanly.
-func standalone(t *testing.T, e *gatewaytest.Env) (url string, stop func()) {
+// until the test ends, bootstrapped as boot sets it up; stop stops it and
+// fails the test if it does not stop cleanly.
+func standalone(t *testing.T, e *gatewaytest.Env, boot func(*gateway.Standalone)) (url string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
@@ -88,8 +88,9 @@ servers:
 		t.Fatal(err)
 	}
 	addr := make(chan string, 1)
-	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"), Operator: e.Operator,
+	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"),
 		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
+	boot(sa)
 	done := make(chan error, 1)
 	go func() { done <- sa.Run(ctx) }()
 	stopped := false

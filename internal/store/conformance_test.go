@@ -178,6 +178,30 @@ func testJoinTokens(t *testing.T, db *store.DB) {
 	if err := db.IssueCert(ctx, cert("beta", "04", t0.Add(time.Hour)), "h3", t0); !errors.Is(err, fault.Conflict) {
 		t.Fatalf("token of alpha redeemed for beta: %v", err)
 	}
+	// A component's token: found by the same lookup, redeemed once, and
+	// only for its own SPIFFE ID.
+	const edge = "spiffe://bulkhead.local/bulkhead/gateway/edge"
+	gw := identity.JoinToken{Hash: "h4", Component: edge, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0, CreatedBy: "op"}
+	if err := db.CreateJoinToken(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.GetJoinToken(ctx, "h4"); err != nil || got != gw {
+		t.Fatalf("get component token = %+v, %v", got, err)
+	}
+	component := func(id, serial string) identity.Cert {
+		c := cert("", serial, t0.Add(time.Hour))
+		c.SPIFFEID = id
+		return c
+	}
+	if err := db.IssueCert(ctx, component("spiffe://bulkhead.local/bulkhead/gateway/other", "05"), "h4", t0); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("component token redeemed for another identity: %v", err)
+	}
+	if err := db.IssueCert(ctx, component(edge, "06"), "h4", t0); err != nil {
+		t.Fatalf("component token: %v", err)
+	}
+	if err := db.IssueCert(ctx, component(edge, "07"), "h4", t0); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("component token redeemed twice: %v", err)
+	}
 }
 
 func testIssueNeedsActiveAgent(t *testing.T, db *store.DB) {

@@ -122,8 +122,11 @@ func oneRow(res sql.Result, what string) error {
 
 // CreateJoinToken stores a join token's hash.
 func (s *DB) CreateJoinToken(ctx context.Context, t identity.JoinToken) error {
-	_, err := s.exec(ctx, `INSERT INTO join_tokens (hash, agent, expires_at, created_at, created_by) VALUES (?, ?, ?, ?, ?)`,
-		t.Hash, t.Agent, ts(t.ExpiresAt), ts(t.CreatedAt), t.CreatedBy)
+	q, who := `INSERT INTO join_tokens (hash, agent, expires_at, created_at, created_by) VALUES (?, ?, ?, ?, ?)`, t.Agent
+	if t.Component != "" {
+		q, who = `INSERT INTO component_join_tokens (hash, spiffe_id, expires_at, created_at, created_by) VALUES (?, ?, ?, ?, ?)`, t.Component
+	}
+	_, err := s.exec(ctx, q, t.Hash, who, ts(t.ExpiresAt), ts(t.CreatedAt), t.CreatedBy)
 	if isUnique(err) {
 		return fmt.Errorf("%w: join token exists", fault.Conflict)
 	}
@@ -133,22 +136,34 @@ func (s *DB) CreateJoinToken(ctx context.Context, t identity.JoinToken) error {
 	return nil
 }
 
-// GetJoinToken looks a join token up by hash.
+// GetJoinToken looks a join token up by hash, an agent's or a component's.
 func (s *DB) GetJoinToken(ctx context.Context, hash string) (identity.JoinToken, error) {
-	var (
-		t                  identity.JoinToken
-		exp, created, used sql.NullInt64
-	)
-	err := s.queryRow(ctx, `SELECT hash, agent, expires_at, created_at, created_by, used_at FROM join_tokens WHERE hash = ?`, hash).
-		Scan(&t.Hash, &t.Agent, &exp, &created, &t.CreatedBy, &used)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, fmt.Errorf("%w: join token", fault.NotFound)
+	for _, q := range []struct {
+		table, col string
+		component  bool
+	}{{"join_tokens", "agent", false}, {"component_join_tokens", "spiffe_id", true}} {
+		var (
+			t                  identity.JoinToken
+			who                string
+			exp, created, used sql.NullInt64
+		)
+		err := s.queryRow(ctx, `SELECT hash, `+q.col+`, expires_at, created_at, created_by, used_at FROM `+q.table+` WHERE hash = ?`, hash).
+			Scan(&t.Hash, &who, &exp, &created, &t.CreatedBy, &used)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return t, fmt.Errorf("store: get join token: %w", err)
+		}
+		if q.component {
+			t.Component = who
+		} else {
+			t.Agent = who
+		}
+		t.ExpiresAt, t.CreatedAt, t.UsedAt = fromTS(exp), fromTS(created), fromTS(used)
+		return t, nil
 	}
-	if err != nil {
-		return t, fmt.Errorf("store: get join token: %w", err)
-	}
-	t.ExpiresAt, t.CreatedAt, t.UsedAt = fromTS(exp), fromTS(created), fromTS(used)
-	return t, nil
+	return identity.JoinToken{}, fmt.Errorf("%w: join token", fault.NotFound)
 }
 
 // IssueCert records c, checking the agent and redeeming a join token.
@@ -174,8 +189,11 @@ func (s *DB) IssueCert(ctx context.Context, c identity.Cert, redeemHash string, 
 			}
 		}
 		if redeemHash != "" {
-			res, err := tx.exec(ctx, `UPDATE join_tokens SET used_at = ? WHERE hash = ? AND agent = ? AND used_at IS NULL AND expires_at > ?`,
-				ts(now), redeemHash, c.Agent, ts(now))
+			q, who := `UPDATE join_tokens SET used_at = ? WHERE hash = ? AND agent = ? AND used_at IS NULL AND expires_at > ?`, c.Agent
+			if c.Agent == "" {
+				q, who = `UPDATE component_join_tokens SET used_at = ? WHERE hash = ? AND spiffe_id = ? AND used_at IS NULL AND expires_at > ?`, c.SPIFFEID
+			}
+			res, err := tx.exec(ctx, q, ts(now), redeemHash, who, ts(now))
 			if err != nil {
 				return fmt.Errorf("store: redeem join token: %w", err)
 			}
