@@ -56,7 +56,18 @@ type Log struct {
 	mu       sync.Mutex
 	queue    []*pending
 	flushing bool
+	observer CommitObserver
 }
+
+// CommitObserver hears of every group commit: its events, how long it took
+// and whether it failed (then the actions the events describe were
+// refused).
+type CommitObserver interface {
+	Committed(events []Event, took time.Duration, err error)
+}
+
+// Observe makes o hear of every commit. Call it before the log is used.
+func (l *Log) Observe(o CommitObserver) { l.observer = o }
 
 type pending struct {
 	row  Row
@@ -139,21 +150,33 @@ func (l *Log) commit(batch []*pending) {
 		rows[i] = p.row
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	// Real time, not the injected clock: this is a latency figure.
+	start := time.Now()
 	first, err := l.store.AppendEvents(ctx, rows)
+	took := time.Since(start)
 	cancel()
+	committed := make([]Event, len(batch))
+	for i, p := range batch {
+		committed[i] = p.ev
+	}
 	if err != nil {
 		l.logger.Error("audit commit failed; refusing the actions it describes", "events", len(batch), "err", err)
+		if l.observer != nil {
+			l.observer.Committed(committed, took, err)
+		}
 		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		for _, p := range batch {
 			p.done <- err
 		}
 		return
 	}
-	committed := make([]Event, len(batch))
 	for i, p := range batch {
 		p.ev.Seq = first + int64(i)
-		committed[i] = p.ev
+		committed[i].Seq = p.ev.Seq
 		p.done <- nil
+	}
+	if l.observer != nil {
+		l.observer.Committed(committed, took, nil)
 	}
 	l.bus.publish(committed)
 }

@@ -20,6 +20,7 @@ func (e *env) serveCmd() *cobra.Command {
 		tokenTTL                   time.Duration
 		maxDepth                   int
 		gatewayConfig              string
+		metricsListen              string
 		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
@@ -39,7 +40,8 @@ postgres://... uses PostgreSQL instead.`,
 			}
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
-				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig}
+				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig,
+				MetricsListen: metricsListen}
 			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
@@ -52,6 +54,9 @@ postgres://... uses PostgreSQL instead.`,
 				"url", "https://"+srv.Addr(), "trust_domain", td.Name(), "operator_credentials", srv.OperatorDir())
 			if addr := srv.GatewayAddr(); addr != "" {
 				e.logger.Info("gateway ready", "url", "https://"+addr)
+			}
+			if addr := srv.MetricsAddr(); addr != "" {
+				e.logger.Info("metrics ready", "url", "http://"+addr+"/metrics")
 			}
 			return srv.Serve(cmd.Context())
 		},
@@ -67,6 +72,7 @@ postgres://... uses PostgreSQL instead.`,
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
 	f.IntVar(&maxDepth, "max-delegation-depth", 0, "deepest sub-agent delegation (default 3)")
 	f.StringVar(&gatewayConfig, "gateway", "", "gateway configuration file: run the gateway in this process too")
+	f.StringVar(&metricsListen, "metrics-listen", "", "loopback address serving /metrics in plain HTTP for a local Prometheus (off by default; /metrics is always on the HTTPS listener for operators and components)")
 	auditOpts.flags(f)
 	return cmd
 }

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
 
 // DefaultListen is where the sidecar serves unless told otherwise.
@@ -172,19 +172,10 @@ func checkListen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("connect: listen address %q: %w", addr, err)
 	}
-	if !loopbackHost(host) {
+	if !httpx.LoopbackHost(host) {
 		return fmt.Errorf("connect: refusing to listen on %q: the sidecar acts as the agent for whoever reaches it, so it serves only on loopback (127.0.0.1, [::1] or localhost)", addr)
 	}
 	return nil
-}
-
-// loopbackHost reports whether host (no port) names the loopback interface.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // ID is the agent's SPIFFE ID.
@@ -222,15 +213,9 @@ func (s *Sidecar) Listen(ctx context.Context) error {
 	if err := s.checkGateway(ctx); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := httpx.ListenLoopback(s.cfg.Listen, "the sidecar acts as the agent for whoever reaches it")
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
-	}
-	// "localhost" could resolve elsewhere on a strange host; what counts
-	// is the address actually bound.
-	if ta, ok := ln.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
-		_ = ln.Close()
-		return fmt.Errorf("connect: %s bound %s, which is not loopback; refusing to serve", s.cfg.Listen, ln.Addr())
 	}
 	s.mu.Lock()
 	s.ln = ln

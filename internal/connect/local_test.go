@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
 
 func TestCheckLocal(t *testing.T) {
@@ -103,7 +105,7 @@ func FuzzCheckLocal(f *testing.F) {
 		if hh, _, err := net.SplitHostPort(host); err == nil {
 			h = hh
 		}
-		if !loopbackHost(h) {
+		if !httpx.LoopbackHost(h) {
 			t.Fatalf("accepted Host %q", host)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
 
 // newHandler is the local edge: requests that could not come from the
@@ -63,7 +64,7 @@ func checkLocal(r *http.Request) (int, string) {
 		if h, _, err := net.SplitHostPort(r.Host); err == nil {
 			host = h
 		}
-		if !loopbackHost(host) {
+		if !httpx.LoopbackHost(host) {
 			return http.StatusForbidden, fmt.Sprintf("bulkhead connect: Host %q is not a loopback name; use http://127.0.0.1:PORT or http://localhost:PORT", r.Host)
 		}
 	}
@@ -72,7 +73,7 @@ func checkLocal(r *http.Request) (int, string) {
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || !loopbackHost(u.Hostname()) {
+		if err != nil || !httpx.LoopbackHost(u.Hostname()) {
 			return http.StatusForbidden, fmt.Sprintf("bulkhead connect: Origin %q is not a loopback origin; requests from web pages are refused", o)
 		}
 	}

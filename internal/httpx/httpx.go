@@ -1,6 +1,6 @@
 // Package httpx is the HTTP edge shared by Bulkhead's servers: bounded JSON
-// decoding, JSON responses, and the one place where error kinds become status
-// codes.
+// decoding, JSON responses, the one place where error kinds become status
+// codes, and loopback-only listeners.
 package httpx
 
 import (
@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
@@ -94,4 +97,36 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
 	}
 	WriteJSON(w, status, api.Error{Code: code, Message: msg})
+}
+
+// LoopbackHost reports whether host (no port) names the loopback interface.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// ListenLoopback binds addr, which must name the loopback interface, and
+// checks that the address actually bound is loopback ("localhost" could
+// resolve elsewhere on a strange host). why says, in an error, why only
+// loopback is allowed.
+func ListenLoopback(addr, why string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", addr, err)
+	}
+	if !LoopbackHost(host) {
+		return nil, fmt.Errorf("refusing to listen on %q: %s, so it serves only on loopback (127.0.0.1, [::1] or localhost)", addr, why)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+		_ = ln.Close()
+		return nil, fmt.Errorf("%s bound %s, which is not loopback; refusing to serve", addr, ln.Addr())
+	}
+	return ln, nil
 }

@@ -52,6 +52,13 @@ type PDPConfig struct {
 	// ManagedSet). Nil means none: a request that names a manifest is
 	// then denied.
 	Managed ManagedSource
+	// Observer, if set, hears of every decision and its duration.
+	Observer DecisionObserver
+}
+
+// DecisionObserver hears of every decision the PDP makes.
+type DecisionObserver interface {
+	Decided(allowed bool, took time.Duration)
 }
 
 // PDP is the policy decision point: it evaluates requests against the live
@@ -67,6 +74,7 @@ type PDP struct {
 	maxStale  time.Duration
 	shadowRec *shadowRecorder
 	managed   ManagedSource
+	observer  DecisionObserver
 
 	snap     atomic.Pointer[snapshot]
 	reloadMu sync.Mutex
@@ -108,7 +116,7 @@ func NewPDP(ctx context.Context, cfg PDPConfig) (*PDP, error) {
 		return nil, fmt.Errorf("policy: decision id prefix: %w", err)
 	}
 	p := &PDP{store: cfg.Store, clock: cfg.Clock, logger: cfg.Logger, td: cfg.TrustDomain,
-		poll: cfg.PollInterval, maxStale: cfg.MaxStale, managed: cfg.Managed, idPrefix: hex.EncodeToString(b[:]) + "-"}
+		poll: cfg.PollInterval, maxStale: cfg.MaxStale, managed: cfg.Managed, observer: cfg.Observer, idPrefix: hex.EncodeToString(b[:]) + "-"}
 	if p.poll <= 0 {
 		p.poll = DefaultPollInterval
 	}
@@ -256,6 +264,17 @@ func (p *PDP) Decide(ctx context.Context, req Request) (Decision, error) {
 // the shadow set if there is one, recording a difference. It returns the
 // Cedar request it decided.
 func (p *PDP) decide(pr *prepared) (Decision, cedar.Request, error) {
+	if p.observer == nil {
+		return p.decideUnobserved(pr)
+	}
+	// Real time, not the injected clock: this is a latency figure.
+	start := time.Now()
+	d, req, err := p.decideUnobserved(pr)
+	p.observer.Decided(d.Allowed, time.Since(start))
+	return d, req, err
+}
+
+func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 	d := Decision{ID: p.newID()}
 	snap, now, err := p.current()
 	if err != nil {

@@ -43,8 +43,9 @@ type Config struct {
 	// PollInterval and MaxStale are the PDP's (see PDPConfig).
 	PollInterval time.Duration
 	MaxStale     time.Duration
-	// Managed is the PDP's (see PDPConfig); optional.
-	Managed ManagedSource
+	// Managed and Observer are the PDP's (see PDPConfig); optional.
+	Managed  ManagedSource
+	Observer DecisionObserver
 }
 
 // Service manages policy versions, roles and the tool catalog, and answers
@@ -64,7 +65,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Audit == nil {
 		return nil, errors.New("policy: store and audit log are required")
 	}
-	pdp, err := NewPDP(ctx, PDPConfig{Store: cfg.Store, TrustDomain: cfg.TrustDomain, Clock: cfg.Clock, Logger: cfg.Logger,
+	pdp, err := NewPDP(ctx, PDPConfig{Store: cfg.Store, TrustDomain: cfg.TrustDomain, Clock: cfg.Clock, Logger: cfg.Logger, Observer: cfg.Observer,
 		PollInterval: cfg.PollInterval, MaxStale: cfg.MaxStale, Managed: cfg.Managed})
 	if err != nil {
 		return nil, err

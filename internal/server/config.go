@@ -49,6 +49,10 @@ type Config struct {
 	// AuditWebhookFormat (ocsf, the default, or json).
 	AuditWebhook       string
 	AuditWebhookFormat string
+	// MetricsListen, if set, is a loopback address serving /metrics in
+	// plain HTTP for a local Prometheus agent. /metrics is always served on
+	// Listen too, over mTLS, to operators and components.
+	MetricsListen string
 }
 
 // Defaults.

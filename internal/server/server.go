@@ -20,7 +20,9 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
+	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/secret"
@@ -49,11 +51,14 @@ type Server struct {
 	token    *token.Service
 	secrets  *secret.Service
 	evidence evidence
+	metrics  *metrics.Metrics
 	gateway  *inProcessGateway
 	serving  *ownCred
 	operator *ownCred
 	listener net.Listener
 	http     *http.Server
+	// metricsLn is the plain-HTTP loopback listener of /metrics, if any.
+	metricsLn net.Listener
 }
 
 // New builds a control plane from cfg: opens (and migrates) the store,
@@ -103,6 +108,8 @@ func (s *Server) build(ctx context.Context) error {
 		s.logger.Info("created certificate authority", "trust_domain", cfg.TrustDomain.Name(), "dir", cfg.caDir(), "root_sha256", storedFP)
 	}
 	s.audit = audit.New(s.db, s.clock, s.logger)
+	s.metrics = metrics.New()
+	s.audit.Observe(s.metrics)
 	s.identity, err = identity.New(identity.Config{Store: s.db, CA: authority, Audit: s.audit, Clock: s.clock,
 		Logger: s.logger, DefaultSVIDTTL: cfg.DefaultSVIDTTL})
 	if err != nil {
@@ -115,7 +122,7 @@ func (s *Server) build(ctx context.Context) error {
 	// Manifests' policies are managed sets the PDP evaluates beside the
 	// live one; tasks are checked by the token service.
 	s.policy, err = policy.New(ctx, policy.Config{Store: s.db, Audit: s.audit, TrustDomain: cfg.TrustDomain, Clock: s.clock, Logger: s.logger,
-		Managed: s.db})
+		Managed: s.db, Observer: s.metrics})
 	if err != nil {
 		return err
 	}
@@ -134,6 +141,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.gauges()
 	if err := s.buildEvidence(ctx); err != nil {
 		return err
 	}
@@ -164,6 +172,7 @@ func (s *Server) Handler() http.Handler {
 	s.identity.ComponentRoutes(mux, s.logger)
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	mux.Handle("GET /metrics", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload), s.metrics.Handler()))
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
 		audit.StreamHandler(s.audit, s.db, s.logger)))
 	s.evidenceRoutes(mux)
@@ -196,6 +205,12 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Listen, err)
 	}
 	s.listener = ln
+	if s.cfg.MetricsListen != "" {
+		if s.metricsLn, err = httpx.ListenLoopback(s.cfg.MetricsListen, "it serves metrics without authentication"); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("server: metrics: %w", err)
+		}
+	}
 	if s.cfg.Issuer == "" {
 		s.token.SetIssuer("https://" + ln.Addr().String())
 	}
@@ -253,7 +268,59 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.runEvidence,
 		s.token.Run,
 	}
+	if s.metricsLn != nil {
+		runners = append(runners, s.serveMetrics)
+	}
 	return run(ctx, append(runners, s.gatewayRunners()...)...)
+}
+
+// MetricsAddr is the plain-HTTP metrics address, or "" without one.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
+
+// serveMetrics serves GET /metrics, and nothing else, on the loopback
+// metrics listener until ctx ends.
+func (s *Server) serveMetrics(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug)}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: metrics: %w", err)
+	}
+	return nil
+}
+
+// gauges registers the figures read at each scrape.
+func (s *Server) gauges() {
+	s.metrics.GaugeFunc("bulkhead_policy_live_version", "The policy version the PDP decides with (0: none applied).",
+		func(context.Context) (float64, error) {
+			live, _ := s.policy.State()
+			return float64(live), nil
+		})
+	for _, g := range []struct {
+		name, help string
+		pick       func(elevation.Standing) int64
+	}{
+		{"bulkhead_standing_grants", "Grants in force outside an open task (zero by construction).", func(st elevation.Standing) int64 { return st.Standing }},
+		{"bulkhead_active_grants", "Grants in force, all inside open tasks.", func(st elevation.Standing) int64 { return st.Active }},
+		{"bulkhead_pending_elevations", "Elevation requests awaiting approval.", func(st elevation.Standing) int64 { return st.Pending }},
+		{"bulkhead_open_tasks", "Tasks open now.", func(st elevation.Standing) int64 { return st.OpenTasks }},
+	} {
+		s.metrics.GaugeFunc(g.name, g.help, func(ctx context.Context) (float64, error) {
+			st, err := s.elev.Standing(ctx)
+			return float64(g.pick(st)), err
+		})
+	}
 }
 
 // run runs every component until ctx ends or one of them fails, then
