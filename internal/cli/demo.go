@@ -17,7 +17,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
@@ -177,8 +176,13 @@ func (e *env) runDemo(parent context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	base := client.NewHTTPClient(ac.Source(), client.AuthorizeGateways(svid.ID.TrustDomain(), ""))
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &oauth2.Transport{Source: ac.TokenSource(demoResource), Base: base.Transport}}
+	// GatewayClient keeps each request's token bound to the certificate of
+	// the connection it travels on, across SVID rotations.
+	hc, err := ac.GatewayClient(client.GatewayOptions{Resource: demoResource})
+	if err != nil {
+		return err
+	}
+	hc.Timeout = 30 * time.Second
 	session, err := mcp.NewClient(&mcp.Implementation{Name: agent, Version: "demo"}, nil).Connect(ctx,
 		&mcp.StreamableClientTransport{Endpoint: gwURL + "/mcp/docs", HTTPClient: hc, MaxRetries: -1}, nil)
 	if err != nil {
