@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
@@ -26,8 +28,9 @@ import (
 // HTTPS with mTLS keep-alive connections — client authentication by SVID,
 // scope and resource checks, ES256 signing, and the durable audit record
 // of each token — with the raw ES256 signing rate of the same key type, in
-// one run. Both use all cores (RunParallel); the load generator shares the
-// machine with the server.
+// one run. All use all cores (RunParallel); the load generator shares the
+// machine with the server. The floor case answers without issuing anything,
+// to show what HTTPS and the load generator cost on their own.
 func BenchmarkTokenIssuance(b *testing.B) {
 	claims, _ := json.Marshal(token.Claims{Issuer: "https://127.0.0.1:8443", Subject: "spiffe://bulkhead.local/agent/alpha",
 		ClientID: "spiffe://bulkhead.local/agent/alpha", Audience: []string{gw}, Scope: "mcp files:read", ID: "0123456789abcdefghijkl",
@@ -73,37 +76,7 @@ func BenchmarkTokenIssuance(b *testing.B) {
 	})
 	b.Run("https_mtls_keepalive", func(b *testing.B) {
 		env, dir := tokenEnv(b)
-		agent := env.Client(dir)
-		// HTTP/1.1 keep-alive connections, one per concurrent client, as
-		// most OAuth client libraries use.
-		tr := agent.HTTPClient().Transport.(*http.Transport).Clone()
-		tr.ForceAttemptHTTP2 = false
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-		tr.TLSClientConfig = tr.TLSClientConfig.Clone()
-		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-		tr.MaxIdleConnsPerHost = 256
-		hc := &http.Client{Transport: tr}
-		form := url.Values{"grant_type": {"client_credentials"}, "resource": {gw}, "scope": {"mcp files:read"}}.Encode()
-		ctx := context.Background()
-		b.SetParallelism(32)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.URL+token.TokenPath, strings.NewReader(form))
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				resp, err := hc.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
-		})
-		b.StopTimer()
-		tr.CloseIdleConnections()
+		postTokens(b, env.Client(dir), env.URL)
 	})
 	// The same requests from a minimal HTTP/1.1 load generator (one
 	// request in flight per mTLS connection, like wrk): net/http's client
@@ -115,9 +88,8 @@ func BenchmarkTokenIssuance(b *testing.B) {
 		cfg := agent.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
 		cfg.NextProtos = []string{"http/1.1"}
 		u, _ := url.Parse(env.URL)
-		form := url.Values{"grant_type": {"client_credentials"}, "resource": {gw}, "scope": {"mcp files:read"}}.Encode()
 		raw := []byte(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s",
-			token.TokenPath, u.Host, len(form), form))
+			token.TokenPath, u.Host, len(tokenForm), tokenForm))
 		b.SetParallelism(32)
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
@@ -147,4 +119,69 @@ func BenchmarkTokenIssuance(b *testing.B) {
 			}
 		})
 	})
+	// The floor: the same client, connections and server TLS configuration
+	// answering with a token made beforehand, so nothing is checked, signed
+	// or recorded. What HTTPS with mTLS and the load generator cost on
+	// their own, against the same baseline.
+	b.Run("https_mtls_keepalive_floor_no_issuance", func(b *testing.B) {
+		env, dir := tokenEnv(b)
+		agent := env.Client(dir)
+		tok, err := agent.RequestToken(context.Background(), gw, "mcp", "files:read")
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := json.Marshal(tok)
+		srv := &http.Server{TLSConfig: env.Server.TLSConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ParseForm() != nil || r.PostForm.Get("grant_type") == "" {
+				http.Error(w, "bad form", http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			_, _ = w.Write(body)
+		})}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		defer srv.Close()
+		postTokens(b, agent, "https://"+ln.Addr().String())
+	})
+}
+
+// tokenForm is the benchmark's token request.
+var tokenForm = url.Values{"grant_type": {"client_credentials"}, "resource": {gw}, "scope": {"mcp files:read"}}.Encode()
+
+// postTokens posts tokenForm to base's token endpoint from 64 clients on
+// HTTP/1.1 keep-alive mTLS connections (one each, as most OAuth client
+// libraries use) until b is done.
+func postTokens(b *testing.B, agent *client.Client, base string) {
+	tr := agent.HTTPClient().Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr.MaxIdleConnsPerHost = 256
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	ctx := context.Background()
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+token.TokenPath, strings.NewReader(tokenForm))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := hc.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	b.StopTimer()
 }
