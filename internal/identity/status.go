@@ -255,6 +255,12 @@ func (s *Service) Authenticate(ctx context.Context, leaf *x509.Certificate) (pee
 	if err != nil {
 		return peer.Principal{}, err
 	}
+	// The handshake checked the validity period, but a keep-alive
+	// connection can outlive its certificate: check it on every request.
+	if now := s.clock.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return peer.Principal{}, fmt.Errorf("%w: certificate %s is valid from %s to %s, not now", fault.Unauthenticated,
+			ca.SerialHex(leaf), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
 	c, err := s.cert(ctx, ca.SerialHex(leaf))
 	switch {
 	case errors.Is(err, fault.NotFound):
