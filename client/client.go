@@ -59,12 +59,11 @@ func New(serverURL string, src *Source) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(ServerID(src.ID().TrustDomain())))
-	tlsCfg.MinVersion = tls.VersionTLS13
-	return &Client{base: u, src: src, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16},
-	}}, nil
+	// A pool per SVID: after a rotation requests present the new SVID even
+	// while a stream (the event stream of a gateway) keeps an old
+	// connection busy.
+	p := &pools{src: src, authorize: tlsconfig.AuthorizeID(ServerID(src.ID().TrustDomain())), what: "control plane"}
+	return &Client{base: u, src: src, http: &http.Client{Timeout: 30 * time.Second, Transport: p}}, nil
 }
 
 // NewFromDir is New with the credential directory dir.
@@ -89,6 +88,12 @@ func parseServerURL(s string) (*url.URL, error) {
 
 // HTTPClient returns the underlying mTLS HTTP client.
 func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// TLSConfig is a copy of the TLS configuration of the client's current
+// connections: the current SVID, and only the control plane accepted.
+func (c *Client) TLSConfig() *tls.Config {
+	return c.http.Transport.(*pools).current().tr.TLSClientConfig.Clone()
+}
 
 // Source returns the client's credential source.
 func (c *Client) Source() *Source { return c.src }

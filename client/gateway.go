@@ -1,16 +1,13 @@
 package client
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/oauth2"
 )
 
@@ -47,26 +44,15 @@ type GatewayOptions struct {
 //
 // Build it on a Rotator's Client so that it follows rotation.
 type GatewayTransport struct {
-	c         *Client
-	opts      GatewayOptions
-	td        spiffeid.TrustDomain
-	authorize tlsconfig.Authorizer
+	c     *Client
+	opts  GatewayOptions
+	pools *pools
 
 	tokens  atomic.Pointer[TokenSource]
 	lastTok atomic.Pointer[boundToken]
-
-	mu  sync.Mutex
-	gen *generation
 }
 
 var _ http.RoundTripper = (*GatewayTransport)(nil)
-
-// generation is one SVID and the gateway connections that present it.
-type generation struct {
-	leaf *x509.Certificate
-	x5t  string
-	hc   *http.Client
-}
 
 // boundToken caches the cnf of the last token seen, so that a token is
 // decoded once rather than once per request.
@@ -83,7 +69,8 @@ func (c *Client) GatewayTransport(opts GatewayOptions) (*GatewayTransport, error
 			return nil, fmt.Errorf("client: gateway name %q: %w", opts.GatewayName, err)
 		}
 	}
-	t := &GatewayTransport{c: c, opts: opts, td: td, authorize: AuthorizeGateways(td, opts.GatewayName)}
+	t := &GatewayTransport{c: c, opts: opts, pools: &pools{src: c.src, authorize: AuthorizeGateways(td, opts.GatewayName),
+		configure: opts.Configure, logger: opts.Logger, what: "gateway"}}
 	t.ResetToken()
 	return t, nil
 }
@@ -112,7 +99,7 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // enough).
 func (t *GatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		g := t.generation()
+		g := t.pools.current()
 		tok, err := t.tokens.Load().Token()
 		if err != nil {
 			closeBody(req)
@@ -121,7 +108,7 @@ func (t *GatewayTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		if t.cnf(tok.AccessToken) == g.x5t {
 			out := req.Clone(req.Context())
 			out.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-			resp, err := g.hc.Transport.RoundTrip(out)
+			resp, err := g.tr.RoundTrip(out)
 			if err == nil && resp.StatusCode == http.StatusUnauthorized {
 				t.ResetToken()
 			}
@@ -146,41 +133,15 @@ func (t *GatewayTransport) ResetToken() {
 
 // Bare is an mTLS client for the gateway presenting the current SVID,
 // without tokens: for the gateway's public metadata.
-func (t *GatewayTransport) Bare() *http.Client { return t.generation().hc }
+func (t *GatewayTransport) Bare() *http.Client { return &http.Client{Transport: t.pools} }
 
 // Rotated switches to the current SVID now, closing the idle connections
 // that present the previous one, rather than at the next request. Call it
 // from Rotator.OnRotate.
-func (t *GatewayTransport) Rotated() { t.generation() }
+func (t *GatewayTransport) Rotated() { t.pools.current() }
 
 // CloseIdleConnections closes the current generation's idle connections.
-func (t *GatewayTransport) CloseIdleConnections() { t.generation().hc.CloseIdleConnections() }
-
-// generation returns the generation of the current SVID, starting one if
-// the SVID has changed.
-func (t *GatewayTransport) generation() *generation {
-	svid, _ := t.c.src.GetX509SVID()
-	leaf := svid.Certificates[0]
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.gen != nil && t.gen.leaf.Equal(leaf) {
-		return t.gen
-	}
-	bundle, _ := t.c.src.GetX509BundleForTrustDomain(t.td)
-	hc := NewHTTPClient(NewSource(svid, bundle), t.authorize)
-	if tr, ok := hc.Transport.(*http.Transport); ok && t.opts.Configure != nil {
-		t.opts.Configure(tr)
-	}
-	old := t.gen
-	t.gen = &generation{leaf: leaf, x5t: thumbprint(leaf), hc: hc}
-	if old != nil {
-		old.hc.CloseIdleConnections()
-		if t.opts.Logger != nil {
-			t.opts.Logger.Info("new gateway connections use the rotated SVID", "spiffe_id", svid.ID, "serial", leaf.SerialNumber.Text(16))
-		}
-	}
-	return t.gen
-}
+func (t *GatewayTransport) CloseIdleConnections() { t.pools.CloseIdleConnections() }
 
 // cnf is the token's cnf.x5t#S256, read without verification: the token
 // came from the control plane over a verified connection, and the gateway

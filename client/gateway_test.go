@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 func callRead(cs *mcp.ClientSession, path string) error {
@@ -58,25 +61,7 @@ func TestGatewayTransportFollowsSVIDRotation(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	old := r.Source().Leaf()
-	// Renew in a later second than the enrollment (certificate times have
-	// one-second precision), so that the new SVID's half-life lies after
-	// the fake clock's now and the rotator then waits.
-	time.Sleep(time.Until(old.NotBefore.Add(ca.Backdate + 1100*time.Millisecond)))
-	waitForWaiter(t, fake)
-	fake.Advance(old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2).Sub(fake.Now()))
-	for deadline := time.Now().Add(10 * time.Second); r.Source().Leaf().Equal(old); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the SVID did not rotate")
-		}
-	}
+	rotate(t, r, fake)
 
 	if err := callRead(cs, "/srv/open-session"); err != nil {
 		t.Fatalf("call on the open session after rotation: %v", err)
@@ -94,5 +79,97 @@ func TestGatewayTransportFollowsSVIDRotation(t *testing.T) {
 	}
 	if err := callRead(csNaive, "/srv/naive"); err == nil {
 		t.Fatal("oauth2.Transport over one mTLS pool worked after rotation; the test no longer shows what GatewayTransport fixes")
+	}
+}
+
+// A gateway's control-plane client keeps its event stream open on one
+// connection for as long as it runs. After its SVID rotates, its other
+// requests must present the new SVID: multiplexed onto the stream's
+// HTTP/2 connection they would present the old one, and be refused once it
+// expires (the control plane checks every request's certificate). A server
+// with the control plane's certificate records what each request presents.
+func TestControlPlaneClientFollowsSVIDRotation(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "edge")
+	if _, err := env.Operator.IssueComponentSVID(ctx, "gateway", "edge", dir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewRotator(env.URL, dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFake(time.Now())
+	r.Clock = fake
+
+	presented := make(chan string, 1)
+	srv := &http.Server{TLSConfig: env.Server.TLSConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/stream" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-req.Context().Done()
+			return
+		}
+		presented <- req.TLS.PeerCertificates[0].SerialNumber.Text(16)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	defer srv.Close()
+	cp, err := client.New("https://"+ln.Addr().String(), r.Source())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := (&http.Client{Transport: cp.HTTPClient().Transport}).Get("https://" + ln.Addr().String() + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.ProtoMajor != 2 {
+		t.Fatalf("the stream uses HTTP/%d; the test needs HTTP/2's multiplexing", stream.ProtoMajor)
+	}
+	ping := func() string {
+		resp, err := cp.HTTPClient().Get("https://" + ln.Addr().String() + "/ping")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return <-presented
+	}
+	old := r.Source().Leaf()
+	if got := ping(); got != old.SerialNumber.Text(16) {
+		t.Fatalf("before rotation the request presented %s, want %s", got, old.SerialNumber.Text(16))
+	}
+
+	rotate(t, r, fake)
+	if got, want := ping(), r.Source().Leaf().SerialNumber.Text(16); got != want {
+		t.Fatalf("after rotation, with the stream open, a request presented %s, want the new SVID %s", got, want)
+	}
+}
+
+// rotate runs r until the test ends and has it renew its SVID now, by
+// moving its fake clock to the SVID's half-life.
+func rotate(t *testing.T, r *client.Rotator, fake *clock.Fake) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	old := r.Source().Leaf()
+	// Renew in a later second than the enrollment (certificate times have
+	// one-second precision), so that the new SVID's half-life lies after
+	// the fake clock's now and the rotator then waits.
+	time.Sleep(time.Until(old.NotBefore.Add(ca.Backdate + 1100*time.Millisecond)))
+	waitForWaiter(t, fake)
+	fake.Advance(old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2).Sub(fake.Now()))
+	for deadline := time.Now().Add(10 * time.Second); r.Source().Leaf().Equal(old); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the SVID did not rotate")
+		}
 	}
 }

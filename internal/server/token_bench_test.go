@@ -85,7 +85,7 @@ func BenchmarkTokenIssuance(b *testing.B) {
 	b.Run("https_mtls_keepalive_lean_client", func(b *testing.B) {
 		env, dir := tokenEnv(b)
 		agent := env.Client(dir)
-		cfg := agent.HTTPClient().Transport.(*http.Transport).TLSClientConfig.Clone()
+		cfg := agent.TLSConfig()
 		cfg.NextProtos = []string{"http/1.1"}
 		u, _ := url.Parse(env.URL)
 		raw := []byte(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s",
@@ -157,12 +157,9 @@ var tokenForm = url.Values{"grant_type": {"client_credentials"}, "resource": {gw
 // HTTP/1.1 keep-alive mTLS connections (one each, as most OAuth client
 // libraries use) until b is done.
 func postTokens(b *testing.B, agent *client.Client, base string) {
-	tr := agent.HTTPClient().Transport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = false
-	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+	tr := &http.Transport{TLSClientConfig: agent.TLSConfig(), MaxIdleConnsPerHost: 256,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	tr.MaxIdleConnsPerHost = 256
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	ctx := context.Background()
