@@ -6,6 +6,7 @@
 package clock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -15,6 +16,21 @@ type Clock interface {
 	Now() time.Time
 	// After behaves like time.After on this clock's timeline.
 	After(d time.Duration) <-chan time.Time
+}
+
+// Until returns a context canceled at t on clk's timeline (or when ctx
+// ends): what keeps a stream from outliving the credential it was opened
+// with.
+func Until(ctx context.Context, clk Clock, t time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-clk.After(t.Sub(clk.Now())):
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // Real is the wall clock.

@@ -327,19 +327,6 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 	g.forward(w, r, c, rt, body, msg, az.filter)
 }
 
-// until returns a context canceled at t on the gateway's clock.
-func (g *Gateway) until(ctx context.Context, t time.Time) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-g.deps.Clock.After(t.Sub(g.deps.Clock.Now())):
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
 // forward sends the request upstream and relays the answer, filtering list
 // results and charging response bytes.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime, body []byte, msg *rpcMessage, filter string) {
@@ -351,7 +338,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	} else {
 		// A stream lives no longer than the token that opened it: the agent
 		// reconnects with a fresh token and is authenticated again.
-		ctx, cancel = g.until(ctx, c.claims.Expiry.Time())
+		ctx, cancel = clock.Until(ctx, g.deps.Clock, c.claims.Expiry.Time())
 	}
 	defer cancel()
 	req, err := g.outbound(ctx, s, r.Method, rt.target, body, r.Header)

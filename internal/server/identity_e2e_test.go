@@ -641,6 +641,44 @@ func TestOperatorCredentialIsRenewedWhenStale(t *testing.T) {
 	}
 }
 
+// The event stream lives no longer than the certificate it was opened
+// with: a gateway then resumes it with its rotated SVID, authenticated
+// again, and misses nothing (the stream is resumable).
+func TestEventStreamEndsWithItsCertificate(t *testing.T) {
+	fake := clock.NewFake(time.Now())
+	env := testenv.Start(t, testenv.WithClock(fake))
+	dir := filepath.Join(t.TempDir(), "edge")
+	if _, err := env.Operator.IssueComponentSVID(context.Background(), "gateway", "edge", dir); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Client(dir)
+	req, _ := http.NewRequest(http.MethodGet, env.URL+"/v1/events", nil)
+	resp, err := (&http.Client{Transport: gw.HTTPClient().Transport}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("events: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		close(ended)
+	}()
+	select {
+	case <-ended:
+		t.Fatal("the stream ended while its certificate was valid")
+	case <-time.After(100 * time.Millisecond):
+	}
+	fake.Advance(gw.Source().Leaf().NotAfter.Sub(fake.Now()) + time.Second)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event stream outlived its certificate")
+	}
+}
+
 func TestEventStreamDeliversRevocations(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -174,7 +174,7 @@ func (s *Server) Handler() http.Handler {
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	mux.Handle("GET /metrics", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload), s.metrics.Handler()))
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
-		audit.StreamHandler(s.audit, s.db, s.logger)))
+		s.untilCertExpires(audit.StreamHandler(s.audit, s.db, s.logger))))
 	s.evidenceRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -272,6 +272,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		runners = append(runners, s.serveMetrics)
 	}
 	return run(ctx, append(runners, s.gatewayRunners()...)...)
+}
+
+// untilCertExpires ends a request (a stream) when the client certificate it
+// was authenticated with expires: the client comes back with its rotated
+// SVID and is authenticated again. A resumable stream loses nothing.
+func (s *Server) untilCertExpires(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			ctx, cancel := clock.Until(r.Context(), s.clock, r.TLS.PeerCertificates[0].NotAfter)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // MetricsAddr is the plain-HTTP metrics address, or "" without one.
