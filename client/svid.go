@@ -174,7 +174,8 @@ func (c *Client) Renew(ctx context.Context, dir string) (*x509svid.SVID, error) 
 		return nil, err
 	}
 	c.src.set(svid, bundle)
-	// New connections must present the new certificate.
+	// Switch to the new SVID's connection pool now, closing the previous
+	// one's idle connections.
 	c.http.CloseIdleConnections()
 	return svid, nil
 }

@@ -127,13 +127,12 @@ func (c *Client) RequestTaskToken(ctx context.Context, resource, task string, sc
 			return resp, err
 		}
 		// The token is bound to the certificate of the connection that
-		// fetched it; after a rotation an old keep-alive connection may
-		// still carry the previous one. Such a token would be refused, so
-		// drop the old connections and fetch again.
+		// fetched it. Each SVID has its own connections, so it differs
+		// from the current SVID only if a rotation happened during the
+		// request: fetch once more on the new one.
 		if tokenCnf(resp.AccessToken) == thumbprint(c.src.Leaf()) || attempt > 0 {
 			return resp, nil
 		}
-		c.http.CloseIdleConnections()
 	}
 }
 
