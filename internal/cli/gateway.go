@@ -79,7 +79,7 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 	f.StringVar(&name, "name", "default", "gateway name (its SPIFFE ID is spiffe://TD/bulkhead/gateway/NAME)")
 	f.StringVar(&resource, "resource", "", "token audience (default https://LISTEN)")
 	f.StringVar(&dir, "dir", "", "the gateway's credential directory (default DATA-DIR/gateway/NAME)")
-	f.StringVar(&joinToken, "join-token", "", "one-time token to enroll with on first start ('bulkhead gateway join-token NAME')")
+	f.StringVar(&joinToken, "join-token", "", "one-time token to enroll with on first start ('bulkhead gateway join-token NAME'); prefer BULKHEAD_JOIN_TOKEN, which ps does not show")
 	cmd.AddCommand(e.gatewayRevokeCmd(), e.gatewayJoinTokenCmd())
 	return cmd
 }
