@@ -35,12 +35,10 @@ type GatewayOptions struct {
 // current SVID and travels on a connection that presents exactly that SVID.
 //
 // The gateway refuses a token whose cnf names another certificate than the
-// connection's, so after a rotation neither an old connection nor an old
-// token may be used with the new other. Each SVID therefore gets its own
-// connection pool (a generation): closing idle connections would not do,
-// since over HTTP/2 a connection busy with a long MCP stream is never idle
-// and new requests would be multiplexed onto it. Old connections close once
-// their streams end.
+// connection's, so after a rotation an old connection must not carry a new
+// token, nor a new connection an old one: each SVID has its own connection
+// pool (see pools), and a request's token must match its pool's SVID. Old
+// connections close once their streams (an MCP session's) end.
 //
 // Build it on a Rotator's Client so that it follows rotation.
 type GatewayTransport struct {
