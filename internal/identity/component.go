@@ -10,11 +10,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
-	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 )
 
@@ -132,37 +130,14 @@ func (s *Service) revokeID(ctx context.Context, by audit.Actor, action string, i
 const ActionComponentRevoke = "component.revoke"
 
 func (h handlers) revokeComponent(w http.ResponseWriter, r *http.Request) {
-	var req api.RevokeRequest
-	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	serials, err := h.s.RevokeComponent(r.Context(), caller(r), r.PathValue("kind"), r.PathValue("name"), req.Reason)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if serials == nil {
-		serials = []string{}
-	}
-	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: r.PathValue("kind") + "/" + r.PathValue("name"), Serials: serials})
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	h.revokeWith(w, r, kind+"/"+name, func(reason string) ([]string, error) {
+		return h.s.RevokeComponent(r.Context(), caller(r), kind, name, reason)
+	})
 }
 
 func (h handlers) issueComponent(w http.ResponseWriter, r *http.Request) {
-	var req api.ComponentSVIDRequest
-	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	ttl, err := parseTTL(req.TTL)
-	if err != nil {
-		h.fail(w, r, faultf("ttl %q is not a positive duration", req.TTL))
-		return
-	}
-	issued, err := h.s.IssueComponent(r.Context(), caller(r), r.PathValue("kind"), r.PathValue("name"), []byte(req.CSR), ttl)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
+	h.issueWith(w, r, func(csr []byte, ttl time.Duration) (Issued, error) {
+		return h.s.IssueComponent(r.Context(), caller(r), r.PathValue("kind"), r.PathValue("name"), csr, ttl)
+	})
 }

@@ -217,13 +217,19 @@ func (h handlers) newJoinToken(w http.ResponseWriter, r *http.Request, out api.J
 }
 
 func (h handlers) revoke(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	h.revokeWith(w, r, name, func(reason string) ([]string, error) { return h.s.Revoke(r.Context(), caller(r), name, reason) })
+}
+
+// revokeWith reads a revocation request, has revoke revoke, and answers
+// with the serials revoked, naming what in the result.
+func (h handlers) revokeWith(w http.ResponseWriter, r *http.Request, what string, revoke func(reason string) ([]string, error)) {
 	var req api.RevokeRequest
 	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	name := r.PathValue("name")
-	serials, err := h.s.Revoke(r.Context(), caller(r), name, req.Reason)
+	serials, err := revoke(req.Reason)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -231,7 +237,28 @@ func (h handlers) revoke(w http.ResponseWriter, r *http.Request) {
 	if serials == nil {
 		serials = []string{}
 	}
-	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: name, Serials: serials})
+	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: what, Serials: serials})
+}
+
+// issueWith reads an SVID request (a CSR and an optional TTL), has issue
+// issue it, and answers with the SVID.
+func (h handlers) issueWith(w http.ResponseWriter, r *http.Request, issue func(csr []byte, ttl time.Duration) (Issued, error)) {
+	var req api.ComponentSVIDRequest
+	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ttl, err := parseTTL(req.TTL)
+	if err != nil {
+		h.fail(w, r, faultf("ttl %q is not a positive duration", req.TTL))
+		return
+	}
+	issued, err := issue([]byte(req.CSR), ttl)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
 }
 
 func (h handlers) setScopes(w http.ResponseWriter, r *http.Request) {

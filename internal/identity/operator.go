@@ -8,9 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
-	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 )
 
@@ -66,37 +64,14 @@ func (s *Service) OperatorRoutes(mux *http.ServeMux, logger *slog.Logger) {
 }
 
 func (h handlers) issueOperator(w http.ResponseWriter, r *http.Request) {
-	var req api.ComponentSVIDRequest
-	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	ttl, err := parseTTL(req.TTL)
-	if err != nil {
-		h.fail(w, r, faultf("ttl %q is not a positive duration", req.TTL))
-		return
-	}
-	issued, err := h.s.IssueOperator(r.Context(), caller(r), r.PathValue("name"), []byte(req.CSR), ttl)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
+	h.issueWith(w, r, func(csr []byte, ttl time.Duration) (Issued, error) {
+		return h.s.IssueOperator(r.Context(), caller(r), r.PathValue("name"), csr, ttl)
+	})
 }
 
 func (h handlers) revokeOperator(w http.ResponseWriter, r *http.Request) {
-	var req api.RevokeRequest
-	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	serials, err := h.s.RevokeOperator(r.Context(), caller(r), r.PathValue("name"), req.Reason)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if serials == nil {
-		serials = []string{}
-	}
-	httpx.WriteJSON(w, http.StatusOK, api.RevokeResult{Agent: "operator/" + r.PathValue("name"), Serials: serials})
+	name := r.PathValue("name")
+	h.revokeWith(w, r, "operator/"+name, func(reason string) ([]string, error) {
+		return h.s.RevokeOperator(r.Context(), caller(r), name, reason)
+	})
 }
