@@ -7,13 +7,17 @@ import (
 	"time"
 )
 
-// Error is the body of every non-2xx response from the control plane.
+// Error is the body of every non-2xx response from the control plane and
+// the gateway.
 type Error struct {
 	// Code is a stable machine-readable kind: invalid_request,
-	// unauthenticated, forbidden, not_found, conflict, too_large,
-	// unavailable, internal.
+	// unauthenticated, forbidden, not_found, method_not_allowed, conflict,
+	// too_large, unsupported_media_type, budget, upstream, unavailable,
+	// internal.
 	Code string `json:"code"`
-	// Message explains the failure to a human. It never carries secrets.
+	// Message explains the failure to a human. It never carries secrets,
+	// and for upstream, unavailable and internal it is a fixed text: the
+	// cause is in the server's log.
 	Message string `json:"error"`
 }
 

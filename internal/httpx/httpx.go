@@ -1,6 +1,7 @@
 // Package httpx is the HTTP edge shared by Bulkhead's servers: bounded JSON
 // decoding, JSON responses, the one place where error kinds become status
-// codes, and loopback-only listeners.
+// codes and client texts (Problem, WriteError), and loopback-only
+// listeners.
 package httpx
 
 import (
@@ -55,48 +56,81 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// kinds maps each fault kind to its status and code, most specific first.
+// Fixed texts for failures that are the server's, not the caller's: the
+// cause (SQL, driver, file and upstream detail) goes to the log only.
+const (
+	unavailableText = "the service is temporarily unavailable; retry shortly"
+	upstreamText    = "upstream server unavailable"
+	internalText    = "internal error"
+)
+
+// kinds maps each fault kind to its status, its code and, for the server's
+// own failures, the fixed text the caller sees instead of the error. It is
+// the one table every surface maps errors through (WriteError, Problem).
+// Server kinds come first: an error that wraps a dependency failure
+// anywhere in its chain may carry the dependency's text, so the fixed text
+// wins even if a client kind is wrapped around it.
 var kinds = []struct {
 	err    error
 	status int
 	code   string
+	text   string // "": the error's own message, which is safe to show
 }{
-	{fault.Invalid, http.StatusBadRequest, "invalid_request"},
-	{fault.Unauthenticated, http.StatusUnauthorized, "unauthenticated"},
-	{fault.Forbidden, http.StatusForbidden, "forbidden"},
-	{fault.NotFound, http.StatusNotFound, "not_found"},
-	{fault.Conflict, http.StatusConflict, "conflict"},
-	{fault.TooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-	{fault.Unavailable, http.StatusServiceUnavailable, "unavailable"},
+	{fault.Unavailable, http.StatusServiceUnavailable, "unavailable", unavailableText},
+	{fault.Upstream, http.StatusBadGateway, "upstream", upstreamText},
+	{fault.Invalid, http.StatusBadRequest, "invalid_request", ""},
+	{fault.Unauthenticated, http.StatusUnauthorized, "unauthenticated", ""},
+	{fault.Forbidden, http.StatusForbidden, "forbidden", ""},
+	{fault.NotFound, http.StatusNotFound, "not_found", ""},
+	{fault.MethodNotAllowed, http.StatusMethodNotAllowed, "method_not_allowed", ""},
+	{fault.Conflict, http.StatusConflict, "conflict", ""},
+	{fault.TooLarge, http.StatusRequestEntityTooLarge, "too_large", ""},
+	{fault.Unsupported, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
+	// "budget" is the code gateway clients already know for a budget or
+	// rate limit refusal.
+	{fault.Exhausted, http.StatusTooManyRequests, "budget", ""},
+}
+
+// Problem returns the HTTP status, the stable code and the text to show
+// the caller for err: the error's own message for a caller's mistake (a
+// kind from 400 to 429, whose messages domain packages keep free of
+// secrets and internals), a fixed text for the server's own failures
+// (fault.Unavailable, fault.Upstream, and anything wrapping no kind, which
+// is 500 "internal"). It is what WriteError writes, for surfaces with
+// another envelope (OAuth errors, JSON-RPC) to map errors the same way;
+// such a surface logs err itself when status is 500 or more.
+func Problem(err error) (status int, code, clientText string) {
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			if k.text != "" {
+				return k.status, k.code, k.text
+			}
+			return k.status, k.code, err.Error()
+		}
+	}
+	return http.StatusInternalServerError, "internal", internalText
 }
 
 // Status returns the HTTP status and code for err.
 func Status(err error) (int, string) {
-	for _, k := range kinds {
-		if errors.Is(err, k.err) {
-			return k.status, k.code
-		}
-	}
-	return http.StatusInternalServerError, "internal"
+	status, code, _ := Problem(err)
+	return status, code
 }
 
-// WriteError writes err as an api.Error. Errors of a known kind carry their
-// own message, which domain packages keep free of secrets; anything else is
-// logged and answered with a generic message, so internal detail (SQL, file
-// paths) never reaches the caller.
+// WriteError writes err as an api.Error with the status, code and text of
+// Problem. When the failure is the server's (status 500 or more) the cause
+// is logged at Error with the method and path, since the caller sees only
+// a fixed text. Headers already set on w (Allow, Retry-After, a specific
+// WWW-Authenticate challenge) are kept.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
-	status, code := Status(err)
-	msg := err.Error()
-	if status == http.StatusInternalServerError {
-		logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		msg = "internal error"
-	} else if status == http.StatusServiceUnavailable {
-		logger.Error("request refused: dependency unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+	status, code, text := Problem(err)
+	if status >= http.StatusInternalServerError {
+		logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "code", code, "err", err)
 	}
-	if status == http.StatusUnauthorized {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead"`)
 	}
-	WriteJSON(w, status, api.Error{Code: code, Message: msg})
+	WriteJSON(w, status, api.Error{Code: code, Message: text})
 }
 
 // LoopbackHost reports whether host (no port) names the loopback interface.

@@ -124,8 +124,12 @@ func (s *Service) Renew(ctx context.Context, p peer.Principal, csrPEM []byte) (I
 	agent := ""
 	if p.Kind == audit.ActorAgent {
 		a, err := s.store.GetAgent(ctx, p.Name)
-		if err != nil {
-			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q: %w", fault.Forbidden, p.Name, err))
+		switch {
+		case errors.Is(err, fault.NotFound):
+			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q is not registered", fault.Forbidden, p.Name))
+		case err != nil:
+			// The store's words are for the log, not the caller.
+			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q: %w", fault.Unavailable, p.Name, err))
 		}
 		if a.Parent != "" {
 			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: sub-agents do not renew; the parent delegates again", fault.Forbidden))
@@ -156,8 +160,13 @@ func (s *Service) checkCSR(ctx context.Context, ev audit.Event, id spiffeid.ID, 
 
 func (s *Service) sign(ctx context.Context, ev audit.Event, req ca.SVIDRequest, agent, redeem string) (Issued, error) {
 	leaf, err := s.ca.SignSVID(req)
-	if err != nil {
+	if errors.Is(err, ca.ErrBadCSR) {
 		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: %w", fault.Invalid, err))
+	}
+	if err != nil {
+		// The CA failed (its signer, an HSM, or the randomness source):
+		// not the caller's doing, and its words are for the log.
+		return Issued{}, s.deny(ctx, ev, fmt.Errorf("identity: issue SVID for %s: %w", req.ID, err))
 	}
 	now := s.clock.Now()
 	c := Cert{Serial: ca.SerialHex(leaf), SPIFFEID: req.ID.String(), Agent: agent, NotBefore: leaf.NotBefore,

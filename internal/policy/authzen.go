@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 
@@ -262,8 +263,13 @@ func (s *Service) evaluateAuthZEN(ctx context.Context, by audit.Actor, b *authze
 	events := make([]audit.Event, 0, len(b.items))
 	for _, it := range b.items {
 		if it.err != nil {
-			status, _ := httpx.Status(it.err)
-			out = append(out, api.AuthZENDecision{Context: &api.AuthZENDecisionContext{Error: &api.AuthZENError{Status: status, Message: it.err.Error()}}})
+			// The same mapping as the HTTP edge: the caller reads its own
+			// mistakes, and only a fixed text for the server's.
+			status, _, text := httpx.Problem(it.err)
+			if status >= http.StatusInternalServerError {
+				s.logger.Error("authzen evaluation failed", "err", it.err)
+			}
+			out = append(out, api.AuthZENDecision{Context: &api.AuthZENDecisionContext{Error: &api.AuthZENError{Status: status, Message: text}}})
 		} else {
 			d, req, err := s.decide(it.pr)
 			if err != nil {

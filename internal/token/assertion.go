@@ -94,7 +94,7 @@ func (s *Service) verifyAssertion(ctx context.Context, raw string) (Client, erro
 		if errors.Is(err, fault.Conflict) {
 			return fail("jti %q was already used (replay)", c.ID)
 		}
-		return Client{}, oauthErr("temporarily_unavailable", "%v", fmt.Errorf("client assertion replay check: %w", err))
+		return Client{}, fromFault(fmt.Errorf("%w: client assertion replay check: %w", fault.Unavailable, err), "invalid_client")
 	}
 	return Client{Principal: p, Cert: leaf, Method: "private_key_jwt"}, nil
 }

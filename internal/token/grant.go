@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 )
@@ -26,18 +27,27 @@ type Error struct {
 	Description string
 	// Recorded marks a refusal already in the audit log.
 	Recorded bool
+	// cause is the server-side failure behind a server_error or
+	// temporarily_unavailable: logged by the handler, never sent.
+	cause error
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Description }
 
+// Unwrap returns the server-side cause, if any.
+func (e *Error) Unwrap() error { return e.cause }
+
 // Status is the HTTP status of the error: 401 for client authentication
-// failures, 503 when a dependency failed, 400 otherwise.
+// failures, 503 when a dependency failed, 500 when the server failed
+// otherwise, 400 for the rest.
 func (e *Error) Status() int {
 	switch e.Code {
 	case "invalid_client":
 		return http.StatusUnauthorized
 	case "temporarily_unavailable":
 		return http.StatusServiceUnavailable
+	case "server_error":
+		return http.StatusInternalServerError
 	}
 	return http.StatusBadRequest
 }
@@ -53,15 +63,22 @@ func fromFault(err error, code string) *Error {
 	return oe
 }
 
+// mapFault classifies err the way httpx does, so both edges agree: a
+// dependency failure is temporarily_unavailable and anything unclassified
+// is server_error, both with httpx's fixed text and the cause kept for the
+// log; the caller's mistakes keep their message (domain packages keep those
+// free of secrets), as invalid_request or as code.
 func mapFault(err error, code string) *Error {
 	var oe *Error
-	switch {
-	case errors.As(err, &oe):
+	if errors.As(err, &oe) {
 		return oe
-	case errors.Is(err, fault.Unavailable):
-		return oauthErr("temporarily_unavailable", "%s", err.Error())
-	case errors.Is(err, fault.Unauthenticated), errors.Is(err, fault.Forbidden):
-		return oauthErr(code, "%s", err.Error())
+	}
+	status, _, text := httpx.Problem(err)
+	switch {
+	case status == http.StatusServiceUnavailable:
+		return &Error{Code: "temporarily_unavailable", Description: text, cause: err}
+	case status >= http.StatusInternalServerError:
+		return &Error{Code: "server_error", Description: text, cause: err}
 	case errors.Is(err, fault.Invalid):
 		return oauthErr("invalid_request", "%s", err.Error())
 	}
@@ -296,6 +313,11 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 	}
 	parent, err := s.Verify(ctx, req.SubjectToken)
 	if err != nil {
+		// Verify's own refusals describe the caller's token; a store
+		// failure behind it must not reach the caller.
+		if errors.Is(err, fault.Unavailable) {
+			return api.TokenResponse{}, fromFault(err, "invalid_grant")
+		}
 		return api.TokenResponse{}, oauthErr("invalid_grant", "subject_token: %s", err.Error())
 	}
 	// Only the holder of the token's key may exchange it, and only for

@@ -97,7 +97,12 @@ type handlers struct {
 	logger *slog.Logger
 }
 
-func writeOAuthError(w http.ResponseWriter, e *Error) {
+// writeOAuthError answers e. A server-side failure is answered with a
+// fixed text, so its cause is logged here, with the request.
+func (h handlers) writeOAuthError(w http.ResponseWriter, r *http.Request, e *Error) {
+	if e.cause != nil {
+		h.logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status(), "code", e.Code, "err", e.cause)
+	}
 	if e.Code == "invalid_client" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="bulkhead", error="invalid_client"`)
 	}
@@ -232,7 +237,7 @@ func (h handlers) token(w http.ResponseWriter, r *http.Request) {
 			Decision: audit.Deny, Reasons: []string{oe.Error()}, Detail: map[string]string{"grant": form.Get("grant_type")}})
 	}
 	if oe != nil {
-		writeOAuthError(w, oe)
+		h.writeOAuthError(w, r, oe)
 		return
 	}
 	w.Header().Set("Pragma", "no-cache")
@@ -242,7 +247,7 @@ func (h handlers) token(w http.ResponseWriter, r *http.Request) {
 func (h handlers) introspect(w http.ResponseWriter, r *http.Request) {
 	form, oe := ParseForm(w, r)
 	if oe != nil {
-		writeOAuthError(w, oe)
+		h.writeOAuthError(w, r, oe)
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, h.s.Introspect(r.Context(), form.Get("token")))
@@ -251,16 +256,16 @@ func (h handlers) introspect(w http.ResponseWriter, r *http.Request) {
 func (h handlers) revoke(w http.ResponseWriter, r *http.Request) {
 	form, oe := ParseForm(w, r)
 	if oe != nil {
-		writeOAuthError(w, oe)
+		h.writeOAuthError(w, r, oe)
 		return
 	}
 	if form.Get("token") == "" {
-		writeOAuthError(w, oauthErr("invalid_request", "token is required"))
+		h.writeOAuthError(w, r, oauthErr("invalid_request", "token is required"))
 		return
 	}
 	p, _ := peer.FromContext(r.Context())
 	if err := h.s.Revoke(r.Context(), p, form.Get("token"), form.Get("reason")); err != nil {
-		writeOAuthError(w, fromFault(err, "invalid_request"))
+		h.writeOAuthError(w, r, fromFault(err, "invalid_request"))
 		return
 	}
 	w.WriteHeader(http.StatusOK)
