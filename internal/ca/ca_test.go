@@ -198,7 +198,7 @@ func TestParseCSR(t *testing.T) {
 		{"RSA 1024", csrPEM(t, rsa1024, &x509.CertificateRequest{}), "too weak"},
 		{"P-224", csrPEM(t, p224, &x509.CertificateRequest{}), "P-224"},
 		{"oversized", append(good, make([]byte, ca.MaxCSRSize)...), "over the"},
-		{"asks to be a CA", csrPEM(t, p256(t), &x509.CertificateRequest{ExtraExtensions: []pkixExt{basicConstraintsCA()}}), "basic constraints"},
+		{"asks to be a CA", csrPEM(t, p256(t), &x509.CertificateRequest{ExtraExtensions: []pkixExt{basicConstraintsCA()}}), "CA powers"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

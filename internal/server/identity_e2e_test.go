@@ -10,6 +10,8 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -513,6 +515,52 @@ func TestRenewalAttacks(t *testing.T) {
 	status, _ := post(t, publicClient(t, env.Server.BundlePEM()), env.URL+"/v1/svid/renew", api.RenewRequest{CSR: cases[0].csr})
 	if status != http.StatusUnauthorized {
 		t.Fatalf("renewal without mTLS: %d", status)
+	}
+}
+
+// A compromised agent renews with a CSR that asks to become a CA
+// (keyCertSign and cRLSign, basicConstraints CA:true), hoping the CA copies
+// what it is asked for so it can mint SVIDs for any identity. The CA never
+// copies requested extensions, but silently dropping them would hide the
+// attempt: it is refused, nothing is issued, and the refusal is on record
+// with its reason.
+func TestCompromisedAgentCannotRenewIntoACA(t *testing.T) {
+	env := testenv.Start(t)
+	dir := env.Enroll("alpha")
+	hc := env.Client(dir).HTTPClient()
+	keyUsage, err := asn1.Marshal(asn1.BitString{Bytes: []byte{0x86}, BitLength: 7}) // digitalSignature, keyCertSign, cRLSign
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTrue, err := asn1.Marshal(struct {
+		IsCA    bool `asn1:"optional"`
+		PathLen int  `asn1:"optional"`
+	}{true, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := csrFor(t, p256(t), &x509.CertificateRequest{URIs: []*url.URL{uri("spiffe://bulkhead.local/agent/alpha")},
+		ExtraExtensions: []pkix.Extension{
+			{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: true, Value: keyUsage},
+			{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: caTrue},
+		}})
+	before := len(events(t, env, audit.ActionSVIDRenew))
+
+	status, e := post(t, hc, env.URL+"/v1/svid/renew", api.RenewRequest{CSR: csr})
+	const reason = "CSR requests key usage keyCertSign in keyUsage (2.5.29.15); Bulkhead sets only digitalSignature"
+	if status != http.StatusBadRequest || e.Code != "invalid_request" || !strings.Contains(e.Message, reason) {
+		t.Fatalf("got %d %s %q, want 400 invalid_request naming %q", status, e.Code, e.Message, reason)
+	}
+	after := events(t, env, audit.ActionSVIDRenew)
+	if len(after) != before+1 {
+		t.Fatalf("%d renewal records for one attempt", len(after)-before)
+	}
+	ev := after[len(after)-1]
+	if ev.Decision != audit.Deny || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" || !strings.Contains(strings.Join(ev.Reasons, ";"), reason) {
+		t.Fatalf("attempt not recorded as a denial with its reason: %+v", ev)
+	}
+	if a, _ := env.Operator.GetAgent(context.Background(), "alpha"); len(a.Certificates) != 1 {
+		t.Fatalf("alpha has %d certificates after a refused renewal, want its enrollment's only", len(a.Certificates))
 	}
 }
 
