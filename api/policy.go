@@ -114,6 +114,8 @@ type ToolEntry struct {
 	Groups          []string `json:"groups,omitempty"`
 	Method          string   `json:"method,omitempty"`
 	Path            string   `json:"path,omitempty"`
+	// PathArgs are a tool's arguments that must be canonical paths.
+	PathArgs []string `json:"path_args,omitempty"`
 }
 
 // AuthZENEntity is an AuthZEN subject or resource. Type is a Cedar entity

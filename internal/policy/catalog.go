@@ -57,6 +57,12 @@ type ToolEntry struct {
 	// Method and Path describe a route; they are informational.
 	Method string `json:"method,omitempty" yaml:"method,omitempty"`
 	Path   string `json:"path,omitempty" yaml:"path,omitempty"`
+	// PathArgs names a tool's arguments that are paths (a string or a
+	// list of strings). A call whose path argument is not canonical
+	// (canonpath.Arg: no "..", "//", backslash, encoded dot or slash,
+	// Unicode look-alikes, ...) is denied before any policy is evaluated,
+	// so a policy on "/srv/docs/*" means what it says.
+	PathArgs []string `json:"path_args,omitempty" yaml:"path_args,omitempty"`
 }
 
 // Sensitivity levels.
@@ -136,6 +142,9 @@ func (c *Catalog) Normalize() error {
 				}
 				if err := checkEntry(fmt.Sprintf("%s %s/%s", list.kind, s.Name, t.Name), t.Sensitivity, t.Groups); err != nil {
 					return err
+				}
+				if err := checkPathArgs(list.kind, t); err != nil {
+					return fmt.Errorf("server %s: %w", s.Name, err)
 				}
 				if len(t.Method) > 16 || len(t.Path) > 1024 || len(t.Description) > 4096 {
 					return fmt.Errorf("%w: %s %s/%s: method, path or description too long", fault.Invalid, list.kind, s.Name, t.Name)
@@ -221,6 +230,46 @@ func (c Catalog) entities() []cedar.Entity {
 	slices.Sort(names)
 	for _, g := range names {
 		out = append(out, cedar.Entity{UID: ToolGroup(g)})
+	}
+	return out
+}
+
+// PathArgsReason begins the reason of a decision denied because a path
+// argument is not canonical.
+const PathArgsReason = "bulkhead/path_args"
+
+// maxPathArgs bounds a tool's path_args.
+const maxPathArgs = 32
+
+func checkPathArgs(kind string, t *ToolEntry) error {
+	if len(t.PathArgs) == 0 {
+		return nil
+	}
+	if kind != "tool" {
+		return fmt.Errorf("%w: route %q: path_args is for tools (routes' paths are always canonical)", fault.Invalid, t.Name)
+	}
+	if len(t.PathArgs) > maxPathArgs {
+		return fmt.Errorf("%w: tool %q: more than %d path_args", fault.Invalid, t.Name, maxPathArgs)
+	}
+	seen := map[string]bool{}
+	for _, a := range t.PathArgs {
+		if a == "" || len(a) > 128 || seen[a] {
+			return fmt.Errorf("%w: tool %q: path_args %q is empty, too long or repeated", fault.Invalid, t.Name, a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+// pathArgs maps each tool with path_args to them.
+func (c Catalog) pathArgs() map[cedar.EntityUID][]string {
+	out := map[cedar.EntityUID][]string{}
+	for _, s := range c.Servers {
+		for _, t := range s.Tools {
+			if len(t.PathArgs) > 0 {
+				out[Tool(s.Name, t.Name)] = t.PathArgs
+			}
+		}
 	}
 	return out
 }

@@ -79,6 +79,10 @@ func (s *Service) explain(ctx context.Context, pr *prepared, version int64) (Exp
 	}
 	ex.Version = set.version
 	ex.Allowed, ex.Reasons, ex.Errors = conclude(res)
+	if err := snap.world.checkPathArgs(req.Action, req.Resource, pr.ctx[ctxInput]); err != nil {
+		// As Decide: refused whatever the policies say.
+		ex.Allowed, ex.Reasons = false, []string{PathArgsReason + ": " + err.Error()}
+	}
 	ex.Considered, ex.Total = res.considered, set.Len()
 	info := func(id string) PolicyInfo {
 		if pi, ok := snap.managedInfo(manifest, id); scoped && ok {

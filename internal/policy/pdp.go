@@ -281,6 +281,15 @@ func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 		return d, cedar.Request{}, err
 	}
 	req := pr.build(now)
+	if err := snap.world.checkPathArgs(req.Action, req.Resource, pr.ctx[ctxInput]); err != nil {
+		// Before any policy: a non-canonical path would mean one thing to
+		// a policy's pattern and another to the tool.
+		d.Reasons = []string{PathArgsReason + ": " + err.Error()}
+		if snap.live != nil {
+			d.Version = snap.live.version
+		}
+		return d, req, nil
+	}
 	v := &pr.view
 	v.reset(snap.world)
 	live := snap.live

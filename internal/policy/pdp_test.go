@@ -151,6 +151,57 @@ func TestDecideThroughTheGoAPI(t *testing.T) {
 	}
 }
 
+// TestPathArgsMustBeCanonical: a compromised agent tries to reach /etc
+// through a tool whose catalog marks "path" as a path, with spellings a
+// pattern like "/etc/*" does not see. Each is denied before any policy
+// (even a permit-all), naming the argument.
+func TestPathArgsMustBeCanonical(t *testing.T) {
+	f := newFixture(t, storetest.Backends()[0])
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/all.cedar", []byte(`@id("allow-all") permit (principal, action, resource);`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.apply(dir, false)
+	alpha := agentUID("alpha")
+	for _, c := range []struct {
+		name string
+		path cedar.Value
+		ok   bool
+	}{
+		{"canonical", cedar.String("/srv/docs/readme.md"), true},
+		{"relative canonical", cedar.String("docs/readme.md"), true},
+		{"dot-dot", cedar.String("/srv/../etc/passwd"), false},
+		{"dot", cedar.String("/srv/./x"), false},
+		{"double slash", cedar.String("/srv//etc"), false},
+		{"backslash", cedar.String(`..\etc\passwd`), false},
+		{"encoded dot-dot", cedar.String("/srv/%2e%2e/etc/passwd"), false},
+		{"encoded slash", cedar.String("/srv/..%2fetc"), false},
+		{"fullwidth dots", cedar.String("/srv/\uff0e\uff0e/etc/passwd"), false},
+		{"NUL", cedar.String("/srv/x\x00.txt"), false},
+		{"trailing slash", cedar.String("/etc/"), false},
+		{"list with one bad path", cedar.NewSet(cedar.String("/srv/a"), cedar.String("/srv/../etc")), false},
+		{"not a string", cedar.Long(1), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d, err := f.svc.Decide(context.Background(), callTool(alpha, "files", "read_file", cedar.RecordMap{"path": c.path}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed != c.ok {
+				t.Fatalf("decision %+v, want allowed=%v", d, c.ok)
+			}
+			if !c.ok && (len(d.Reasons) != 1 || !strings.HasPrefix(d.Reasons[0], policy.PathArgsReason+`: argument "path"`)) {
+				t.Fatalf("reasons %v do not name the argument", d.Reasons)
+			}
+		})
+	}
+	// A tool without path_args is the policies' business.
+	d, err := f.svc.Decide(context.Background(), callTool(alpha, "docs", "search", cedar.RecordMap{"path": cedar.String("/a/../b")}))
+	if err != nil || !d.Allowed {
+		t.Fatalf("a tool without path_args: %+v %v", d, err)
+	}
+}
+
 func TestEvaluationErrorsDeny(t *testing.T) {
 	f := newFixture(t, storetest.Backends()[0])
 	f.apply(examples+"/live", false)
@@ -164,8 +215,9 @@ func TestEvaluationErrorsDeny(t *testing.T) {
 	if d.Allowed || len(d.Reasons) != 0 || len(d.Errors) != 1 || d.Errors[0].PolicyID != "forbid-high-sensitivity" {
 		t.Fatalf("decision = %+v, want a deny by error", d)
 	}
-	// A type error in an argument (path is a number) denies too.
-	d, _ = f.svc.Decide(context.Background(), callTool(agentUID("alpha"), "files", "read_file", cedar.RecordMap{"path": cedar.Long(1)}))
+	// A type error in an argument (path is a number) denies too. (A tool
+	// whose path_args name "path" denies it before any policy.)
+	d, _ = f.svc.Decide(context.Background(), callTool(agentUID("alpha"), "docs", "search", cedar.RecordMap{"path": cedar.Long(1)}))
 	if d.Allowed || len(d.Errors) == 0 {
 		t.Fatalf("decision with a mistyped argument = %+v", d)
 	}

@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/cedar-policy/cedar-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/bulkhead-dev/bulkhead/internal/canonpath"
 )
 
 // node is an entity with its ancestors (transitive parents), computed once.
@@ -43,10 +46,12 @@ type world struct {
 	// the world's entities looks up as a principal.
 	linkedTo *index
 	links    map[cedar.EntityUID]link
+	// pathArgs are the tools' arguments that must be canonical paths.
+	pathArgs map[cedar.EntityUID][]string
 }
 
 func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world {
-	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}}
+	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}, pathArgs: cat.pathArgs()}
 	ents := cedar.EntityMap{}
 	add := func(e cedar.Entity) { ents[e.UID] = e }
 	for _, a := range agents {
@@ -319,4 +324,42 @@ func actionNodes(s *Schema) map[cedar.EntityUID]*node {
 		out[uid] = &node{entity: e, ancestors: closure(ents, uid)}
 	}
 	return out
+}
+
+// checkPathArgs refuses a call to a tool whose path arguments (a string,
+// or a set of strings) are not canonical: the tool would act on another
+// path than the one policy compared.
+func (w *world) checkPathArgs(action, resource cedar.EntityUID, input cedar.Value) error {
+	names := w.pathArgs[resource]
+	if len(names) == 0 || action != Action(ActionCallTool) {
+		return nil
+	}
+	rec, _ := input.(cedar.Record)
+	for _, name := range names {
+		v, ok := rec.Get(cedar.String(name))
+		if !ok {
+			continue
+		}
+		var vals []cedar.Value
+		switch t := v.(type) {
+		case cedar.String:
+			vals = []cedar.Value{t}
+		case cedar.Set:
+			for e := range t.All() {
+				vals = append(vals, e)
+			}
+		default:
+			return fmt.Errorf("argument %q is a path and must be a string or a list of strings", name)
+		}
+		for _, e := range vals {
+			s, ok := e.(cedar.String)
+			if !ok {
+				return fmt.Errorf("argument %q is a path and must be a string or a list of strings", name)
+			}
+			if err := canonpath.Arg(string(s)); err != nil {
+				return fmt.Errorf("argument %q: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
