@@ -102,6 +102,19 @@ func (b *budgets) admit(s *Server, agent, task string, lim TaskLimits) error {
 	return nil
 }
 
+// refund gives back a call admit counted, for a call that was then not
+// forwarded.
+func (b *budgets) refund(s *Server, agent, task string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if u := b.use[budgetKey{s.Name, agent, task}]; u != nil && u.calls > 0 {
+		u.calls--
+	}
+	if tu := b.tasks[task]; task != "" && tu != nil && tu.calls > 0 {
+		tu.calls--
+	}
+}
+
 // charge adds response bytes and reports whether the budgets still hold
 // (the response being streamed is cut when they do not).
 func (b *budgets) charge(s *Server, agent, task string, n int64) bool {

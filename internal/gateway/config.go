@@ -72,6 +72,11 @@ type Route struct {
 	Name   string `yaml:"name"`
 	Method string `yaml:"method"`
 	Path   string `yaml:"path"`
+	// Body is what the route's request body is: json (the default),
+	// form, none, or opaque (any type, forwarded as is; policy sees only
+	// its size and SHA-256). A request whose Content-Type does not match
+	// is refused (415) before the policy is asked.
+	Body string `yaml:"body"`
 }
 
 // Credentials injects a secret into every upstream request: the header
@@ -209,6 +214,13 @@ func (c *Config) Validate() error {
 				}
 				if err := checkRoutePath(r.Path); err != nil {
 					bad("server %q route %q: %v", s.Name, r.Name, err)
+				}
+				switch r.Body {
+				case "":
+					s.HTTP.Routes[j].Body = bodyJSON
+				case bodyJSON, bodyForm, bodyNone, bodyOpaque:
+				default:
+					bad("server %q route %q: body %q (want json, form, none or opaque)", s.Name, r.Name, r.Body)
 				}
 			}
 		}

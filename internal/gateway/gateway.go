@@ -27,7 +27,9 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/stdio"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
@@ -161,16 +163,30 @@ func (g *Gateway) Close() {
 func (g *Gateway) Config() *Config { return g.cfg }
 
 // Handler routes /mcp/NAME and /http/NAME/... and serves the protected
-// resource metadata.
+// resource metadata. It routes on the path as the agent sent it (escaped),
+// not through http.ServeMux, which would clean ".." and "//" and answer
+// with a redirect: such paths reach serveHTTP, which refuses and records
+// them.
 func (g *Gateway) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/oauth-protected-resource", g.resourceMetadata)
-	mux.HandleFunc("/mcp/{server}", g.guard(g.serveMCP))
-	mux.HandleFunc("/http/{server}/{rest...}", g.guard(g.serveHTTP))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such server: paths are /mcp/NAME and /http/NAME/...")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.EscapedPath()
+		if p == "/.well-known/oauth-protected-resource" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			g.resourceMetadata(w, r)
+			return
+		}
+		if name, ok := strings.CutPrefix(p, "/mcp/"); ok {
+			g.guard(w, r, name, func(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime) { g.serveMCP(w, r, c, rt) })
+			return
+		}
+		if rest, ok := strings.CutPrefix(p, "/http/"); ok {
+			name, tail, _ := strings.Cut(rest, "/")
+			g.guard(w, r, name, func(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime) {
+				g.serveHTTP(w, r, c, rt, "/"+tail)
+			})
+			return
+		}
+		g.fail(w, r, fmt.Errorf("%w: no such server: paths are /mcp/NAME and /http/NAME/...", fault.NotFound))
 	})
-	return mux
 }
 
 // resourceMetadata is RFC 9728 protected resource metadata.
@@ -215,40 +231,37 @@ func (g *Gateway) ConnState(c net.Conn, st http.ConnState) {
 // guard authenticates the caller (mTLS SVID + bound bearer token, neither
 // revoked), checks the server exists and names the caller, and only then
 // runs next.
-func (g *Gateway) guard(next func(http.ResponseWriter, *http.Request, *caller, *runtime)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		c, err := g.authenticate(r)
-		if err != nil {
-			g.refuseAuth(w, r, err)
-			return
-		}
-		if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok && !g.deps.Revocations.Track(conn, c.serial, c.id.String()) {
-			g.refuseAuth(w, r, fmt.Errorf("%w: caller is revoked", ErrToken))
-			return
-		}
-		rt := g.servers[r.PathValue("server")]
-		if rt == nil {
-			writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no server %q on this gateway", r.PathValue("server")))
-			return
-		}
-		if !CallerAllowed(rt.cfg.Callers, c.id.String()) {
-			g.recordRefusal(r.Context(), c, "gateway.connect", policy.ToolServer(rt.cfg.Name).String(),
-				fmt.Sprintf("%s is not among the callers of server %s", c.id, rt.cfg.Name), map[string]string{"server": rt.cfg.Name})
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s may not reach server %s", c.id, rt.cfg.Name))
-			return
-		}
-		if err := g.loadTask(r.Context(), c); err != nil {
-			g.recordRefusal(r.Context(), c, "gateway.task", policy.ToolServer(rt.cfg.Name).String(), err.Error(), map[string]string{"server": rt.cfg.Name})
-			if errors.Is(err, errTaskRefused) {
-				writeError(w, http.StatusForbidden, "forbidden", err.Error())
-				return
-			}
-			g.logger.Warn("task state unavailable; refusing", "task", c.claims.Task, "err", err)
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "refused: the task's state is unavailable")
-			return
-		}
-		next(w, r, c, rt)
+func (g *Gateway) guard(w http.ResponseWriter, r *http.Request, server string, next func(http.ResponseWriter, *http.Request, *caller, *runtime)) {
+	c, err := g.authenticate(r)
+	if err != nil {
+		g.refuseAuth(w, r, err)
+		return
 	}
+	if conn, ok := r.Context().Value(connKey{}).(net.Conn); ok && !g.deps.Revocations.Track(conn, c.serial, c.id.String()) {
+		g.refuseAuth(w, r, fmt.Errorf("%w: caller is revoked", ErrToken))
+		return
+	}
+	rt := g.servers[server]
+	if rt == nil {
+		g.fail(w, r, fmt.Errorf("%w: no server %.64q on this gateway", fault.NotFound, server))
+		return
+	}
+	if !CallerAllowed(rt.cfg.Callers, c.id.String()) {
+		g.recordRefusal(r.Context(), c, "gateway.connect", policy.ToolServer(rt.cfg.Name).String(),
+			fmt.Sprintf("%s is not among the callers of server %s", c.id, rt.cfg.Name), map[string]string{"server": rt.cfg.Name})
+		g.fail(w, r, fmt.Errorf("%w: %s may not reach server %s", fault.Forbidden, c.id, rt.cfg.Name))
+		return
+	}
+	if err := g.loadTask(r.Context(), c); err != nil {
+		g.recordRefusal(r.Context(), c, "gateway.task", policy.ToolServer(rt.cfg.Name).String(), err.Error(), map[string]string{"server": rt.cfg.Name})
+		if errors.Is(err, errTaskRefused) {
+			g.fail(w, r, fmt.Errorf("%w: %w", fault.Forbidden, err))
+			return
+		}
+		g.fail(w, r, fmt.Errorf("%w: the task's state is unavailable: %w", fault.Unavailable, err))
+		return
+	}
+	next(w, r, c, rt)
 }
 
 var errNoToken = errors.New("no bearer token")
@@ -285,7 +298,7 @@ func (g *Gateway) authenticate(r *http.Request) (*caller, error) {
 // refusal when the caller presented a verified certificate.
 func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, ErrNotReady) {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the gateway is loading revocation state; retry shortly")
+		g.fail(w, r, fmt.Errorf("%w: %w", fault.Unavailable, err))
 		return
 	}
 	challenge := fmt.Sprintf(`Bearer realm="bulkhead", resource_metadata="%s/.well-known/oauth-protected-resource"`, strings.TrimRight(g.cfg.Resource, "/"))
@@ -301,7 +314,7 @@ func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, err error) 
 			g.logger.Error("could not record a refused authentication", "err", rerr)
 		}
 	}
-	writeError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+	g.fail(w, r, fmt.Errorf("%w: %w", fault.Unauthenticated, err))
 }
 
 func (g *Gateway) recordRefusal(ctx context.Context, c *caller, action, target, reason string, detail map[string]string) {
@@ -313,10 +326,10 @@ func (g *Gateway) recordRefusal(ctx context.Context, c *caller, action, target, 
 	}
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "error": msg})
+// fail answers a refusal through the one edge that maps fault kinds to
+// status and client text (httpx), as every Bulkhead surface does.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
+	httpx.WriteError(w, r, g.logger, err)
 }
 
 // TLSConfig returns the gateway's server TLS configuration: TLS 1.3, its

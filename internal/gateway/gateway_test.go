@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/internal/rpcmsg"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -90,7 +94,7 @@ func TestMatchRoute(t *testing.T) {
 		{"GET", "/v1", "", ""},
 	}
 	for _, c := range cases {
-		r, params := matchRoute(routes, c.method, c.path)
+		r, params := matchRoute(routes, c.method, strings.Split(strings.TrimPrefix(c.path, "/"), "/"))
 		got := ""
 		if r != nil {
 			got = r.Name
@@ -101,12 +105,21 @@ func TestMatchRoute(t *testing.T) {
 	}
 }
 
-// FuzzParseRPC feeds arbitrary bodies to the JSON-RPC parser and the
-// method classifier: never a panic, and anything accepted is one message
-// of sane shape whose tool call, if any, names a valid tool.
-func FuzzParseRPC(f *testing.F) {
+// FuzzForwardedMeansWhatPolicySaw feeds arbitrary bodies to the parser and
+// the classifier. For every message the gateway would forward, it reads the
+// forwarded bytes with three parsers that resolve JSON's open questions
+// differently — encoding/json (keys matched without regard to case, the
+// last duplicate wins), and two case-sensitive readers, one first-wins and
+// one last-wins — and asserts that each reads the same method, tool name
+// and arguments the policy decided on.
+func FuzzForwardedMeansWhatPolicySaw(f *testing.F) {
 	for _, s := range []string{
 		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/x"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","Method":"ping","params":{"name":"read_file"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","Name":"delete_file","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"p":1},"arguments":{"p":2}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Arguments":{"p":2}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"p":"\u00e9\ud83d\ude00"}}}`,
 		`[{"jsonrpc":"2.0","id":1,"method":"ping"}]`,
 		`{"jsonrpc":"2.0","id":"a","result":{}}`,
 		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
@@ -116,24 +129,142 @@ func FuzzParseRPC(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, rerr := parseRPC(b)
+		m, rerr := rpcmsg.Parse(b, maxDepth)
 		if rerr != nil {
-			if _, err := json.Marshal(rerr); err != nil {
-				t.Fatal(err)
-			}
 			return
 		}
-		if m.JSONRPC != "2.0" || (m.Method == "" && len(m.ID) == 0) {
-			t.Fatalf("accepted a malformed message: %q", b)
+		call, cerr := classify("files", m)
+		if cerr != nil {
+			return
 		}
-		az, cerr := classify("files", m)
-		if cerr == nil && az.action == "call_tool" {
-			if !strings.HasPrefix(az.resource.String(), `Tool::"files/`) || strings.Count(az.resource.String(), "/") != 1 {
-				t.Fatalf("tool resource %s escapes its server", az.resource)
+		fwd := m.Encode()
+		for _, rd := range []struct {
+			name string
+			read func([]byte) (readView, error)
+		}{{"encoding/json", readStd}, {"first-wins", readTokens(false)}, {"last-wins", readTokens(true)}} {
+			v, err := rd.read(fwd)
+			if err != nil {
+				t.Fatalf("%s cannot read the forwarded %q: %v", rd.name, fwd, err)
 			}
-			if len(az.input) == 0 || az.input[0] != '{' {
-				t.Fatalf("input %q is not an object", az.input)
+			if v.method != m.Method {
+				t.Fatalf("%s reads method %q from %q; the gateway classified %q", rd.name, v.method, fwd, m.Method)
+			}
+			if call.action != "call_tool" {
+				continue
+			}
+			if want := `Tool::"files/` + v.name + `"`; call.resource.String() != want {
+				t.Fatalf("%s reads tool %q from %q; the policy saw %s", rd.name, v.name, fwd, call.resource)
+			}
+			saw, err := decodeAny(call.input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.args == nil {
+				v.args = map[string]any{}
+			}
+			if !reflect.DeepEqual(saw, v.args) {
+				t.Fatalf("%s reads arguments %#v from %q; the policy saw %#v", rd.name, v.args, fwd, saw)
 			}
 		}
 	})
+}
+
+// readView is what an upstream reads from a forwarded message.
+type readView struct {
+	method, name string
+	args         any
+}
+
+// readStd reads like a Go upstream using encoding/json with structs.
+func readStd(b []byte) (readView, error) {
+	var m struct {
+		Method string `json:"method"`
+		Params struct {
+			Name      string          `json:"name"`
+			Arguments json.RawMessage `json:"arguments"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return readView{}, err
+	}
+	v := readView{method: m.Method, name: m.Params.Name}
+	if len(m.Params.Arguments) > 0 && string(m.Params.Arguments) != "null" {
+		a, err := decodeAny(m.Params.Arguments)
+		if err != nil {
+			return readView{}, err
+		}
+		v.args = a
+	}
+	return v, nil
+}
+
+// readTokens reads case-sensitively, keeping the first or the last of
+// duplicate keys at every depth (as JavaScript and Python do: last).
+func readTokens(lastWins bool) func([]byte) (readView, error) {
+	return func(b []byte) (readView, error) {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		v, err := readValue(dec, lastWins)
+		if err != nil {
+			return readView{}, err
+		}
+		top, _ := v.(map[string]any)
+		out := readView{}
+		out.method, _ = top["method"].(string)
+		if p, ok := top["params"].(map[string]any); ok {
+			out.name, _ = p["name"].(string)
+			if a, ok := p["arguments"]; ok && a != nil {
+				out.args = a
+			}
+		}
+		return out, nil
+	}
+}
+
+func readValue(dec *json.Decoder, lastWins bool) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '[' {
+			var out []any
+			for dec.More() {
+				v, err := readValue(dec, lastWins)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v)
+			}
+			_, err := dec.Token()
+			return out, err
+		}
+		out := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			k := kt.(string)
+			v, err := readValue(dec, lastWins)
+			if err != nil {
+				return nil, err
+			}
+			if _, seen := out[k]; !seen || lastWins {
+				out[k] = v
+			}
+		}
+		_, err := dec.Token()
+		return out, err
+	}
+	return tok, nil
+}
+
+func decodeAny(b []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	return v, err
 }

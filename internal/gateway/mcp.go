@@ -1,24 +1,20 @@
 package gateway
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
 
-	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
-	"github.com/bulkhead-dev/bulkhead/internal/gateway/sse"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/rpcmsg"
+	"github.com/bulkhead-dev/bulkhead/internal/strictjson"
 )
 
 // sessions binds MCP session ids to the agent that opened them, so that a
@@ -79,159 +75,160 @@ func (s *sessions) unbind(server, id string) {
 	s.mu.Unlock()
 }
 
-// mcpAuthz is what a message needs before it may pass.
-type mcpAuthz struct {
-	// action and resource name the decision; empty action means none is
-	// needed (initialize, ping, notifications, responses).
+// mcpCall is what a message needs before it may pass.
+type mcpCall struct {
+	// action and resource name the decision; an empty action means none
+	// is needed (initialize, ping, notifications, responses).
 	action   string
 	resource cedar.EntityUID
-	input    json.RawMessage
+	// input is context.input, canonical JSON.
+	input []byte
 	// filter names the list in the result to filter item by item.
 	filter string
 	// metered messages count against the call budget.
 	metered bool
 }
 
-// listFilters maps list methods to the result field filtered and the
-// decision made per item.
-var listFilters = map[string]struct{ field, action, key string }{
+// listFilter is how a list result is filtered: the result's field, and the
+// decision made per item on its key.
+type listFilter struct{ field, action, key string }
+
+var listFilters = map[string]listFilter{
 	"tools/list":               {"tools", policy.ActionCallTool, "name"},
 	"resources/list":           {"resources", policy.ActionReadResource, "uri"},
 	"resources/templates/list": {"resourceTemplates", policy.ActionReadResource, "uriTemplate"},
 	"prompts/list":             {"prompts", policy.ActionGetPrompt, "name"},
 }
 
+// paramMembers are the params each authorized method defines. A member
+// that differs from one of them only in case is refused: a parser that
+// folds case would read it as that member, the policy would not.
+var paramMembers = map[string][]string{
+	"tools/call":               {"name", "arguments", "_meta", "task"},
+	"resources/read":           {"uri", "_meta"},
+	"resources/subscribe":      {"uri", "_meta"},
+	"resources/unsubscribe":    {"uri", "_meta"},
+	"prompts/get":              {"name", "arguments", "_meta"},
+	"completion/complete":      {"ref", "argument", "context", "_meta"},
+	"tools/list":               {"cursor", "_meta"},
+	"resources/list":           {"cursor", "_meta"},
+	"resources/templates/list": {"cursor", "_meta"},
+	"prompts/list":             {"cursor", "_meta"},
+}
+
+// object encodes a small object of string members as canonical JSON.
+func object(kv ...string) []byte {
+	v := strictjson.MakeObject()
+	for i := 0; i+1 < len(kv); i += 2 {
+		v = v.With(kv[i], strictjson.MakeString(kv[i+1]))
+	}
+	return v.Encode()
+}
+
+func invalidParams(format string, args ...any) *rpcmsg.Error {
+	return &rpcmsg.Error{Code: rpcmsg.CodeInvalidParams, Message: fmt.Sprintf(format, args...)}
+}
+
 // classify maps an MCP message to the decision it needs. Methods the
 // gateway does not know are refused: deny by default applies to protocol
-// features too.
-func classify(server string, m *rpcMessage) (mcpAuthz, *rpcError) {
-	if m.isResponse() {
+// features too. Everything the policy sees is read from the parsed message
+// whose encoding is forwarded.
+func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
+	if m.IsResponse() {
 		// The client answering a request of the server (sampling,
 		// elicitation, roots): it carries no action of the agent's.
-		return mcpAuthz{}, nil
+		return mcpCall{}, nil
 	}
 	switch {
 	case m.Method == "initialize", m.Method == "ping", m.Method == "logging/setLevel", m.Method == "server/discover",
-		strings.HasPrefix(m.Method, "notifications/") && m.isNotification():
-		return mcpAuthz{}, nil
-	case m.isNotification():
-		return mcpAuthz{}, &rpcError{Code: codeInvalidRequest, Message: "only notifications/* may be sent without an id"}
+		strings.HasPrefix(m.Method, "notifications/") && m.IsNotification():
+		return mcpCall{}, nil
+	case m.IsNotification():
+		return mcpCall{}, &rpcmsg.Error{Code: rpcmsg.CodeInvalidRequest, Message: "only notifications/* may be sent without an id"}
 	}
-	var p struct {
-		Name      string          `json:"name"`
-		Arguments json.RawMessage `json:"arguments"`
-		URI       string          `json:"uri"`
-		Ref       *struct {
-			Type string `json:"type"`
-			Name string `json:"name"`
-			URI  string `json:"uri"`
-		} `json:"ref"`
+	known, ok := paramMembers[m.Method]
+	if !ok {
+		return mcpCall{}, &rpcmsg.Error{Code: codeDenied, Message: fmt.Sprintf("method %q is not permitted through the gateway", m.Method)}
 	}
-	if len(m.Params) > 0 && string(m.Params) != "null" {
-		if err := json.Unmarshal(m.Params, &p); err != nil {
-			return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: "params: " + err.Error()}
+	p := m.Params
+	if err := rpcmsg.KnownMembers(p, known...); err != nil {
+		return mcpCall{}, invalidParams("params: %v", err)
+	}
+	str := func(key string) (string, *rpcmsg.Error) {
+		v := p.Get(key)
+		if !v.Exists() {
+			return "", nil
 		}
+		s, ok := v.Str()
+		if !ok {
+			return "", invalidParams("%s must be a string", key)
+		}
+		return s, nil
 	}
-	obj := func(v map[string]any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	switch m.Method {
 	case "tools/list":
-		return mcpAuthz{action: policy.ActionListTools, resource: policy.ToolServer(server), filter: m.Method}, nil
+		return mcpCall{action: policy.ActionListTools, resource: policy.ToolServer(server), input: []byte("{}"), filter: m.Method}, nil
 	case "resources/list", "resources/templates/list", "prompts/list":
-		return mcpAuthz{filter: m.Method}, nil
+		return mcpCall{filter: m.Method}, nil
 	case "tools/call":
-		if err := policy.ValidateName("tool name", p.Name); err != nil {
-			return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: err.Error()}
+		name, rerr := str("name")
+		if rerr != nil {
+			return mcpCall{}, rerr
 		}
-		args := p.Arguments
-		if len(args) == 0 || string(args) == "null" {
-			args = json.RawMessage("{}")
+		if err := policy.ValidateName("tool name", name); err != nil {
+			return mcpCall{}, invalidParams("%v", err)
 		}
-		if args[0] != '{' {
-			return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: "arguments must be an object"}
+		args := p.Get("arguments")
+		input := []byte("{}")
+		switch args.Kind() {
+		case 0, strictjson.Null:
+		case strictjson.Object:
+			input = args.Encode()
+		default:
+			return mcpCall{}, invalidParams("arguments must be an object")
 		}
-		return mcpAuthz{action: policy.ActionCallTool, resource: policy.Tool(server, p.Name), input: args, metered: true}, nil
+		return mcpCall{action: policy.ActionCallTool, resource: policy.Tool(server, name), input: input, metered: true}, nil
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
-		if p.URI == "" {
-			return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: "uri is required"}
+		uri, rerr := str("uri")
+		if rerr != nil {
+			return mcpCall{}, rerr
 		}
-		return mcpAuthz{action: policy.ActionReadResource, resource: policy.ToolServer(server), input: obj(map[string]any{"uri": p.URI}), metered: m.Method == "resources/read"}, nil
+		if uri == "" {
+			return mcpCall{}, invalidParams("uri is required")
+		}
+		return mcpCall{action: policy.ActionReadResource, resource: policy.ToolServer(server), input: object("uri", uri),
+			metered: m.Method == "resources/read"}, nil
 	case "prompts/get":
-		in := map[string]any{"name": p.Name}
-		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
-			var args map[string]any
-			if err := json.Unmarshal(p.Arguments, &args); err != nil {
-				return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: "prompt arguments must be an object of strings"}
-			}
-			in["args"] = args
+		name, rerr := str("name")
+		if rerr != nil {
+			return mcpCall{}, rerr
 		}
-		return mcpAuthz{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: obj(in), metered: true}, nil
+		in := strictjson.MakeObject().With("name", strictjson.MakeString(name))
+		switch args := p.Get("arguments"); args.Kind() {
+		case 0, strictjson.Null:
+		case strictjson.Object:
+			in = in.With("args", args)
+		default:
+			return mcpCall{}, invalidParams("prompt arguments must be an object")
+		}
+		return mcpCall{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: in.Encode(), metered: true}, nil
 	case "completion/complete":
-		switch {
-		case p.Ref != nil && p.Ref.Type == "ref/prompt":
-			return mcpAuthz{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: obj(map[string]any{"name": p.Ref.Name})}, nil
-		case p.Ref != nil && p.Ref.Type == "ref/resource":
-			return mcpAuthz{action: policy.ActionReadResource, resource: policy.ToolServer(server), input: obj(map[string]any{"uri": p.Ref.URI})}, nil
+		ref := p.Get("ref")
+		if err := rpcmsg.KnownMembers(ref, "type", "name", "uri"); err != nil {
+			return mcpCall{}, invalidParams("ref: %v", err)
 		}
-		return mcpAuthz{}, &rpcError{Code: codeInvalidParams, Message: "completion needs a prompt or resource ref"}
-	}
-	return mcpAuthz{}, &rpcError{Code: codeDenied, Message: fmt.Sprintf("method %q is not permitted through the gateway", m.Method)}
-}
-
-// decide asks the PDP; any error denies.
-func (g *Gateway) decide(ctx context.Context, c *caller, action string, resource cedar.EntityUID, input json.RawMessage) (policy.Decision, time.Duration, error) {
-	start := time.Now()
-	q := Decision{Agent: c.id, Action: action, Resource: resource, Input: input}
-	if c.task != nil {
-		q.Task, q.Manifest, q.Tainted, q.Grants = c.task.ID, c.task.Manifest, c.task.Tainted, c.grantNames(g.deps.Clock.Now())
-	}
-	d, err := g.deps.Decider.Decide(ctx, q)
-	return d, time.Since(start), err
-}
-
-// recordDecision writes a decision record: the agent, task, server,
-// resource, a digest of the arguments, the outcome with the determining
-// policy ids and version, and the decision latency.
-func (g *Gateway) recordDecision(ctx context.Context, c *caller, server, action string, resource cedar.EntityUID, input []byte, d policy.Decision, latency time.Duration, reasons []string, extra map[string]string) error {
-	decision := audit.Deny
-	if d.Allowed && len(reasons) == 0 {
-		decision = audit.Allow
-	}
-	detail := map[string]string{"gateway": g.cfg.Name, "server": server, "decision_id": d.ID,
-		"policy_version": strconv.FormatInt(d.Version, 10), "latency_us": strconv.FormatInt(latency.Microseconds(), 10)}
-	for k, v := range extra {
-		detail[k] = v
-	}
-	if c.claims.Task != "" {
-		detail["task_open"] = strconv.FormatBool(c.task != nil)
-		if c.task != nil {
-			detail["manifest"], detail["tainted"] = c.task.Manifest, strconv.FormatBool(c.task.Tainted)
-			if gs := c.grantNames(g.deps.Clock.Now()); len(gs) > 0 {
-				detail["grants"] = strings.Join(gs, " ")
-			}
+		typ, _ := ref.Get("type").Str()
+		switch typ {
+		case "ref/prompt":
+			name, _ := ref.Get("name").Str()
+			return mcpCall{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: object("name", name)}, nil
+		case "ref/resource":
+			uri, _ := ref.Get("uri").Str()
+			return mcpCall{action: policy.ActionReadResource, resource: policy.ToolServer(server), input: object("uri", uri)}, nil
 		}
+		return mcpCall{}, invalidParams("completion needs a prompt or resource ref")
 	}
-	ev := audit.Event{Actor: c.actor(), Action: "gateway." + action, Target: resource.String(), Decision: decision,
-		Reasons: append(append([]string(nil), d.Reasons...), reasons...), Task: c.claims.Task, Detail: detail}
-	if input != nil {
-		ev.Digests = map[string]string{"arguments": audit.Digest(input)}
-	}
-	_, err := g.deps.Audit.Record(ctx, ev)
-	return err
-}
-
-// writeRPC answers with one JSON-RPC message.
-func writeRPC(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
-
-func denied(id json.RawMessage, msg, decisionID string) []byte {
-	data := map[string]string{}
-	if decisionID != "" {
-		data["decision_id"] = decisionID
-	}
-	return rpcErrorResponse(id, &rpcError{Code: codeDenied, Message: msg, Data: data})
+	return mcpCall{}, &rpcmsg.Error{Code: codeDenied, Message: fmt.Sprintf("method %q is not permitted through the gateway", m.Method)}
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime) {
@@ -240,16 +237,16 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 	if sid != "" && !g.sessions.check(s.Name, sid, c.id.String()) {
 		// Unknown, expired, or another agent's session: the spec's answer
 		// for a session the server does not know.
-		writeError(w, http.StatusNotFound, "not_found", "unknown MCP session; initialize a new one")
+		g.fail(w, r, fmt.Errorf("%w: unknown MCP session; initialize a new one", fault.NotFound))
 		return
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodDelete:
 		if r.Method == http.MethodGet && sid == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request", "a GET stream needs an Mcp-Session-Id")
+			g.fail(w, r, fmt.Errorf("%w: a GET stream needs an Mcp-Session-Id", fault.Invalid))
 			return
 		}
-		g.forward(w, r, c, rt, nil, nil, "")
+		g.forward(w, r, c, rt, outbound{method: r.Method, target: rt.target}, nil, "")
 		if r.Method == http.MethodDelete {
 			g.sessions.unbind(s.Name, sid)
 		}
@@ -257,241 +254,45 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 	case http.MethodPost:
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		writeError(w, http.StatusMethodNotAllowed, "invalid_request", "MCP uses GET, POST and DELETE")
+		g.fail(w, r, fmt.Errorf("%w: MCP uses GET, POST and DELETE", fault.MethodNotAllowed))
+		return
+	}
+	target := policy.ToolServer(s.Name).String()
+	if err := checkContentType(r.Header, bodyJSON, true); err != nil {
+		g.recordRefusal(r.Context(), c, "gateway.mcp", target, err.Error(), map[string]string{"server": s.Name})
+		g.fail(w, r, err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBody))
 	if err != nil {
-		writeRPC(w, http.StatusRequestEntityTooLarge, rpcErrorResponse(nil, &rpcError{Code: codeInvalidRequest,
-			Message: fmt.Sprintf("request body over %d bytes", g.cfg.Limits.MaxBody)}))
+		writeRPC(w, http.StatusRequestEntityTooLarge, rpcError(nil, rpcmsg.CodeInvalidRequest,
+			fmt.Sprintf("request body over %d bytes", g.cfg.Limits.MaxBody)))
 		return
 	}
-	msg, rerr := parseRPC(body)
+	msg, rerr := rpcmsg.Parse(body, maxDepth)
 	if rerr != nil {
-		g.recordRefusal(r.Context(), c, "gateway.mcp", policy.ToolServer(s.Name).String(), rerr.Message, map[string]string{"server": s.Name})
-		writeRPC(w, http.StatusBadRequest, rpcErrorResponse(nil, rerr))
+		// Never forwarded: a message the gateway cannot read one way only
+		// might be read another way upstream.
+		g.recordRefusal(r.Context(), c, "gateway.mcp", target, rerr.Message, map[string]string{"server": s.Name})
+		writeRPC(w, http.StatusBadRequest, rpcError(rerr.ID, rerr.Code, rerr.Message))
 		return
 	}
 	if msg.Method == "initialize" && sid != "" {
-		writeRPC(w, http.StatusBadRequest, rpcErrorResponse(msg.ID, &rpcError{Code: codeInvalidRequest, Message: "initialize starts a session; send it without Mcp-Session-Id"}))
+		writeRPC(w, http.StatusBadRequest, rpcError(msg.IDJSON(), rpcmsg.CodeInvalidRequest, "initialize starts a session; send it without Mcp-Session-Id"))
 		return
 	}
-	az, rerr := classify(s.Name, msg)
+	call, rerr := classify(s.Name, msg)
 	if rerr != nil {
-		g.recordRefusal(r.Context(), c, "gateway.mcp", policy.ToolServer(s.Name).String(), rerr.Message,
-			map[string]string{"server": s.Name, "method": msg.Method})
-		writeRPC(w, http.StatusOK, rpcErrorResponse(msg.ID, rerr))
+		g.recordRefusal(r.Context(), c, "gateway.mcp", target, rerr.Message, map[string]string{"server": s.Name, "method": msg.Method})
+		writeRPC(w, http.StatusOK, rpcError(msg.IDJSON(), rerr.Code, rerr.Message))
 		return
 	}
-	if az.action != "" {
-		d, latency, err := g.decideCall(r.Context(), c, az.action, az.resource, az.input)
-		var reasons []string
-		if err != nil {
-			reasons = []string{"decision failed: " + err.Error()}
-			d.Allowed = false
-		}
-		extra := map[string]string{"method": msg.Method}
-		if d.Allowed {
-			grant, err := g.spendGrant(r.Context(), c, d.Reasons, az.resource, d.ID)
-			if err != nil {
-				reasons, d.Allowed = []string{"grant not usable: " + err.Error()}, false
-			} else if grant != "" {
-				extra["grant"] = grant
-			}
-		}
-		if !d.Allowed {
-			if rec := g.recordDecision(r.Context(), c, s.Name, az.action, az.resource, az.input, d, latency, reasons, extra); rec != nil {
-				g.logger.Error("could not record a denial", "err", rec)
-			}
-			writeRPC(w, http.StatusOK, denied(msg.ID, "denied by policy", d.ID))
-			return
-		}
-		// Write first: nothing is forwarded unless its record is durable.
-		if err := g.recordDecision(r.Context(), c, s.Name, az.action, az.resource, az.input, d, latency, nil, extra); err != nil {
-			writeRPC(w, http.StatusServiceUnavailable, rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: "refused: the audit log is unavailable"}))
-			return
-		}
-	}
-	if az.metered {
-		if err := g.budgets.admit(s, c.id.String(), c.taskID(), c.taskLimits()); err != nil {
-			g.recordRefusal(r.Context(), c, "gateway.budget", az.resource.String(), err.Error(), map[string]string{"server": s.Name, "method": msg.Method})
-			writeRPC(w, http.StatusOK, denied(msg.ID, err.Error(), ""))
-			return
-		}
-		if err := g.taint(r.Context(), c, az.resource); err != nil {
-			g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
-			writeRPC(w, http.StatusServiceUnavailable, rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: "refused: the task's taint could not be recorded"}))
-			return
-		}
-	}
-	g.forward(w, r, c, rt, body, msg, az.filter)
-}
-
-// forward sends the request upstream and relays the answer, filtering list
-// results and charging response bytes.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime, body []byte, msg *rpcMessage, filter string) {
-	s := rt.cfg
-	ctx := r.Context()
-	var cancel context.CancelFunc
-	if r.Method != http.MethodGet {
-		ctx, cancel = context.WithTimeout(ctx, g.cfg.Limits.UpstreamTimeout)
-	} else {
-		// A stream lives no longer than the token that opened it: the agent
-		// reconnects with a fresh token and is authenticated again.
-		ctx, cancel = clock.Until(ctx, g.deps.Clock, c.claims.Expiry.Time())
-	}
-	defer cancel()
-	req, err := g.outbound(ctx, s, r.Method, rt.target, body, r.Header)
-	if err != nil {
-		g.logger.Error("upstream request not built", "server", s.Name, "err", err)
-		g.upstreamFailed(w, msg, "the gateway could not prepare the upstream request")
+	if rf := g.authorize(r.Context(), c, action{server: s, name: call.action, resource: call.resource, input: call.input,
+		metered: call.metered, detail: map[string]string{"method": msg.Method}}); rf != nil {
+		g.failRPC(w, r, msg.IDJSON(), rf)
 		return
 	}
-	resp, err := rt.up.RoundTrip(req)
-	if err != nil {
-		g.logger.Warn("upstream unreachable", "server", s.Name, "err", err)
-		g.upstreamFailed(w, msg, "upstream server unavailable")
-		return
-	}
-	defer resp.Body.Close()
-	if msg != nil && msg.Method == "initialize" && resp.StatusCode/100 == 2 {
-		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
-			g.sessions.bind(s.Name, sid, c.id.String())
-		}
-	}
-	g.copyResponseHeaders(w.Header(), resp.Header)
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	agent, task := c.id.String(), c.taskID()
-	switch {
-	case mt == "text/event-stream":
-		w.WriteHeader(resp.StatusCode)
-		g.relaySSE(ctx, w, resp.Body, c, s, msg, filter)
-	case filter != "" && mt == "application/json":
-		b, err := io.ReadAll(io.LimitReader(resp.Body, g.cfg.Limits.MaxResponse+1))
-		if err != nil || int64(len(b)) > g.cfg.Limits.MaxResponse {
-			g.upstreamFailed(w, msg, "upstream response too large or broken")
-			return
-		}
-		out := g.filterMessage(ctx, c, s, msg, filter, b)
-		g.budgets.charge(s, agent, task, int64(len(out)))
-		w.WriteHeader(resp.StatusCode)
-		_, _ = w.Write(out)
-	default:
-		w.WriteHeader(resp.StatusCode)
-		g.relay(w, resp.Body, s, agent, task)
-	}
-}
-
-func (g *Gateway) upstreamFailed(w http.ResponseWriter, msg *rpcMessage, text string) {
-	if msg != nil && msg.isRequest() {
-		writeRPC(w, http.StatusBadGateway, rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: text}))
-		return
-	}
-	writeError(w, http.StatusBadGateway, "upstream", text)
-}
-
-// relay copies a body, charging it to the response budget and cutting it
-// when the budget is spent.
-func (g *Gateway) relay(w http.ResponseWriter, body io.Reader, s *Server, agent, task string) {
-	buf := make([]byte, 32<<10)
-	fl, _ := w.(http.Flusher)
-	for {
-		n, err := body.Read(buf)
-		if n > 0 {
-			chunk := g.redact(buf[:n])
-			if _, werr := w.Write(chunk); werr != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-			if !g.budgets.charge(s, agent, task, int64(n)) {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// maxEvent bounds one SSE event from an upstream.
-const maxEvent = 8 << 20
-
-// errBudgetSpent stops a stream whose response budget ran out.
-var errBudgetSpent = errors.New("response budget spent")
-
-// relaySSE relays an event stream event by event: the list result it
-// carries is filtered, injected secrets are redacted, and bytes are charged
-// to the budget. The strict reader cuts a stream it cannot parse rather than
-// relay something the agent might read differently than the gateway did.
-func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.Reader, c *caller, s *Server, msg *rpcMessage, filter string) {
-	if fl, ok := w.(http.Flusher); ok {
-		fl.Flush()
-	}
-	agent, task := c.id.String(), c.taskID()
-	err := sse.Transform(w, body, maxEvent, func(ev sse.Event) (sse.Event, bool, error) {
-		if filter != "" && ev.IsMessage() {
-			ev.Data = string(g.filterMessage(ctx, c, s, msg, filter, []byte(ev.Data)))
-		}
-		ev.Data = string(g.redact([]byte(ev.Data)))
-		if !g.budgets.charge(s, agent, task, int64(len(ev.Data))) {
-			return ev, false, errBudgetSpent
-		}
-		return ev, true, nil
-	})
-	if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
-		g.logger.Debug("upstream stream ended", "server", s.Name, "err", err)
-	}
-}
-
-// filterMessage filters the list in a response to msg down to the items
-// the caller may use. Anything that is not that response passes as is.
-func (g *Gateway) filterMessage(ctx context.Context, c *caller, s *Server, msg *rpcMessage, filter string, b []byte) []byte {
-	var resp struct {
-		JSONRPC string                     `json:"jsonrpc"`
-		ID      json.RawMessage            `json:"id"`
-		Result  map[string]json.RawMessage `json:"result"`
-	}
-	if err := json.Unmarshal(b, &resp); err != nil || msg == nil || !sameID(resp.ID, msg.ID) || resp.Result == nil {
-		return b
-	}
-	lf := listFilters[filter]
-	var items []json.RawMessage
-	if raw, ok := resp.Result[lf.field]; ok {
-		if err := json.Unmarshal(raw, &items); err != nil {
-			// A list we cannot read is not passed on unfiltered.
-			return rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: "upstream returned a malformed list"})
-		}
-	}
-	kept := make([]json.RawMessage, 0, len(items))
-	for _, it := range items {
-		var key map[string]any
-		_ = json.Unmarshal(it, &key)
-		name, _ := key[lf.key].(string)
-		var res cedar.EntityUID
-		var input json.RawMessage
-		if lf.action == policy.ActionCallTool {
-			if policy.ValidateName("tool name", name) != nil {
-				continue
-			}
-			res, input = policy.Tool(s.Name, name), json.RawMessage("{}")
-		} else {
-			in, _ := json.Marshal(map[string]string{lf.key: name})
-			if lf.key == "uriTemplate" {
-				in, _ = json.Marshal(map[string]string{"uri": name})
-			}
-			res, input = policy.ToolServer(s.Name), in
-		}
-		if d, _, err := g.decide(ctx, c, lf.action, res, input); err == nil && d.Allowed {
-			kept = append(kept, it)
-		}
-	}
-	resp.Result[lf.field], _ = json.Marshal(kept)
-	out, err := json.Marshal(resp)
-	if err != nil {
-		return rpcErrorResponse(msg.ID, &rpcError{Code: codeInternal, Message: "could not filter the list"})
-	}
-	g.logger.Debug("filtered list", "server", s.Name, "method", msg.Method, "kept", len(kept), "of", len(items))
-	return out
+	// The canonical encoding of what was decided, never the bytes that
+	// arrived.
+	g.forward(w, r, c, rt, outbound{method: http.MethodPost, target: rt.target, body: msg.Encode(), contentType: "application/json"}, msg, call.filter)
 }

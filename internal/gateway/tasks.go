@@ -11,7 +11,6 @@ import (
 	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
-	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -236,45 +235,6 @@ func (c *caller) grantNames(now time.Time) []string {
 		}
 	}
 	return out
-}
-
-// spendGrant spends, at the control plane, one use of the grant that
-// allowed a call: any decision reason that is a manifest trigger's permit
-// names the grant. It returns the elevation spent, or "" if no grant was
-// involved; an error means the call must be refused.
-func (g *Gateway) spendGrant(ctx context.Context, c *caller, reasons []string, resource cedar.EntityUID, decisionID string) (string, error) {
-	var names []string
-	for _, r := range reasons {
-		if m, t, ok := elevation.ParseTriggerPolicyID(r); ok {
-			names = append(names, elevation.GrantName(m, t))
-		}
-	}
-	if len(names) == 0 {
-		return "", nil
-	}
-	if c.task == nil || g.tasks == nil {
-		return "", errors.New("a grant allowed the call outside an open task")
-	}
-	now := g.deps.Clock.Now()
-	var last error
-	for _, name := range names {
-		for _, gr := range c.task.Grants {
-			if gr.Name != name || !now.Before(gr.ExpiresAt) {
-				continue
-			}
-			err := g.tasks.src.UseGrant(ctx, gr.Elevation, GrantUse{Task: c.task.ID, Agent: c.id.String(), Resource: resource.String(), DecisionID: decisionID})
-			// Uses changed (or the grant ended): read the state anew.
-			g.tasks.forget(c.task.ID)
-			if err == nil {
-				return gr.Elevation, nil
-			}
-			last = err
-		}
-	}
-	if last == nil {
-		last = fmt.Errorf("no grant %v is in force", names)
-	}
-	return "", last
 }
 
 // taint marks the caller's task tainted, at the control plane, before it

@@ -97,8 +97,9 @@ func (w *pipeWriter) Flush() {}
 
 // requestHeaders are the only client headers passed upstream. Everything
 // else — the agent's Authorization header above all, cookies, hop-by-hop
-// and forwarding headers — stops at the gateway.
-var requestHeaders = []string{"Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID"}
+// and forwarding headers — stops at the gateway. Content-Type is the
+// gateway's own: it describes the body the gateway checked and encoded.
+var requestHeaders = []string{"Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID"}
 
 // responseDropped are upstream headers never passed to the agent.
 var responseDropped = map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
@@ -165,12 +166,12 @@ func (c *secretCache) known() [][]byte {
 
 // outbound builds the upstream request: allow-listed headers only, the
 // injected credential, and a body of exactly the bytes the gateway checked.
-func (g *Gateway) outbound(ctx context.Context, s *Server, method, target string, body []byte, in http.Header) (*http.Request, error) {
+func (g *Gateway) outbound(ctx context.Context, s *Server, out outbound, in http.Header) (*http.Request, error) {
 	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	if out.body != nil {
+		rd = bytes.NewReader(out.body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	req, err := http.NewRequestWithContext(ctx, out.method, out.target, rd)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: upstream request: %w", err)
 	}
@@ -178,6 +179,9 @@ func (g *Gateway) outbound(ctx context.Context, s *Server, method, target string
 		if v := in.Values(h); len(v) > 0 {
 			req.Header[h] = append([]string(nil), v...)
 		}
+	}
+	if out.contentType != "" {
+		req.Header.Set("Content-Type", out.contentType)
 	}
 	if cr := s.Credentials; cr != nil {
 		v, err := g.secrets.get(ctx, cr.Secret)
@@ -194,14 +198,13 @@ func (g *Gateway) outbound(ctx context.Context, s *Server, method, target string
 
 // copyResponseHeaders passes upstream headers to the agent, minus
 // hop-by-hop ones and any that carry an injected secret.
-func (g *Gateway) copyResponseHeaders(dst, src http.Header) {
-	secrets := g.secrets.known()
+func (g *Gateway) copyResponseHeaders(dst, src http.Header, forms [][]byte) {
 	for k, vs := range src {
 		if responseDropped[http.CanonicalHeaderKey(k)] {
 			continue
 		}
 		for _, v := range vs {
-			if containsAny([]byte(v), secrets) {
+			if containsAny([]byte(v), forms) {
 				continue
 			}
 			dst.Add(k, v)
@@ -216,12 +219,4 @@ func containsAny(b []byte, needles [][]byte) bool {
 		}
 	}
 	return false
-}
-
-// redact replaces injected secrets echoed in an upstream body.
-func (g *Gateway) redact(b []byte) []byte {
-	for _, s := range g.secrets.known() {
-		b = bytes.ReplaceAll(b, s, []byte("[REDACTED]"))
-	}
-	return b
 }

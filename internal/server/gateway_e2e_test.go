@@ -232,15 +232,15 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 	before := e.Files.Calls.Load()
 	cases := []struct{ name, body, want string }{
 		{"batch", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]`, "batches are not accepted"},
-		{"huge id", `{"jsonrpc":"2.0","id":"` + strings.Repeat("x", 500) + `","method":"ping"}`, "id must be"},
-		{"float id", `{"jsonrpc":"2.0","id":1.5,"method":"ping"}`, "id must be"},
+		{"huge id", `{"jsonrpc":"2.0","id":"` + strings.Repeat("x", 500) + `","method":"ping"}`, `"id" must be`},
+		{"float id", `{"jsonrpc":"2.0","id":1.5,"method":"ping"}`, `"id" must be`},
 		{"deep nesting", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":` + strings.Repeat(`{"a":`, 200) + `1` + strings.Repeat("}", 200) + `}}`, "nested deeper"},
-		{"wrong types", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["read_file"]}}`, "params"},
-		{"params not an object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1,2]}`, "params must be an object"},
+		{"wrong types", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["read_file"]}}`, "name must be a string"},
+		{"params not an object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1,2]}`, `"params" must be an object`},
 		{"unknown method", `{"jsonrpc":"2.0","id":1,"method":"admin/shutdown"}`, "not permitted"},
 		{"tool name path traversal", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"../vault/get_secret"}}`, "tool name"},
-		{"not JSON", `{"jsonrpc":`, "not a JSON-RPC message"},
-		{"two values", `{"jsonrpc":"2.0","id":1,"method":"ping"}{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, "more than one"},
+		{"not JSON", `{"jsonrpc":`, "unexpected end of input"},
+		{"two values", `{"jsonrpc":"2.0","id":1,"method":"ping"}{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, "data after"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

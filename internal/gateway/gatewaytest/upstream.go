@@ -25,8 +25,20 @@ import (
 type FilesServer struct {
 	URL   string
 	Calls atomic.Int64
+	// Requests counts every HTTP request that reached the upstream.
+	Requests atomic.Int64
 	// SawAuth records the Authorization values the upstream received.
 	SawAuth atomic.Value
+
+	mu    sync.Mutex
+	posts []string
+}
+
+// Posts returns the bodies of every POST the upstream received, in order.
+func (fs *FilesServer) Posts() []string {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return append([]string(nil), fs.posts...)
 }
 
 type pathArgs struct {
@@ -64,6 +76,14 @@ func StartFiles(t testing.TB, want string) *FilesServer {
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fs.Requests.Add(1)
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+			fs.mu.Lock()
+			fs.posts = append(fs.posts, string(b))
+			fs.mu.Unlock()
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
 		got := r.Header.Get("Authorization")
 		fs.SawAuth.Store(got)
 		if got != want {
@@ -94,8 +114,10 @@ type HTTPServer struct {
 // Seen is what an HTTPServer saw of one request.
 type Seen struct {
 	Method, Path, Query, Auth string
-	Header                    http.Header
-	Body                      string
+	// Escaped is the path as it arrived, percent-encodings kept.
+	Escaped string
+	Header  http.Header
+	Body    string
 }
 
 // StartHTTP starts an HTTPServer.
@@ -105,7 +127,7 @@ func StartHTTP(t testing.TB) *HTTPServer {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs.Calls.Add(1)
 		b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		hs.Last.Store(Seen{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Auth: r.Header.Get("Authorization"),
+		hs.Last.Store(Seen{Method: r.Method, Path: r.URL.Path, Escaped: r.URL.EscapedPath(), Query: r.URL.RawQuery, Auth: r.Header.Get("Authorization"),
 			Header: r.Header.Clone(), Body: string(b)})
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"method":%q,"path":%q,"body_bytes":%d,"padding":%q}`, r.Method, r.URL.Path, len(b), strings.Repeat("x", 200))

@@ -49,6 +49,9 @@ var (
 	// ErrInvalidEvent is wrapped by Writer and Validate errors for an event
 	// that cannot be written unambiguously.
 	ErrInvalidEvent = errors.New("sse: invalid event")
+	// ErrStop, wrapped by an error of Transform's fn, ends the stream after
+	// the event fn returned.
+	ErrStop = errors.New("sse: stop")
 )
 
 // Event is one server-sent event. The zero Event is not an event: Reader

@@ -114,7 +114,9 @@ func (w *Writer) writeLocked() error {
 // than unfiltered. Transform returns nil when src ends cleanly between
 // events, and otherwise the first error from reading, fn, or writing (fn's
 // error is returned as is). maxEventSize bounds each event read, as in
-// NewReader. dst is flushed after each event, as in NewWriter.
+// NewReader. dst is flushed after each event, as in NewWriter. fn may end
+// the stream after one last event by returning it with keep and an error
+// wrapping ErrStop: that event is written, then the error returned.
 func Transform(dst io.Writer, src io.Reader, maxEventSize int, fn func(Event) (Event, bool, error)) error {
 	r := NewReader(src, maxEventSize)
 	w := NewWriter(dst)
@@ -126,15 +128,17 @@ func Transform(dst io.Writer, src io.Reader, maxEventSize int, fn func(Event) (E
 		if err != nil {
 			return err
 		}
-		out, keep, err := fn(ev)
-		if err != nil {
-			return err
+		out, keep, ferr := fn(ev)
+		if ferr != nil && !errors.Is(ferr, ErrStop) {
+			return ferr
 		}
-		if !keep {
-			continue
+		if keep {
+			if err := w.WriteEvent(out); err != nil {
+				return err
+			}
 		}
-		if err := w.WriteEvent(out); err != nil {
-			return err
+		if ferr != nil {
+			return ferr
 		}
 	}
 }
