@@ -98,23 +98,30 @@ type (
 )
 
 // Routes registers the API. GET /v1/audit/key (the public verifier key,
-// like a bundle endpoint) is open; every other route is wrapped by
-// operator, which must authenticate and authorize the caller.
-func (a *API) Routes(mux *http.ServeMux, operator func(http.Handler) http.Handler) {
+// like a bundle endpoint) is open; the latest checkpoint and consistency
+// proofs, which reveal only hashes, are wrapped by witness (operators and
+// the gateways that witness the log; nil means operator); every other
+// route is wrapped by operator. Both must authenticate and authorize the
+// caller.
+func (a *API) Routes(mux *http.ServeMux, operator, witness func(http.Handler) http.Handler) {
+	if witness == nil {
+		witness = operator
+	}
 	mux.HandleFunc("GET /v1/audit/key", a.key)
 	for _, r := range []struct {
 		pattern string
 		h       http.HandlerFunc
+		guard   func(http.Handler) http.Handler
 	}{
-		{"GET /v1/audit/checkpoint", a.checkpoint},
-		{"GET /v1/audit/entries/{seq}", a.entry},
-		{"GET /v1/audit/proof/inclusion", a.inclusion},
-		{"GET /v1/audit/proof/consistency", a.consistency},
-		{"GET /v1/audit/events", a.search},
-		{"GET /v1/audit/archive", a.archive},
-		{"POST /v1/audit/prune", a.prune},
+		{"GET /v1/audit/checkpoint", a.checkpoint, witness},
+		{"GET /v1/audit/entries/{seq}", a.entry, operator},
+		{"GET /v1/audit/proof/inclusion", a.inclusion, operator},
+		{"GET /v1/audit/proof/consistency", a.consistency, witness},
+		{"GET /v1/audit/events", a.search, operator},
+		{"GET /v1/audit/archive", a.archive, operator},
+		{"POST /v1/audit/prune", a.prune, operator},
 	} {
-		mux.Handle(r.pattern, operator(r.h))
+		mux.Handle(r.pattern, r.guard(r.h))
 	}
 }
 

@@ -20,6 +20,10 @@ type VerifyStore interface {
 	// Checkpoints returns up to limit stored checkpoints with Size > after,
 	// smallest first.
 	Checkpoints(ctx context.Context, after int64, limit int) ([]StoredCheckpoint, error)
+	// MaxHashIndex returns the largest index of a stored hash, or -1 when
+	// there is none: hashes beyond the tree's end are what an intruder who
+	// shortened the tree left behind.
+	MaxHashIndex(ctx context.Context) (int64, error)
 }
 
 // VerifyOptions configures Verify.
@@ -275,20 +279,7 @@ func (v *verifier) dueAt() int64 {
 // means the end of the tree, where any checkpoint left over is beyond it.
 func (v *verifier) checkAt(ctx context.Context, m int64) error {
 	if m < 0 {
-		if v.next >= int64(len(v.stored)) {
-			return nil
-		}
-		// A checkpoint beyond the tree Verify started from is fine if the
-		// log grew meanwhile: the tree, re-read now, must cover it.
-		cp := v.stored[v.next]
-		st, err := v.s.TreeState(ctx)
-		if err != nil {
-			return err
-		}
-		if cp.Size > st.Size {
-			return bad(st.Size, "a checkpoint signed %d entries but the tree has %d: entries were deleted from the end", cp.Size, st.Size)
-		}
-		return nil
+		return v.checkCheckpointsBeyond(ctx)
 	}
 	root, err := v.tree.Root()
 	if err != nil {
@@ -314,6 +305,47 @@ func (v *verifier) checkAt(ctx context.Context, m int64) error {
 	}
 	if v.next >= int64(len(v.stored)) && !v.done {
 		return v.fetchStored(ctx)
+	}
+	return nil
+}
+
+// checkCheckpointsBeyond checks the stored checkpoints that sign more
+// entries than the tree Verify started from. The log may have grown while
+// Verify ran: then the tree, re-read now, covers each of them and its
+// stored hashes hash to the signed roots. Anything else means entries were
+// deleted from the end (a truncation that left a checkpoint behind), or
+// deleted and replaced by others.
+func (v *verifier) checkCheckpointsBeyond(ctx context.Context) error {
+	var beyond []Checkpoint
+	for {
+		beyond = append(beyond, v.stored[v.next:]...)
+		v.next = int64(len(v.stored))
+		// Fetched even once done: checkpoints signed while Verify ran
+		// are checked too.
+		if err := v.fetchStored(ctx); err != nil {
+			return err
+		}
+		if len(v.stored) == 0 {
+			break
+		}
+	}
+	if len(beyond) == 0 {
+		return nil
+	}
+	st, err := v.s.TreeState(ctx)
+	if err != nil {
+		return err
+	}
+	if last := beyond[len(beyond)-1]; last.Size > st.Size {
+		return bad(st.Size, "a checkpoint signed %d entries but the tree has %d: entries were deleted from the end", last.Size, st.Size)
+	}
+	r := HashReader(ctx, v.s)
+	for _, cp := range beyond {
+		root, err := tlog.TreeHash(cp.Size, r)
+		if err != nil || root != cp.Root {
+			return &VerifyError{Index: v.size, Upto: cp.Size, Reason: fmt.Sprintf(
+				"the tree grew to %d entries while verifying, but not into the tree signed at size %d: entries were deleted from the end and others appended in their place", st.Size, cp.Size)}
+		}
 	}
 	return nil
 }
@@ -345,25 +377,44 @@ func (v *verifier) fetchStored(ctx context.Context) error {
 }
 
 // checkNothingBeyond looks for events past the end of the tree, which only
-// an insertion behind the log's back can create. Appends that commit while
-// Verify runs grow the tree with them, so the size is re-read.
+// an insertion behind the log's back can create, and for stored hashes past
+// it, which only a shortened tree leaves. Appends that commit while Verify
+// runs grow the tree with them (events, hashes and size commit together),
+// so each is read before the size that must cover it.
 func (v *verifier) checkNothingBeyond(ctx context.Context) error {
+	maxIdx, err := v.s.MaxHashIndex(ctx)
+	if err != nil {
+		return err
+	}
 	st, err := v.s.TreeState(ctx)
 	if err != nil {
 		return err
 	}
 	rows, err := v.s.Events(ctx, Query{AfterSeq: st.Size - 1, Limit: 1})
-	if err != nil || len(rows) == 0 {
-		return err
-	}
-	again, err := v.s.TreeState(ctx)
 	if err != nil {
 		return err
 	}
-	if rows[0].Seq >= again.Size {
-		return bad(rows[0].Seq, "the entry is not in the tree (which has %d entries): it was inserted behind the log's back", again.Size)
+	if len(rows) > 0 {
+		again, err := v.s.TreeState(ctx)
+		if err != nil {
+			return err
+		}
+		if rows[0].Seq >= again.Size {
+			return bad(rows[0].Seq, "the entry is not in the tree (which has %d entries): it was inserted behind the log's back", again.Size)
+		}
+	}
+	if maxIdx >= tlog.StoredHashCount(st.Size) {
+		return bad(st.Size, "the tree has %d entries but hashes of at least %d are stored: entries were deleted from the end and the tree shortened to hide it",
+			st.Size, entriesHashed(maxIdx))
 	}
 	return nil
+}
+
+// entriesHashed is the smallest tree size whose stored hashes include
+// index idx.
+func entriesHashed(idx int64) int64 {
+	// StoredHashCount(n) >= n, so the answer is at most idx+1.
+	return int64(sort.Search(int(idx+1), func(n int) bool { return tlog.StoredHashCount(int64(n)) > idx }))
 }
 
 // indexed is the part of a body that the store copies into columns.

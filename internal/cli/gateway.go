@@ -22,7 +22,7 @@ func init() {
 }
 
 func (e *env) gatewayCmd() *cobra.Command {
-	var listen, name, resource, dir, joinToken string
+	var listen, name, resource, dir, joinToken, auditKey string
 	cmd := &cobra.Command{
 		Use:   "gateway --config FILE",
 		Short: "Run the gateway: every agent tool call authenticated, authorized and recorded",
@@ -36,7 +36,12 @@ generated here) or, failing that, with the operator credential
 (--credentials); then it keeps its credential rotated. It reaches the control
 plane at --server. With a join token the gateway's host never holds an
 operator credential, so register its resource first ('bulkhead resource add').
-To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.`,
+To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
+
+The gateway also witnesses the control plane's audit log: it keeps the
+newest signed checkpoint it verified in DIR/audit_witness.json and raises an
+alert (an audit.witness record and an error log line) if the log ever
+shows one that does not extend it, as after a truncation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if e.file == nil || len(e.file.Raw) == 0 {
@@ -59,7 +64,7 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 			if dir == "" {
 				dir = filepath.Join(e.dataDir, "gateway", cfg.Name)
 			}
-			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken,
+			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken, AuditKey: auditKey,
 				Clock: clock.Real{}, Logger: e.logger.With("component", "gateway"),
 				Ready: func(addr string) {
 					e.logger.Info("gateway ready", "url", "https://"+addr, "resource", cfg.Resource, "servers", len(cfg.Servers))
@@ -80,6 +85,7 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 	f.StringVar(&resource, "resource", "", "token audience (default https://LISTEN)")
 	f.StringVar(&dir, "dir", "", "the gateway's credential directory (default DATA-DIR/gateway/NAME)")
 	f.StringVar(&joinToken, "join-token", "", "one-time token to enroll with on first start ('bulkhead gateway join-token NAME'); prefer BULKHEAD_JOIN_TOKEN, which ps does not show")
+	f.StringVar(&auditKey, "audit-key", "", "the control plane's audit log key ('bulkhead audit key') the gateway's witness pins; default: trust the key the control plane names on first start")
 	cmd.AddCommand(e.gatewayRevokeCmd(), e.gatewayJoinTokenCmd())
 	return cmd
 }

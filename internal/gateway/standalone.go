@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -38,6 +39,12 @@ type Standalone struct {
 	Logger   *slog.Logger
 	// Ready, if set, is called with the bound address once serving.
 	Ready func(addr string)
+	// AuditKey pins the control plane's audit log key (note format) for
+	// the gateway's witness; empty trusts the key the control plane names
+	// on first use, then kept in Dir/audit_witness.json.
+	AuditKey string
+	// WitnessObserver, if set, hears of what the witness sees (metrics).
+	WitnessObserver audit.WitnessObserver
 }
 
 // Run serves until ctx ends.
@@ -85,6 +92,14 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	}
 	rev := NewRevocations(logger)
 	recorder := audit.New(RemoteAudit{Client: cp}, sa.Clock, logger)
+	// The gateway witnesses the control plane's log from its own disk,
+	// where an intruder in the control plane's database cannot reach.
+	witness, err := audit.NewWitness(audit.WitnessConfig{Source: RemoteCheckpoints{Client: cp}, Key: sa.AuditKey, FirstKey: cp.AuditKey,
+		File: filepath.Join(sa.Dir, WitnessFile), Recorder: recorder, Actor: audit.Actor{Kind: audit.ActorWorkload, ID: src.ID().String()},
+		Observer: sa.WitnessObserver, Clock: sa.Clock, Logger: logger.With("component", "audit-witness")})
+	if err != nil {
+		return err
+	}
 	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
 		Revocations: rev, Decider: RemoteDecider{Client: cp}, Audit: recorder, Secrets: RemoteSecrets{Client: cp}, Tasks: RemoteTasks{Client: cp},
 		Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
@@ -102,8 +117,9 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- rot.Run(ctx) }()
+	go func() { errc <- witness.Run(ctx) }()
 	go func() { errc <- jwks.Run(ctx) }()
 	go func() {
 		errc <- rev.Feed(ctx, RemoteEvents{HTTP: stream, Base: sa.ServerURL}, func(ctx context.Context) bool {

@@ -32,6 +32,8 @@ type Metrics struct {
 	batchEvents     prometheus.Histogram
 	decisions       *prometheus.CounterVec
 	decisionSeconds prometheus.Histogram
+	witnessAlerts   *prometheus.CounterVec
+	witnessSize     prometheus.Gauge
 
 	mu      sync.Mutex
 	actions map[string]bool // action labels in use
@@ -78,9 +80,13 @@ func New() *Metrics {
 		decisionSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bulkhead_pdp_decision_seconds",
 			Help:    "Duration of one policy decision, live set, shadow set and manifests included.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 14)}),
+		witnessAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bulkhead_audit_witness_alerts_total",
+			Help: "Checkpoints of the audit log that did not extend the one this process's witness holds, by kind (truncated, forked, inconsistent, bad_signature)."}, []string{"kind"}),
+		witnessSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "bulkhead_audit_witness_size",
+			Help: "Entries in the newest audit log checkpoint this process's witness verified (0: none yet)."}),
 	}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.events, m.commits, m.commitSeconds, m.batchEvents, m.decisions, m.decisionSeconds)
+		m.events, m.commits, m.commitSeconds, m.batchEvents, m.decisions, m.decisionSeconds, m.witnessAlerts, m.witnessSize)
 	return m
 }
 
@@ -107,6 +113,15 @@ func (m *Metrics) Decided(allowed bool, took time.Duration) {
 	m.decisions.WithLabelValues(d).Inc()
 	m.decisionSeconds.Observe(took.Seconds())
 }
+
+var _ audit.WitnessObserver = (*Metrics)(nil)
+
+// Witnessed implements audit.WitnessObserver.
+func (m *Metrics) Witnessed(size int64) { m.witnessSize.Set(float64(size)) }
+
+// WitnessAlerted implements audit.WitnessObserver. Kinds are the audit
+// package's fixed vocabulary.
+func (m *Metrics) WitnessAlerted(kind string) { m.witnessAlerts.WithLabelValues(kind).Inc() }
 
 // GaugeFunc registers a gauge read on each scrape. read gets a context
 // bounded by the scrape; if it fails, the gauge is left out of that scrape

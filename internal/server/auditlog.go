@@ -86,7 +86,19 @@ func (s *Server) evidenceRoutes(mux *http.ServeMux) {
 	guard := s.identity.Guard(s.logger)
 	s.evidence.api.Routes(mux, func(h http.Handler) http.Handler {
 		return guard.Require(peer.Kinds(audit.ActorOperator), h)
+	}, func(h http.Handler) http.Handler {
+		// Gateways witness the log: they read its checkpoints and
+		// consistency proofs, never its entries.
+		return guard.Require(operatorsAndGateways, h)
 	})
+}
+
+// operatorsAndGateways admits operators and Bulkhead gateways.
+func operatorsAndGateways(p peer.Principal) error {
+	if p.Kind == audit.ActorOperator {
+		return nil
+	}
+	return gatewaysOnly(p)
 }
 
 // runEvidence runs the checkpointer and the webhook sink.

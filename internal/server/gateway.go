@@ -34,6 +34,7 @@ type inProcessGateway struct {
 	cred     *ownCred
 	rev      *gateway.Revocations
 	listener net.Listener
+	witness  *audit.Witness
 }
 
 // secretReveal reveals secrets to the in-process gateway as the gateway's
@@ -114,7 +115,15 @@ func (s *Server) buildGateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.gateway = &inProcessGateway{gw: gw, verifier: verifier, cred: cred, rev: rev}
+	// The gateway witnesses the log from the data directory, out of reach
+	// of an intruder who has only the database.
+	witness, err := audit.NewWitness(audit.WitnessConfig{Source: audit.LocalCheckpoints{Store: s.db}, Key: s.evidence.key.VerifierKey,
+		File: filepath.Join(cred.dir, gateway.WitnessFile), Recorder: s.audit, Actor: audit.Actor{Kind: audit.ActorWorkload, ID: id.String()},
+		Observer: s.metrics, Clock: s.clock, Logger: s.logger.With("component", "audit-witness")})
+	if err != nil {
+		return err
+	}
+	s.gateway = &inProcessGateway{gw: gw, verifier: verifier, cred: cred, rev: rev, witness: witness}
 	return nil
 }
 
@@ -187,6 +196,7 @@ func (s *Server) gatewayRunners() []func(context.Context) error {
 		},
 		func(ctx context.Context) error { return serveUntil(ctx, srv, g.listener) },
 		g.cred.refresh,
+		g.witness.Run,
 		func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil },
 	}
 }

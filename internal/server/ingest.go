@@ -20,7 +20,8 @@ const (
 
 // ingestRoutes lets remote gateways write their decision records into the
 // control plane's log (POST /v1/audit/ingest). Only gateways may, and only
-// gateway.* records about agents or themselves; each record is stamped with
+// gateway.* records about agents or themselves, and their own witness
+// alerts (audit.witness); each record is stamped with
 // the gateway that wrote it. The answer comes after the records are durable,
 // so a gateway forwards a call only once its record is committed.
 func (s *Server) ingestRoutes(mux *http.ServeMux) {
@@ -73,10 +74,13 @@ func checkIngested(ev *audit.Event, gw peer.Principal) error {
 	if err := ev.Validate(); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(ev.Action, "gateway.") {
+	witness := ev.Action == audit.ActionAuditWitness // a gateway's witness alert about the log
+	if !strings.HasPrefix(ev.Action, "gateway.") && !witness {
 		return fmt.Errorf("action %q is not a gateway record", ev.Action)
 	}
 	switch {
+	case witness && (ev.Actor.Kind != audit.ActorWorkload || ev.Actor.ID != gw.ID.String()):
+		return fmt.Errorf("a gateway records its own witness alerts, not %s's", ev.Actor)
 	case ev.Actor.Kind == audit.ActorAgent && strings.HasPrefix(ev.Actor.ID, "spiffe://"+gw.ID.TrustDomain().Name()+"/agent/"):
 	case ev.Actor.Kind == audit.ActorWorkload && ev.Actor.ID == gw.ID.String():
 	default:

@@ -33,11 +33,18 @@ func testAuditTree(t *testing.T, db *store.DB) {
 	if st, err := db.TreeState(ctx); err != nil || st != (audit.TreeState{}) {
 		t.Fatalf("empty tree = %+v, %v", st, err)
 	}
+	if idx, err := db.MaxHashIndex(ctx); err != nil || idx != -1 {
+		t.Fatalf("max hash index of an empty tree = %d, %v", idx, err)
+	}
 	appendRows(t, db, 0, 3)
 	appendRows(t, db, 3, 10)
 	st, err := db.TreeState(ctx)
 	if err != nil || st.Size != 10 {
 		t.Fatalf("tree = %+v, %v", st, err)
+	}
+	// Verify compares it with the tree's end to catch a shortened tree.
+	if idx, err := db.MaxHashIndex(ctx); err != nil || idx != tlog.StoredHashCount(10)-1 {
+		t.Fatalf("max hash index = %d, %v; want %d", idx, err, tlog.StoredHashCount(10)-1)
 	}
 	// The stored record hashes are tlog's, of the stored bodies.
 	idx := []int64{tlog.StoredHashIndex(0, 0), tlog.StoredHashIndex(0, 9), tlog.StoredHashIndex(0, 10)}

@@ -80,6 +80,19 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	return out, nil
 }
 
+// MaxHashIndex returns the largest stored hash index, or -1 when there is
+// none. The index is the primary key, so this reads one entry of it.
+func (s *DB) MaxHashIndex(ctx context.Context) (int64, error) {
+	var idx sql.NullInt64
+	if err := s.queryRow(ctx, `SELECT MAX(idx) FROM audit_hashes`).Scan(&idx); err != nil {
+		return 0, fmt.Errorf("store: read audit hashes: %w", err)
+	}
+	if !idx.Valid {
+		return -1, nil
+	}
+	return idx.Int64, nil
+}
+
 // AddCheckpoint stores a signed checkpoint; a size already stored is kept.
 func (s *DB) AddCheckpoint(ctx context.Context, cp audit.StoredCheckpoint) error {
 	_, err := s.exec(ctx, `INSERT INTO audit_checkpoints (size, issued_at, note) VALUES (?, ?, ?) ON CONFLICT (size) DO NOTHING`,
