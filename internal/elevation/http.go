@@ -1,8 +1,6 @@
 package elevation
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
-	"github.com/bulkhead-dev/bulkhead/internal/jsonlimit"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 )
 
@@ -75,8 +72,9 @@ func caller(r *http.Request) peer.Principal {
 // maxBody bounds every request of this API but the manifest's.
 const maxBody = 16 << 10
 
-// decode reads one JSON value strictly (unknown fields refused, bounded
-// size and nesting).
+// decode reads one JSON value strictly (httpx.UnmarshalJSON: unknown
+// fields, duplicate and case-variant keys refused; bounded size and
+// nesting).
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -89,20 +87,7 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
 	return decodeJSON(b, v)
 }
 
-func decodeJSON(b []byte, v any) error {
-	if jsonlimit.Depth(b) > 8 {
-		return fmt.Errorf("%w: body is nested too deeply", fault.Invalid)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: body is not valid JSON for this request: %w", fault.Invalid, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: body holds more than one JSON value", fault.Invalid)
-	}
-	return nil
-}
+func decodeJSON(b []byte, v any) error { return httpx.UnmarshalJSON(b, 8, v) }
 
 // ParseElevationRequest decodes and checks the body of POST
 // /v1/elevations: what a (possibly manipulated) agent sends.

@@ -5,6 +5,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,33 +18,45 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/strictjson"
 )
 
 // DefaultMaxBody bounds request bodies unless a handler says otherwise.
 const DefaultMaxBody = 64 << 10
 
 // DecodeJSON decodes exactly one JSON value of at most maxBytes into v,
-// refusing unknown fields. Errors wrap fault.TooLarge or fault.Invalid.
+// strictly (see UnmarshalJSON). Errors wrap fault.TooLarge or
+// fault.Invalid.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) error {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBody
 	}
-	body := http.MaxBytesReader(w, r.Body, maxBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	if err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
 			return fmt.Errorf("%w: body is over %d bytes", fault.TooLarge, maxBytes)
+		}
+		return fmt.Errorf("%w: cannot read the body", fault.Invalid)
+	}
+	return UnmarshalJSON(b, 0, v)
+}
+
+// UnmarshalJSON decodes b, exactly one JSON value, into v. It is first
+// parsed by strictjson (nesting bounded by maxDepth, or strictjson's
+// default), so duplicate keys, keys that differ only in case, invalid
+// UTF-8 and lone surrogates are refused rather than resolved the way
+// encoding/json happens to; then decoded refusing unknown fields.
+func UnmarshalJSON(b []byte, maxDepth int, v any) error {
+	if _, err := strictjson.Parse(b, strictjson.Limits{MaxDepth: maxDepth}); err != nil {
+		if errors.Is(err, strictjson.ErrTrailing) {
+			return fmt.Errorf("%w: body holds more than one JSON value", fault.Invalid)
 		}
 		return fmt.Errorf("%w: body is not valid JSON for this request: %w", fault.Invalid, err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return fmt.Errorf("%w: body is over %d bytes", fault.TooLarge, maxBytes)
-		}
-		return fmt.Errorf("%w: body holds more than one JSON value", fault.Invalid)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: body is not valid JSON for this request: %w", fault.Invalid, err)
 	}
 	return nil
 }

@@ -96,3 +96,31 @@ func TestWriteErrorKeepsHeaders(t *testing.T) {
 		t.Fatalf("got %d, Allow %q", w.Code, w.Header().Get("Allow"))
 	}
 }
+
+// Control-plane bodies are read by the same strict parser as the
+// gateway's: a request that two JSON parsers would read differently is
+// refused, not resolved.
+func TestUnmarshalJSONRefusesAmbiguity(t *testing.T) {
+	type req struct {
+		Name  string `json:"name"`
+		Scope string `json:"scope"`
+	}
+	for _, tt := range []struct{ name, body string }{
+		{"duplicate", `{"name":"a","name":"b"}`},
+		{"case variant", `{"name":"a","Name":"b"}`},
+		{"lone surrogate", `{"name":"\ud800"}`},
+		{"invalid UTF-8", "{\"name\":\"\xff\"}"},
+		{"unknown field", `{"name":"a","extra":1}`},
+		{"two values", `{"name":"a"}{"name":"b"}`},
+		{"too deep", `{"name":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`},
+	} {
+		var v req
+		if err := httpx.UnmarshalJSON([]byte(tt.body), 0, &v); !errors.Is(err, fault.Invalid) {
+			t.Errorf("%s: %v, want an invalid request", tt.name, err)
+		}
+	}
+	var v req
+	if err := httpx.UnmarshalJSON([]byte(`{"name":"a","scope":"mcp"}`), 0, &v); err != nil || v.Name != "a" || v.Scope != "mcp" {
+		t.Fatalf("a plain body: %+v %v", v, err)
+	}
+}
