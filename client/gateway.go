@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -18,7 +19,7 @@ type GatewayOptions struct {
 	Resource string
 	// Scopes to request; empty means all the agent may have.
 	Scopes []string
-	// Task, if set, is the task the tokens are for.
+	// Task, if set, is the task the tokens are for; SetTask changes it.
 	Task string
 	// GatewayName pins the gateway to spiffe://TD/bulkhead/gateway/NAME;
 	// empty accepts any Bulkhead gateway of the agent's trust domain.
@@ -48,6 +49,11 @@ type GatewayTransport struct {
 
 	tokens  atomic.Pointer[TokenSource]
 	lastTok atomic.Pointer[boundToken]
+
+	// mu orders ResetToken and SetTask, so that a reset never brings
+	// back the task a SetTask just replaced.
+	mu   sync.Mutex
+	task string
 }
 
 var _ http.RoundTripper = (*GatewayTransport)(nil)
@@ -68,7 +74,7 @@ func (c *Client) GatewayTransport(opts GatewayOptions) (*GatewayTransport, error
 		}
 	}
 	t := &GatewayTransport{c: c, opts: opts, pools: &pools{src: c.src, authorize: AuthorizeGateways(td, opts.GatewayName),
-		configure: opts.Configure, logger: opts.Logger, what: "gateway"}}
+		configure: opts.Configure, logger: opts.Logger, what: "gateway"}, task: opts.Task}
 	t.ResetToken()
 	return t, nil
 }
@@ -124,9 +130,27 @@ func (t *GatewayTransport) Token() (*oauth2.Token, error) { return t.tokens.Load
 
 // ResetToken drops the cached token; the next request fetches a new one.
 func (t *GatewayTransport) ResetToken() {
-	ts := t.c.TokenSource(t.opts.Resource, t.opts.Scopes...)
-	ts.task = t.opts.Task
-	t.tokens.Store(ts)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tokens.Store(t.c.TaskTokenSource(t.opts.Resource, t.task, t.opts.Scopes...))
+}
+
+// SetTask makes the tokens of requests sent from now on carry task (""
+// for none: the agent's baseline). Requests already sent keep the token
+// they went out with, and connections are not touched: an open stream or
+// MCP session goes on, its next requests carrying the new task.
+func (t *GatewayTransport) SetTask(task string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.task = task
+	t.tokens.Store(t.c.TaskTokenSource(t.opts.Resource, task, t.opts.Scopes...))
+}
+
+// Task is the task the tokens of the next requests carry, or "".
+func (t *GatewayTransport) Task() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.task
 }
 
 // Bare is an mTLS client for the gateway presenting the current SVID,

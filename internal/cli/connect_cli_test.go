@@ -30,6 +30,7 @@ func TestConnectFlagErrors(t *testing.T) {
 		{"LAN address", []string{"connect", "--dir", empty, "--gateway", "https://gw.test", "--listen", "192.168.1.10:7070"}, "serves only on loopback"},
 		{"bad address", []string{"connect", "--dir", empty, "--gateway", "https://gw.test", "--listen", "7070"}, "listen address"},
 		{"no credentials", []string{"connect", "--dir", empty, "--gateway", "https://gw.test"}, "agent credentials in " + empty},
+		{"not a task id", []string{"connect", "--dir", empty, "--gateway", "https://gw.test", "--task", "report-writer"}, `"report-writer" is not a task id`},
 		{"arguments", []string{"connect", "extra"}, "unknown command"},
 	}
 	for _, c := range cases {

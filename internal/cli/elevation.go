@@ -49,7 +49,7 @@ func (e *env) elevationRequestCmd() *cobra.Command {
 			}
 			el, err := c.RequestElevation(cmd.Context(), task, trigger, reason)
 			if err != nil {
-				return err
+				return explainTask(cmd.Context(), c, dir, task, err)
 			}
 			if asJSON {
 				return printJSON(e.stdout, el)

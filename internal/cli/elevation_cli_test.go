@@ -109,7 +109,13 @@ func TestElevationThroughTheCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(must("elevation", "list", "--standing", "--json")), &st); err != nil || st.Standing != 0 || st.Active != 0 || st.OpenTasks != 0 {
 		t.Fatalf("standing after: %v %+v", err, st)
 	}
-	fails("not open", "token", "get", "--dir", dir, "--resource", "https://gw.test", "--task", task)
+	// A token for the ended task: refused, saying how and when it ended
+	// and what to run instead.
+	for _, want := range []string{"task " + task + " ended: completed at ", "open a new task of manifest report-writer",
+		"bulkhead task start --dir " + dir + " --manifest report-writer"} {
+		fails(want, "token", "get", "--dir", dir, "--resource", "https://gw.test", "--task", task)
+	}
+	fails("bulkhead task start --dir "+dir+" --manifest report-writer", "elevation", "request", "--dir", dir, "--task", task, "--trigger", "write-report", "--reason", "again")
 	if out := must("task", "show", task); !strings.Contains(out, "completed") {
 		t.Fatalf("task show: %s", out)
 	}

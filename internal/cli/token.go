@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -54,7 +55,7 @@ only good for calls made with that SVID over mutual TLS.`,
 			}
 			resp, err := c.RequestTaskToken(cmd.Context(), resource, task, scopes...)
 			if err != nil {
-				return err
+				return explainTask(cmd.Context(), c, dir, task, err)
 			}
 			if asJSON {
 				return printJSON(e.stdout, resp)
@@ -69,6 +70,20 @@ only good for calls made with that SVID over mutual TLS.`,
 	cmd.Flags().StringVar(&task, "task", "", "the agent's open task: calls made with the token are decided in it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole token response")
 	return cmd
+}
+
+// explainTask adds to err, a refusal of something asked for task, the
+// command that goes on when the task has ended: the control plane's
+// message says how and when it ended, and an ended task stays ended.
+func explainTask(ctx context.Context, c *client.Client, dir, task string, err error) error {
+	if task == "" {
+		return err
+	}
+	t, terr := c.Task(ctx, task)
+	if terr != nil || t.Open {
+		return err
+	}
+	return fmt.Errorf("%w\nto go on, open a new task and use its id: bulkhead task start --dir %s --manifest %s", err, dir, t.Manifest)
 }
 
 // readToken takes a token argument, or "-" for standard input.

@@ -4,6 +4,8 @@
 // bound to that SVID. Agents in any language, and off-the-shelf MCP clients,
 // reach the gateway's paths (/mcp/NAME, /http/NAME/...) without speaking
 // mTLS or OAuth, while the sidecar keeps the SVID and the token rotated.
+// Its local API, under LocalPrefix, opens and completes the task its
+// tokens carry and requests elevations in it.
 //
 // The loopback socket stands for the agent's identity: whoever can send it
 // a request acts as the agent. So the sidecar listens only on loopback,
@@ -30,6 +32,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
 
@@ -71,6 +74,10 @@ type Config struct {
 	GatewayName string
 	// Scopes to request; empty means all the agent may have.
 	Scopes []string
+	// Task, if set, is a task the agent has opened (tk_...): every token
+	// names it, until the local API completes it or opens another. Empty
+	// means the agent's baseline.
+	Task string
 	// Logger is required.
 	Logger *slog.Logger
 	// Clock decides when the SVID is renewed; nil means the wall clock.
@@ -83,6 +90,7 @@ type Sidecar struct {
 	gateway *url.URL
 	rot     *client.Rotator
 	handler http.Handler
+	local   http.Handler
 
 	// gw sends requests to the gateway with the agent's current SVID and
 	// a token bound to it.
@@ -90,6 +98,9 @@ type Sidecar struct {
 
 	mu sync.Mutex
 	ln net.Listener
+
+	// taskMu orders the local API's task changes.
+	taskMu sync.Mutex
 }
 
 // New checks cfg and loads the agent's credentials. Nothing listens until
@@ -107,7 +118,7 @@ func New(cfg Config) (*Sidecar, error) {
 	// The transport is built on the rotator's own client, whose Source is
 	// the rotating one: connections and tokens follow the SVID.
 	gwt, err := rot.Client().GatewayTransport(client.GatewayOptions{Resource: cfg.Resource, Scopes: cfg.Scopes,
-		GatewayName: cfg.GatewayName, Logger: cfg.Logger, Configure: func(tr *http.Transport) {
+		Task: cfg.Task, GatewayName: cfg.GatewayName, Logger: cfg.Logger, Configure: func(tr *http.Transport) {
 			tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 			tr.TLSHandshakeTimeout = tlsTimeout
 			tr.ResponseHeaderTimeout = responseHeaderTimeout
@@ -123,6 +134,7 @@ func New(cfg Config) (*Sidecar, error) {
 	// connections with the old one are closed now rather than at the next
 	// request.
 	rot.OnRotate = func(*x509svid.SVID) { gwt.Rotated() }
+	s.local = s.newLocal()
 	s.handler = s.newHandler()
 	return s, nil
 }
@@ -157,6 +169,11 @@ func (c *Config) check() (*url.URL, error) {
 	}
 	if c.Resource == "" {
 		c.Resource = gw.String()
+	}
+	if c.Task != "" {
+		if err := elevation.ValidateTaskID(c.Task); err != nil {
+			return nil, fmt.Errorf("connect: task: %w", err)
+		}
 	}
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
@@ -208,6 +225,9 @@ func (s *Sidecar) Listen(ctx context.Context) error {
 		return nil
 	}
 	if _, err := s.gw.Token(); err != nil {
+		if task := s.gw.Task(); task != "" {
+			return fmt.Errorf("connect: cannot obtain an access token for %s in task %s: %w", s.cfg.Resource, task, err)
+		}
 		return fmt.Errorf("connect: cannot obtain an access token for %s: %w", s.cfg.Resource, err)
 	}
 	if err := s.checkGateway(ctx); err != nil {

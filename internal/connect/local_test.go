@@ -5,9 +5,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
@@ -109,4 +114,126 @@ func FuzzCheckLocal(f *testing.F) {
 			t.Fatalf("accepted Host %q", host)
 		}
 	})
+}
+
+func TestIsLocal(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		want bool
+	}{
+		{"/.bulkhead/v1/task", true},
+		{"/.bulkhead/", true},
+		{"/.bulkhead", true},
+		{"/.bulkheadx/v1/task", false},
+		{"/.bulkhead-v1/task", false},
+		{"/mcp/files", false},
+		{"/mcp/.bulkhead/v1/task", false},
+		{"/http/billing/.bulkhead/v1/task", false},
+		{"/.well-known/oauth-protected-resource", false},
+		{"/", false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:7070"+c.path, nil)
+		if got := isLocal(r); got != c.want {
+			t.Errorf("isLocal(%s) = %v, want %v", c.path, got, c.want)
+		}
+	}
+}
+
+func TestCheckLocalAPI(t *testing.T) {
+	s := &Sidecar{cfg: Config{Listen: "127.0.0.1:7070"}}
+	cases := []struct {
+		name, remote, host string
+		header             map[string]string
+		status             int
+		want               string
+	}{
+		{name: "the agent", remote: "127.0.0.1:50000", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1"}},
+		{name: "the agent, localhost", remote: "127.0.0.1:50000", host: "localhost:7070", header: map[string]string{LocalHeader: "1"}},
+		{name: "the agent, IPv6 loopback peer", remote: "[::1]:50000", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1"}},
+		{name: "from the LAN", remote: "192.168.1.20:50000", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1"}, status: 403, want: "over loopback"},
+		{name: "unparsable peer", remote: "pipe", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1"}, status: 403, want: "over loopback"},
+		{name: "loopback origin", remote: "127.0.0.1:50000", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1", "Origin": "http://127.0.0.1:7070"}, status: 403, want: "web pages"},
+		{name: "fetch metadata", remote: "127.0.0.1:50000", host: "127.0.0.1:7070", header: map[string]string{LocalHeader: "1", "Sec-Fetch-Mode": "cors"}, status: 403, want: "browsers"},
+		{name: "other port", remote: "127.0.0.1:50000", host: "127.0.0.1:8080", header: map[string]string{LocalHeader: "1"}, status: 403, want: "not the sidecar's address"},
+		{name: "rebound name", remote: "127.0.0.1:50000", host: "evil.example:7070", header: map[string]string{LocalHeader: "1"}, status: 403, want: "not the sidecar's address"},
+		{name: "empty Host", remote: "127.0.0.1:50000", host: "", header: map[string]string{LocalHeader: "1"}, status: 403, want: "not the sidecar's address"},
+		{name: "no header", remote: "127.0.0.1:50000", host: "127.0.0.1:7070", status: 403, want: "needs the header"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/.bulkhead/v1/task", nil)
+			r.RemoteAddr, r.Host = c.remote, c.host
+			for k, v := range c.header {
+				r.Header.Set(k, v)
+			}
+			status, msg := s.checkLocalAPI(r)
+			if status != c.status || !strings.Contains(msg, c.want) {
+				t.Fatalf("checkLocalAPI = %d %q, want %d %q", status, msg, c.status, c.want)
+			}
+		})
+	}
+}
+
+// FuzzCheckLocalAPI: whatever the peer, Host and Origin, an accepted
+// request comes from loopback, carries no Origin, and names the sidecar's
+// port on a loopback host.
+func FuzzCheckLocalAPI(f *testing.F) {
+	for _, s := range [][3]string{{"127.0.0.1:1", "127.0.0.1:7070", ""}, {"[::1]:1", "localhost:7070", ""},
+		{"[::ffff:127.0.0.1]:1", "[::1]:7070", "null"}, {"10.0.0.1:1", "127.0.0.1:7070", ""}, {"127.0.0.1:1", "127.0.0.1.evil:7070", ""}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	sc := &Sidecar{cfg: Config{Listen: "127.0.0.1:7070"}}
+	f.Fuzz(func(t *testing.T, remote, host, origin string) {
+		r := httptest.NewRequest(http.MethodGet, "/.bulkhead/v1/task", nil)
+		r.RemoteAddr, r.Host = remote, host
+		r.Header.Set(LocalHeader, "1")
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		if status, _ := sc.checkLocalAPI(r); status != 0 {
+			return
+		}
+		ap, err := netip.ParseAddrPort(remote)
+		if err != nil || !ap.Addr().Unmap().IsLoopback() || origin != "" {
+			t.Fatalf("accepted peer %q with Origin %q", remote, origin)
+		}
+		h, p, err := net.SplitHostPort(host)
+		if err != nil || p != "7070" || !httpx.LoopbackHost(h) {
+			t.Fatalf("accepted Host %q", host)
+		}
+	})
+}
+
+// docs/connect-openapi.yaml documents exactly the local API's endpoints.
+func TestOpenAPIDocumentsTheLocalAPI(t *testing.T) {
+	b, err := os.ReadFile("../../docs/connect-openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		OpenAPI string                               `yaml:"openapi"`
+		Paths   map[string]map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
+		t.Fatalf("openapi %q, want 3.1", doc.OpenAPI)
+	}
+	var documented, served []string
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			if m != "parameters" {
+				documented = append(documented, strings.ToUpper(m)+" "+p)
+			}
+		}
+	}
+	for _, rt := range (&Sidecar{}).localRoutes() {
+		served = append(served, rt.method+" "+rt.path)
+	}
+	slices.Sort(documented)
+	slices.Sort(served)
+	if !slices.Equal(documented, served) {
+		t.Fatalf("documented %v\nserved     %v", documented, served)
+	}
 }

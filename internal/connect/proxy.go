@@ -43,6 +43,12 @@ func (s *Sidecar) newHandler() http.Handler {
 			writeError(w, status, "refused", msg)
 			return
 		}
+		// The sidecar's own API; never proxied, and no proxied path
+		// is under it.
+		if isLocal(r) {
+			s.local.ServeHTTP(w, r)
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -136,9 +142,13 @@ func (s *Sidecar) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	var te *client.TokenError
 	switch {
 	case errors.As(err, &te):
-		s.cfg.Logger.Error("no access token; request not forwarded", "resource", s.cfg.Resource, "path", r.URL.Path, "err", te.Err)
-		writeError(w, http.StatusBadGateway, "token_unavailable",
-			fmt.Sprintf("bulkhead connect: no access token for %s: %v", s.cfg.Resource, te.Err))
+		task := s.gw.Task()
+		s.cfg.Logger.Error("no access token; request not forwarded", "resource", s.cfg.Resource, "task", task, "path", r.URL.Path, "err", te.Err)
+		msg := fmt.Sprintf("bulkhead connect: no access token for %s: %v", s.cfg.Resource, te.Err)
+		if task != "" {
+			msg += fmt.Sprintf("; the tokens carry task %s: if it has ended, complete it (POST %sv1/task/complete) to return to baseline, or open another (POST %sv1/task)", task, LocalPrefix, LocalPrefix)
+		}
+		writeError(w, http.StatusBadGateway, "token_unavailable", msg)
 	case r.Context().Err() != nil:
 		// The local client went away or the sidecar is stopping; there is
 		// no one to answer.

@@ -53,7 +53,7 @@ func (s *Service) Request(ctx context.Context, by peer.Principal, task, trigger,
 	}
 	ev.Detail["manifest"] = t.Manifest
 	if !t.OpenAt(now) {
-		return Elevation{}, s.deny(ctx, ev, fmt.Errorf("%w: task %s is not open", fault.Conflict, task))
+		return Elevation{}, s.deny(ctx, ev, t.Ended())
 	}
 	m, err := s.store.GetManifest(ctx, t.Manifest)
 	if err != nil {

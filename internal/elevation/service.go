@@ -437,8 +437,8 @@ func (s *Service) TaskFor(ctx context.Context, agent, task string) (time.Time, e
 	if !inTask(t, agent) {
 		return time.Time{}, fmt.Errorf("%w: %s does not work in task %s", fault.Forbidden, agent, task)
 	}
-	if !t.OpenAt(s.clock.Now()) {
-		return time.Time{}, fmt.Errorf("%w: task %s is not open", fault.Conflict, task)
+	if now := s.clock.Now(); !t.OpenAt(now) {
+		return time.Time{}, t.Ended()
 	}
 	return t.Deadline, nil
 }

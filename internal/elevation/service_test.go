@@ -265,7 +265,7 @@ func TestCompletingATaskEndsItsGrantsAtOnce(t *testing.T) {
 		t.Fatalf("standing after = %+v", st)
 	}
 	_, err = e.svc.Request(ctx, e.alpha, task.ID, "write-report", "again")
-	e.wantRefusal(err, fault.Conflict, elevation.ActionRequest, "not open")
+	e.wantRefusal(err, fault.Conflict, elevation.ActionRequest, "ended: completed")
 }
 
 // The standing-privilege measure measures: a grant whose task were ended

@@ -61,6 +61,46 @@ type Task struct {
 // deadline both say so, whatever the sweeper has yet to record.
 func (t Task) OpenAt(now time.Time) bool { return t.Status == TaskOpen && now.Before(t.Deadline) }
 
+// TaskEndedError refuses what needs an open task (a token for it, an
+// elevation in it) once the task has ended: it says how and when, and
+// what to do instead. It wraps fault.Conflict.
+type TaskEndedError struct {
+	Task     string
+	Manifest string
+	// Status is how it ended: completed, cancelled or expired.
+	Status TaskStatus
+	// At is when it ended (for an expiry, its deadline).
+	At     time.Time
+	Reason string
+}
+
+func (e *TaskEndedError) Error() string {
+	msg := fmt.Sprintf("task %s ended: %s", e.Task, e.Status)
+	if !e.At.IsZero() {
+		msg += " at " + e.At.UTC().Format(time.RFC3339)
+	}
+	if e.Reason != "" {
+		msg += fmt.Sprintf(" (%q)", e.Reason)
+	}
+	return msg + fmt.Sprintf("; an ended task cannot be used again: open a new task of manifest %s (POST /v1/tasks, bulkhead task start), or work without one, at baseline", e.Manifest)
+}
+
+// Unwrap makes the error a fault.Conflict.
+func (e *TaskEndedError) Unwrap() error { return fault.Conflict }
+
+// Ended explains how t, which is not open, ended. An expiry happened at
+// the deadline, whether or not the sweeper has recorded it yet.
+func (t Task) Ended() *TaskEndedError {
+	e := &TaskEndedError{Task: t.ID, Manifest: t.Manifest, Status: t.Status, At: t.EndedAt, Reason: t.EndReason}
+	switch t.Status {
+	case TaskOpen:
+		e.Status, e.At, e.Reason = TaskExpired, t.Deadline, ""
+	case TaskExpired:
+		e.At = t.Deadline
+	}
+	return e
+}
+
 // Status is an elevation's state.
 type Status string
 

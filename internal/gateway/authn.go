@@ -122,7 +122,9 @@ func (j *JWKS) Run(ctx context.Context) error {
 }
 
 // Verifier checks bearer tokens locally: signature by a control plane key,
-// issuer, audience, time, and the binding to the presented certificate.
+// issuer, audience (Audience, or the per-server audience the request's
+// context names: WithServerAudience), time, and the binding to the
+// presented certificate.
 // Revocation is checked separately against the live revocation state.
 type Verifier struct {
 	Issuer   string
@@ -157,12 +159,13 @@ func (v *Verifier) Verify(ctx context.Context, raw string, cert *x509.Certificat
 		if c.Issuer != v.Issuer {
 			return nil, fmt.Errorf("%w: issuer %q is not the control plane", ErrToken, c.Issuer)
 		}
-		if !slices.Contains(c.Audience, v.Audience) {
-			return nil, fmt.Errorf("%w: the token is for %v, not this gateway (%s)", ErrToken, c.Audience, v.Audience)
-		}
 		v.remember(raw, c)
 	}
-	// Checked on every use, cached or not.
+	// Checked on every use, cached or not: the audience too, since a token
+	// for one server's URL may be presented at another server.
+	if err := v.checkAudience(ctx, c); err != nil {
+		return nil, err
+	}
 	if err := c.CheckTime(now, 30*time.Second); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrToken, err)
 	}
@@ -173,6 +176,22 @@ func (v *Verifier) Verify(ctx context.Context, raw string, cert *x509.Certificat
 		return nil, fmt.Errorf("%w: the token's subject is not the certificate's", ErrToken)
 	}
 	return c, nil
+}
+
+// checkAudience accepts a token for the gateway's resource, or for the
+// server the request is addressed to (see WithServerAudience).
+func (v *Verifier) checkAudience(ctx context.Context, c *token.Claims) error {
+	if slices.Contains(c.Audience, v.Audience) {
+		return nil
+	}
+	server := serverAudience(ctx)
+	if server == "" {
+		return fmt.Errorf("%w: the token is for %v, not this gateway (%s)", ErrToken, c.Audience, v.Audience)
+	}
+	if slices.Contains(c.Audience, server) {
+		return nil
+	}
+	return fmt.Errorf("%w: the token is for %v, not this gateway (%s) nor this server (%s)", ErrToken, c.Audience, v.Audience, server)
 }
 
 func (v *Verifier) remember(raw string, c *token.Claims) {

@@ -29,6 +29,17 @@ type action struct {
 	metered bool
 	// detail goes into every record of this request.
 	detail map[string]string
+	// cont, when set, makes this request the next round of a call an
+	// upstream answered with input_required (MRTR): it is decided again,
+	// since its arguments may differ, with the grants that allowed the
+	// first round, but counted against budgets and grants only once.
+	cont *round
+}
+
+// authorized is what allowed a request.
+type authorized struct {
+	decisionID string
+	grants     []string // the names of the grants that allowed it
 }
 
 // refusal is why a request was not forwarded. Its error wraps a fault
@@ -52,10 +63,15 @@ func refuse(kind error, decisionID, format string, args ...any) *refusal {
 // against budgets; spend the grant that allowed it; mark the task tainted
 // if the tool's output is untrusted. Nothing is counted, spent or
 // forwarded unless the allow record is durable, and each later refusal is
-// recorded beside it. It returns nil when the request may be forwarded.
-func (g *Gateway) authorize(ctx context.Context, c *caller, a action) *refusal {
+// recorded beside it. It returns a nil refusal when the request may be
+// forwarded.
+func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorized, *refusal) {
 	if a.name == "" {
-		return nil
+		return authorized{}, nil
+	}
+	if a.cont != nil {
+		c.carried = a.cont.grants
+		a.detail = withDetail(withDetail(a.detail, "call", a.cont.call), "round", strconv.Itoa(a.cont.n+1))
 	}
 	d, latency, err := g.decideCall(ctx, c, a.name, a.resource, a.input)
 	var reasons []string
@@ -64,7 +80,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) *refusal {
 	}
 	extra := a.detail
 	var grants []TaskGrant
-	if d.Allowed {
+	if d.Allowed && a.cont == nil {
 		grants, err = g.grantsFor(c, d.Reasons)
 		if err != nil {
 			reasons, d.Allowed = []string{"grant not usable: " + err.Error()}, false
@@ -76,17 +92,34 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) *refusal {
 		if rec := g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, reasons, extra); rec != nil {
 			g.logger.Error("could not record a denial", "err", rec)
 		}
-		return refuse(fault.Forbidden, d.ID, "denied by policy")
+		if c.claims.Task != "" && c.task == nil {
+			// Say why the grants the agent may expect no longer apply.
+			return authorized{}, refuse(fault.Forbidden, d.ID, "denied by policy: task %s has ended, so this call was decided at the agent's baseline", c.claims.Task)
+		}
+		return authorized{}, refuse(fault.Forbidden, d.ID, "denied by policy")
 	}
 	// Write first: nothing below happens unless this record is durable.
 	if err := g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, nil, extra); err != nil {
 		g.logger.Error("could not record an allowed call; refusing", "err", err)
-		return refuse(fault.Unavailable, d.ID, "refused: the audit log is unavailable")
+		return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the audit log is unavailable")
+	}
+	ok := authorized{decisionID: d.ID}
+	for _, gr := range grants {
+		ok.grants = append(ok.grants, gr.Name)
+	}
+	if a.cont != nil {
+		// The next round of a call already counted: taint only.
+		ok.decisionID, ok.grants = a.cont.call, a.cont.grants
+		if err := g.taint(ctx, c, a.resource); err != nil {
+			g.recordRefusal(ctx, c, "gateway.taint", a.resource.String(), "the task's taint could not be recorded", withDetail(a.detail, "decision_id", d.ID))
+			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
+		}
+		return ok, nil
 	}
 	if a.metered {
 		if err := g.budgets.admit(a.server, c.id.String(), c.taskID(), c.taskLimits()); err != nil {
 			g.recordRefusal(ctx, c, "gateway.budget", a.resource.String(), err.Error(), withDetail(a.detail, "decision_id", d.ID))
-			return refuse(fault.Exhausted, d.ID, "%s", err.Error())
+			return authorized{}, refuse(fault.Exhausted, d.ID, "%s", err.Error())
 		}
 	}
 	if len(grants) > 0 {
@@ -95,17 +128,17 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) *refusal {
 				g.budgets.refund(a.server, c.id.String(), c.taskID())
 			}
 			g.recordRefusal(ctx, c, "gateway.grant", a.resource.String(), "grant not usable: "+err.Error(), withDetail(a.detail, "decision_id", d.ID))
-			return refuse(fault.Forbidden, d.ID, "denied: the grant that allowed this call is no longer usable")
+			return authorized{}, refuse(fault.Forbidden, d.ID, "denied: the grant that allowed this call is no longer usable")
 		}
 	}
 	if a.metered {
 		if err := g.taint(ctx, c, a.resource); err != nil {
 			g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
 			g.recordRefusal(ctx, c, "gateway.taint", a.resource.String(), "the task's taint could not be recorded", withDetail(a.detail, "decision_id", d.ID))
-			return refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
+			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
 		}
 	}
-	return nil
+	return ok, nil
 }
 
 // withDetail returns a copy of m with k set to v.

@@ -100,6 +100,7 @@ type Gateway struct {
 	secrets  *secretCache
 	budgets  *budgets
 	sessions *sessions
+	mcp      *mcpState
 	tasks    *taskCache
 	closers  []io.Closer
 }
@@ -117,7 +118,7 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
 		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock},
-		sessions: newSessions(deps.Clock)}
+		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock)}
 	if deps.Tasks != nil {
 		g.tasks = newTaskCache(deps.Tasks, deps.Clock, g.budgets.dropTask)
 	}
@@ -174,6 +175,10 @@ func (g *Gateway) Handler() http.Handler {
 			g.resourceMetadata(w, r)
 			return
 		}
+		if g.serveServerMetadata(w, r) {
+			return
+		}
+		r = g.withServerAudience(r)
 		if name, ok := strings.CutPrefix(p, "/mcp/"); ok {
 			g.guard(w, r, name, func(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime) { g.serveMCP(w, r, c, rt) })
 			return
@@ -209,6 +214,10 @@ type caller struct {
 	// task is the state of the open task the token names; nil for none
 	// (or one that ended: back to baseline).
 	task *TaskState
+	// carried are grants in force for this request although spent: those
+	// that allowed the first round of the multi round-trip call it
+	// continues.
+	carried []string
 }
 
 func (c *caller) actor() audit.Actor { return audit.Actor{Kind: audit.ActorAgent, ID: c.id.String()} }
@@ -301,7 +310,7 @@ func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, err error) 
 		g.fail(w, r, fmt.Errorf("%w: %w", fault.Unavailable, err))
 		return
 	}
-	challenge := fmt.Sprintf(`Bearer realm="bulkhead", resource_metadata="%s/.well-known/oauth-protected-resource"`, strings.TrimRight(g.cfg.Resource, "/"))
+	challenge := fmt.Sprintf(`Bearer realm="bulkhead", resource_metadata="%s"`, g.resourceMetadataURL(r))
 	if !errors.Is(err, errNoToken) {
 		challenge += fmt.Sprintf(`, error="invalid_token", error_description=%q`, strings.ReplaceAll(err.Error(), `"`, `'`))
 	}

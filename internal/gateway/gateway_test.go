@@ -133,11 +133,21 @@ func FuzzForwardedMeansWhatPolicySaw(f *testing.F) {
 		if rerr != nil {
 			return
 		}
-		call, cerr := classify("files", m)
-		if cerr != nil {
-			return
+		for _, rev := range []revision{{}, {version: revisionModern, modern: true}} {
+			checkForwarded(t, m, rev)
 		}
-		fwd := m.Encode()
+	})
+}
+
+// checkForwarded reads the message the gateway would forward for m with
+// three parsers and compares with what the policy saw.
+func checkForwarded(t *testing.T, m *rpcmsg.Message, rev revision) {
+	call, cerr := classify("files", m, rev)
+	if cerr != nil {
+		return
+	}
+	fwd := m.Encode()
+	{
 		for _, rd := range []struct {
 			name string
 			read func([]byte) (readView, error)
@@ -166,7 +176,7 @@ func FuzzForwardedMeansWhatPolicySaw(f *testing.F) {
 				t.Fatalf("%s reads arguments %#v from %q; the policy saw %#v", rd.name, v.args, fwd, saw)
 			}
 		}
-	})
+	}
 }
 
 // readView is what an upstream reads from a forwarded message.

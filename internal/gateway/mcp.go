@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -11,7 +9,6 @@ import (
 	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
-	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/rpcmsg"
 	"github.com/bulkhead-dev/bulkhead/internal/strictjson"
@@ -78,7 +75,7 @@ func (s *sessions) unbind(server, id string) {
 // mcpCall is what a message needs before it may pass.
 type mcpCall struct {
 	// action and resource name the decision; an empty action means none
-	// is needed (initialize, ping, notifications, responses).
+	// is needed (discovery, initialize, notifications, responses).
 	action   string
 	resource cedar.EntityUID
 	// input is context.input, canonical JSON.
@@ -87,6 +84,10 @@ type mcpCall struct {
 	filter string
 	// metered messages count against the call budget.
 	metered bool
+	// task is the task a tasks/* method acts on.
+	task string
+	// rounds: the method may be answered input_required (MRTR).
+	rounds bool
 }
 
 // listFilter is how a list result is filtered: the result's field, and the
@@ -100,20 +101,58 @@ var listFilters = map[string]listFilter{
 	"prompts/list":             {"prompts", policy.ActionGetPrompt, "name"},
 }
 
-// paramMembers are the params each authorized method defines. A member
-// that differs from one of them only in case is refused: a parser that
-// folds case would read it as that member, the policy would not.
-var paramMembers = map[string][]string{
-	"tools/call":               {"name", "arguments", "_meta", "task"},
-	"resources/read":           {"uri", "_meta"},
-	"resources/subscribe":      {"uri", "_meta"},
-	"resources/unsubscribe":    {"uri", "_meta"},
-	"prompts/get":              {"name", "arguments", "_meta"},
-	"completion/complete":      {"ref", "argument", "context", "_meta"},
-	"tools/list":               {"cursor", "_meta"},
-	"resources/list":           {"cursor", "_meta"},
-	"resources/templates/list": {"cursor", "_meta"},
-	"prompts/list":             {"cursor", "_meta"},
+// methods are the methods the gateway knows, per revision, with the params
+// each defines. A params member that differs from one of them only in
+// case is refused: a parser that folds case would read it as that member,
+// the policy would not. A method not listed for the request's revision is
+// answered "method not found": deny by default covers protocol features
+// too.
+var (
+	commonMethods = map[string][]string{
+		"tools/list":               {"cursor", "_meta"},
+		"resources/list":           {"cursor", "_meta"},
+		"resources/templates/list": {"cursor", "_meta"},
+		"prompts/list":             {"cursor", "_meta"},
+		"completion/complete":      {"ref", "argument", "context", "_meta"},
+		"tasks/get":                {"taskId", "_meta"},
+		"tasks/cancel":             {"taskId", "_meta"},
+	}
+	legacyMethods = map[string][]string{
+		"initialize":            nil,
+		"ping":                  nil,
+		"logging/setLevel":      nil,
+		"tools/call":            {"name", "arguments", "_meta", "task"},
+		"resources/read":        {"uri", "_meta"},
+		"resources/subscribe":   {"uri", "_meta"},
+		"resources/unsubscribe": {"uri", "_meta"},
+		"prompts/get":           {"name", "arguments", "_meta"},
+		"tasks/result":          {"taskId", "_meta"},
+		"tasks/list":            {"cursor", "_meta"},
+	}
+	modernMethods = map[string][]string{
+		"server/discover":      {"_meta"},
+		"subscriptions/listen": {"notifications", "_meta"},
+		"tools/call":           {"name", "arguments", "_meta", "inputResponses", "requestState"},
+		"resources/read":       {"uri", "_meta", "inputResponses", "requestState"},
+		"prompts/get":          {"name", "arguments", "_meta", "inputResponses", "requestState"},
+		"tasks/update":         {"taskId", "inputResponses", "_meta"},
+	}
+	// listenMembers are the notification types of subscriptions/listen.
+	listenMembers = []string{"toolsListChanged", "promptsListChanged", "resourcesListChanged", "resourceSubscriptions", "taskIds"}
+)
+
+// knownParams returns the params of method in revision rev, and whether
+// the method exists there.
+func knownParams(method string, rev revision) ([]string, bool) {
+	if p, ok := commonMethods[method]; ok {
+		return p, true
+	}
+	if rev.modern {
+		p, ok := modernMethods[method]
+		return p, ok
+	}
+	p, ok := legacyMethods[method]
+	return p, ok
 }
 
 // object encodes a small object of string members as canonical JSON.
@@ -129,30 +168,33 @@ func invalidParams(format string, args ...any) *rpcmsg.Error {
 	return &rpcmsg.Error{Code: rpcmsg.CodeInvalidParams, Message: fmt.Sprintf(format, args...)}
 }
 
-// classify maps an MCP message to the decision it needs. Methods the
-// gateway does not know are refused: deny by default applies to protocol
-// features too. Everything the policy sees is read from the parsed message
-// whose encoding is forwarded.
-func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
+// classify maps an MCP message to the decision it needs. Everything the
+// policy sees is read from the parsed message whose encoding is forwarded.
+func classify(server string, m *rpcmsg.Message, rev revision) (mcpCall, *rpcmsg.Error) {
 	if m.IsResponse() {
+		if rev.modern {
+			// 2026-07-28 has no server-to-client requests to answer.
+			return mcpCall{}, &rpcmsg.Error{Code: rpcmsg.CodeInvalidRequest, Message: "a client sends no responses in MCP " + revisionModern}
+		}
 		// The client answering a request of the server (sampling,
 		// elicitation, roots): it carries no action of the agent's.
 		return mcpCall{}, nil
 	}
-	switch {
-	case m.Method == "initialize", m.Method == "ping", m.Method == "logging/setLevel", m.Method == "server/discover",
-		strings.HasPrefix(m.Method, "notifications/") && m.IsNotification():
-		return mcpCall{}, nil
-	case m.IsNotification():
+	if m.IsNotification() {
+		if strings.HasPrefix(m.Method, "notifications/") && (!rev.modern || m.Method == "notifications/cancelled") {
+			return mcpCall{}, nil
+		}
 		return mcpCall{}, &rpcmsg.Error{Code: rpcmsg.CodeInvalidRequest, Message: "only notifications/* may be sent without an id"}
 	}
-	known, ok := paramMembers[m.Method]
+	known, ok := knownParams(m.Method, rev)
 	if !ok {
-		return mcpCall{}, &rpcmsg.Error{Code: codeDenied, Message: fmt.Sprintf("method %q is not permitted through the gateway", m.Method)}
+		return mcpCall{}, &rpcmsg.Error{Code: rpcmsg.CodeMethodNotFound, Message: fmt.Sprintf("method %q is not available through the gateway", m.Method)}
 	}
 	p := m.Params
-	if err := rpcmsg.KnownMembers(p, known...); err != nil {
-		return mcpCall{}, invalidParams("params: %v", err)
+	if known != nil {
+		if err := rpcmsg.KnownMembers(p, known...); err != nil {
+			return mcpCall{}, invalidParams("params: %v", err)
+		}
 	}
 	str := func(key string) (string, *rpcmsg.Error) {
 		v := p.Get(key)
@@ -166,10 +208,25 @@ func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
 		return s, nil
 	}
 	switch m.Method {
+	case "initialize", "ping", "logging/setLevel", "server/discover":
+		return mcpCall{}, nil
 	case "tools/list":
 		return mcpCall{action: policy.ActionListTools, resource: policy.ToolServer(server), input: []byte("{}"), filter: m.Method}, nil
 	case "resources/list", "resources/templates/list", "prompts/list":
 		return mcpCall{filter: m.Method}, nil
+	case "tasks/get", "tasks/cancel", "tasks/result", "tasks/update":
+		id, rerr := str("taskId")
+		if rerr != nil {
+			return mcpCall{}, rerr
+		}
+		if id == "" {
+			return mcpCall{}, invalidParams("taskId is required")
+		}
+		return mcpCall{task: id}, nil
+	case "tasks/list", "subscriptions/listen":
+		// Filtered: the caller's tasks only; subscriptions as narrowed by
+		// serveMCP.
+		return mcpCall{}, nil
 	case "tools/call":
 		name, rerr := str("name")
 		if rerr != nil {
@@ -187,7 +244,7 @@ func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
 		default:
 			return mcpCall{}, invalidParams("arguments must be an object")
 		}
-		return mcpCall{action: policy.ActionCallTool, resource: policy.Tool(server, name), input: input, metered: true}, nil
+		return mcpCall{action: policy.ActionCallTool, resource: policy.Tool(server, name), input: input, metered: true, rounds: rev.modern}, nil
 	case "resources/read", "resources/subscribe", "resources/unsubscribe":
 		uri, rerr := str("uri")
 		if rerr != nil {
@@ -197,7 +254,7 @@ func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
 			return mcpCall{}, invalidParams("uri is required")
 		}
 		return mcpCall{action: policy.ActionReadResource, resource: policy.ToolServer(server), input: object("uri", uri),
-			metered: m.Method == "resources/read"}, nil
+			metered: m.Method == "resources/read", rounds: rev.modern && m.Method == "resources/read"}, nil
 	case "prompts/get":
 		name, rerr := str("name")
 		if rerr != nil {
@@ -211,7 +268,7 @@ func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
 		default:
 			return mcpCall{}, invalidParams("prompt arguments must be an object")
 		}
-		return mcpCall{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: in.Encode(), metered: true}, nil
+		return mcpCall{action: policy.ActionGetPrompt, resource: policy.ToolServer(server), input: in.Encode(), metered: true, rounds: rev.modern}, nil
 	case "completion/complete":
 		ref := p.Get("ref")
 		if err := rpcmsg.KnownMembers(ref, "type", "name", "uri"); err != nil {
@@ -228,71 +285,5 @@ func classify(server string, m *rpcmsg.Message) (mcpCall, *rpcmsg.Error) {
 		}
 		return mcpCall{}, invalidParams("completion needs a prompt or resource ref")
 	}
-	return mcpCall{}, &rpcmsg.Error{Code: codeDenied, Message: fmt.Sprintf("method %q is not permitted through the gateway", m.Method)}
-}
-
-func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt *runtime) {
-	s := rt.cfg
-	sid := r.Header.Get("Mcp-Session-Id")
-	if sid != "" && !g.sessions.check(s.Name, sid, c.id.String()) {
-		// Unknown, expired, or another agent's session: the spec's answer
-		// for a session the server does not know.
-		g.fail(w, r, fmt.Errorf("%w: unknown MCP session; initialize a new one", fault.NotFound))
-		return
-	}
-	switch r.Method {
-	case http.MethodGet, http.MethodDelete:
-		if r.Method == http.MethodGet && sid == "" {
-			g.fail(w, r, fmt.Errorf("%w: a GET stream needs an Mcp-Session-Id", fault.Invalid))
-			return
-		}
-		g.forward(w, r, c, rt, outbound{method: r.Method, target: rt.target}, nil, "")
-		if r.Method == http.MethodDelete {
-			g.sessions.unbind(s.Name, sid)
-		}
-		return
-	case http.MethodPost:
-	default:
-		w.Header().Set("Allow", "GET, POST, DELETE")
-		g.fail(w, r, fmt.Errorf("%w: MCP uses GET, POST and DELETE", fault.MethodNotAllowed))
-		return
-	}
-	target := policy.ToolServer(s.Name).String()
-	if err := checkContentType(r.Header, bodyJSON, true); err != nil {
-		g.recordRefusal(r.Context(), c, "gateway.mcp", target, err.Error(), map[string]string{"server": s.Name})
-		g.fail(w, r, err)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.Limits.MaxBody))
-	if err != nil {
-		writeRPC(w, http.StatusRequestEntityTooLarge, rpcError(nil, rpcmsg.CodeInvalidRequest,
-			fmt.Sprintf("request body over %d bytes", g.cfg.Limits.MaxBody)))
-		return
-	}
-	msg, rerr := rpcmsg.Parse(body, maxDepth)
-	if rerr != nil {
-		// Never forwarded: a message the gateway cannot read one way only
-		// might be read another way upstream.
-		g.recordRefusal(r.Context(), c, "gateway.mcp", target, rerr.Message, map[string]string{"server": s.Name})
-		writeRPC(w, http.StatusBadRequest, rpcError(rerr.ID, rerr.Code, rerr.Message))
-		return
-	}
-	if msg.Method == "initialize" && sid != "" {
-		writeRPC(w, http.StatusBadRequest, rpcError(msg.IDJSON(), rpcmsg.CodeInvalidRequest, "initialize starts a session; send it without Mcp-Session-Id"))
-		return
-	}
-	call, rerr := classify(s.Name, msg)
-	if rerr != nil {
-		g.recordRefusal(r.Context(), c, "gateway.mcp", target, rerr.Message, map[string]string{"server": s.Name, "method": msg.Method})
-		writeRPC(w, http.StatusOK, rpcError(msg.IDJSON(), rerr.Code, rerr.Message))
-		return
-	}
-	if rf := g.authorize(r.Context(), c, action{server: s, name: call.action, resource: call.resource, input: call.input,
-		metered: call.metered, detail: map[string]string{"method": msg.Method}}); rf != nil {
-		g.failRPC(w, r, msg.IDJSON(), rf)
-		return
-	}
-	// The canonical encoding of what was decided, never the bytes that
-	// arrived.
-	g.forward(w, r, c, rt, outbound{method: http.MethodPost, target: rt.target, body: msg.Encode(), contentType: "application/json"}, msg, call.filter)
+	return mcpCall{}, &rpcmsg.Error{Code: rpcmsg.CodeMethodNotFound, Message: fmt.Sprintf("method %q is not available through the gateway", m.Method)}
 }

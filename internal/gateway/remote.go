@@ -156,7 +156,7 @@ func (t RemoteTasks) TaskState(ctx context.Context, id string) (TaskState, error
 		return TaskState{}, fmt.Errorf("gateway: task state: %w", err)
 	}
 	out := TaskState{ID: st.Task.ID, Agent: st.Task.Agent, Manifest: st.Task.Manifest, Open: st.Open, Tainted: st.Task.Tainted,
-		Limits: TaskLimits{Calls: st.Limits.Calls, ResponseBytes: st.Limits.ResponseBytes}}
+		Limits: TaskLimits{Calls: st.Limits.Calls, ResponseBytes: st.Limits.ResponseBytes}, Status: st.Task.Status, EndedAt: st.Task.EndedAt}
 	for _, g := range st.Grants {
 		out.Grants = append(out.Grants, TaskGrant{Elevation: g.Elevation, Name: g.Name, ExpiresAt: g.ExpiresAt, MaxUses: g.MaxUses, Uses: g.Uses})
 	}

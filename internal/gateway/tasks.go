@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ type TaskState struct {
 	Tainted  bool
 	Grants   []TaskGrant
 	Limits   TaskLimits
+	// Status and EndedAt say how and when a task that is not open ended,
+	// for the denial's record; a source may leave them empty.
+	Status  string
+	EndedAt time.Time
 }
 
 // TaskGrant is a grant in force.
@@ -205,7 +210,26 @@ func (g *Gateway) decideCall(ctx context.Context, c *caller, action string, reso
 		return policy.Decision{ID: d.ID}, latency, err
 	}
 	d2, latency2, err := g.decide(ctx, c, action, resource, input)
+	if err == nil && !d2.Allowed && c.task == nil {
+		// The token names a task that has ended: say so in the record,
+		// beside whatever the baseline's policies said.
+		d2.Reasons = append(d2.Reasons[:len(d2.Reasons):len(d2.Reasons)], g.taskEnded(ctx, c.claims.Task))
+	}
 	return d2, latency + latency2, err
+}
+
+// taskEnded is the reason a call in an ended task was decided at the
+// agent's baseline, from the state just read (cached).
+func (g *Gateway) taskEnded(ctx context.Context, id string) string {
+	st, err := g.tasks.get(ctx, id)
+	if err != nil || st.Status == "" {
+		return fmt.Sprintf("task %s is not open: decided at the agent's baseline", id)
+	}
+	when := ""
+	if !st.EndedAt.IsZero() {
+		when = " at " + st.EndedAt.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("task %s ended (%s%s): decided at the agent's baseline", id, st.Status, when)
 }
 
 // taskID is the caller's open task, or "".
@@ -223,14 +247,17 @@ func (c *caller) taskLimits() TaskLimits {
 	return c.task.Limits
 }
 
-// grantNames are the caller's grants in force now, for context.grants.
+// grantNames are the caller's grants in force now, for context.grants:
+// unexpired, with a use left — or, for the next round of a multi
+// round-trip call, one of the grants its first round was allowed by
+// (that round spent the use).
 func (c *caller) grantNames(now time.Time) []string {
 	if c.task == nil {
 		return nil
 	}
 	var out []string
 	for _, gr := range c.task.Grants {
-		if now.Before(gr.ExpiresAt) && (gr.MaxUses == 0 || gr.Uses < gr.MaxUses) {
+		if now.Before(gr.ExpiresAt) && (gr.MaxUses == 0 || gr.Uses < gr.MaxUses || slices.Contains(c.carried, gr.Name)) {
 			out = append(out, gr.Name)
 		}
 	}

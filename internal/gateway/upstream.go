@@ -176,9 +176,16 @@ func (g *Gateway) outbound(ctx context.Context, s *Server, out outbound, in http
 		return nil, fmt.Errorf("gateway: upstream request: %w", err)
 	}
 	for _, h := range requestHeaders {
+		if out.modern && (h == "Mcp-Session-Id" || h == "Last-Event-ID") {
+			// MCP 2026-07-28 has neither sessions nor resumable streams.
+			continue
+		}
 		if v := in.Values(h); len(v) > 0 {
 			req.Header[h] = append([]string(nil), v...)
 		}
+	}
+	for k, v := range out.header {
+		req.Header[k] = append([]string(nil), v...)
 	}
 	if out.contentType != "" {
 		req.Header.Set("Content-Type", out.contentType)

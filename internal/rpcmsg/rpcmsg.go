@@ -89,6 +89,14 @@ func (m *Message) WithResult(r strictjson.Value) *Message {
 	return &out
 }
 
+// WithParams returns the message with its params replaced.
+func (m *Message) WithParams(p strictjson.Value) *Message {
+	out := *m
+	out.Params = p
+	out.whole = m.whole.With("params", p)
+	return &out
+}
+
 var envelope = []string{"jsonrpc", "id", "method", "params", "result", "error"}
 
 // Parse parses and checks one message. maxDepth bounds nesting (0: the

@@ -196,8 +196,12 @@ func TestElevationHappyPathThroughTheGateway(t *testing.T) {
 	time.Sleep(600 * time.Millisecond)
 	_, err = write(cs, "/reports/weekly.md")
 	wantDenied(t, err)
-	if ev := e.lastRecord("gateway.call_tool", task.ID); ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" {
-		t.Fatalf("baseline record after the end = %+v", ev)
+	if !strings.Contains(err.Error(), "task "+task.ID+" has ended") {
+		t.Fatalf("the denial does not say the task ended: %v", err)
+	}
+	if ev := e.lastRecord("gateway.call_tool", task.ID); ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" ||
+		!strings.Contains(strings.Join(ev.Reasons, "; "), "task "+task.ID+" ended (completed at ") {
+		t.Fatalf("baseline record after the end = %+v, want a reason saying the task ended", ev)
 	}
 	if st, err := e.Operator.Standing(ctx); err != nil || st.Standing != 0 || st.Active != 0 {
 		t.Fatalf("standing = %+v, %v", st, err)

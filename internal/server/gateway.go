@@ -65,6 +65,10 @@ func (t taskSource) TaskState(ctx context.Context, id string) (gateway.TaskState
 	}
 	out := gateway.TaskState{ID: st.Task.ID, Agent: st.Task.Agent, Manifest: st.Task.Manifest, Open: st.Open, Tainted: st.Task.Tainted,
 		Limits: gateway.TaskLimits{Calls: st.Limits.Calls, ResponseBytes: st.Limits.ResponseBytes}}
+	if !st.Open {
+		ended := st.Task.Ended()
+		out.Status, out.EndedAt = string(ended.Status), ended.At
+	}
 	for _, g := range st.Grants {
 		out.Grants = append(out.Grants, gateway.TaskGrant{Elevation: g.ID, Name: elevation.GrantName(g.Manifest, g.Trigger),
 			ExpiresAt: g.ExpiresAt, MaxUses: g.MaxUses, Uses: g.Uses})
@@ -162,8 +166,10 @@ func (s *Server) listenGateway() error {
 		return fmt.Errorf("server: gateway listen on %s: %w", s.gateway.gw.Config().Listen, err)
 	}
 	s.gateway.listener = ln
-	// Tokens name the control plane's issuer URL, known now.
+	// Tokens name the control plane's issuer URL, known now; so does the
+	// protected resource metadata.
 	s.gateway.verifier.Issuer = s.token.Issuer()
+	s.gateway.gw.SetAuthorizationServer(s.token.Issuer())
 	return nil
 }
 

@@ -237,7 +237,7 @@ func TestGatewayHostileJSONRPC(t *testing.T) {
 		{"deep nesting", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":` + strings.Repeat(`{"a":`, 200) + `1` + strings.Repeat("}", 200) + `}}`, "nested deeper"},
 		{"wrong types", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["read_file"]}}`, "name must be a string"},
 		{"params not an object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[1,2]}`, `"params" must be an object`},
-		{"unknown method", `{"jsonrpc":"2.0","id":1,"method":"admin/shutdown"}`, "not permitted"},
+		{"unknown method", `{"jsonrpc":"2.0","id":1,"method":"admin/shutdown"}`, "not available through the gateway"},
 		{"tool name path traversal", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"../vault/get_secret"}}`, "tool name"},
 		{"not JSON", `{"jsonrpc":`, "unexpected end of input"},
 		{"two values", `{"jsonrpc":"2.0","id":1,"method":"ping"}{"jsonrpc":"2.0","id":2,"method":"tools/call"}`, "data after"},

@@ -190,7 +190,9 @@ func (s *Service) clientCredentials(ctx context.Context, cl Client, req Request)
 	if err != nil {
 		return api.TokenResponse{}, fromFault(err, "invalid_client")
 	}
-	res, err := s.resource(ctx, req.Resource)
+	// The audience is exactly what was asked for: a registered resource or
+	// a path child of one (a gateway's per-server URL; see Covers).
+	res, registered, err := s.target(ctx, req.Resource)
 	if err != nil {
 		return api.TokenResponse{}, fromFault(err, "invalid_target")
 	}
@@ -223,7 +225,11 @@ func (s *Service) clientCredentials(ctx context.Context, cl Client, req Request)
 			return api.TokenResponse{}, fromFault(err, "invalid_client")
 		}
 	}
-	return s.mint(ctx, cl, c, now, exp, audit.Event{Action: ActionTokenIssue, Detail: map[string]string{"grant": "client_credentials"}}, "")
+	detail := map[string]string{"grant": "client_credentials"}
+	if registered != res.URI {
+		detail["registered_resource"] = registered
+	}
+	return s.mint(ctx, cl, c, now, exp, audit.Event{Action: ActionTokenIssue, Detail: detail}, "")
 }
 
 // checkTask asks whether agent may work in task now and returns the task's
@@ -234,7 +240,9 @@ func (s *Service) checkTask(ctx context.Context, agent, task string) (time.Time,
 	}
 	deadline, err := s.tasks.TaskFor(ctx, agent, task)
 	if err != nil {
-		return time.Time{}, fromFault(fmt.Errorf("task %s: %w", task, err), "invalid_request")
+		// The task service's messages name the task, and say how and
+		// when an ended one ended.
+		return time.Time{}, fromFault(err, "invalid_request")
 	}
 	return deadline, nil
 }

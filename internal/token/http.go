@@ -1,6 +1,7 @@
 package token
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -32,24 +33,39 @@ const (
 )
 
 // Metadata is the RFC 8414 authorization server metadata.
+//
+// Bulkhead has no authorization endpoint: agents are clients acting for
+// themselves (client_credentials, token exchange), so there is nothing to
+// redirect a browser to. Hence no authorization_endpoint (RFC 8414 §2:
+// required only with a grant type that uses it), and no
+// response_types_supported: the response types are those of the
+// authorization endpoint, and with none supported the list would be empty,
+// which §3.2 forbids ("claims with zero elements MUST be omitted"); RFC
+// 8414 erratum 7793 makes the member conditional like
+// authorization_endpoint, for exactly this case. Likewise no
+// response_modes_supported, code_challenge_methods_supported (PKCE
+// protects the authorization code) or
+// authorization_response_iss_parameter_supported (RFC 9207 is about the
+// authorization response; absent means false). See docs/tokens.md.
 type Metadata struct {
 	Issuer                                     string   `json:"issuer"`
 	TokenEndpoint                              string   `json:"token_endpoint"`
 	JWKSURI                                    string   `json:"jwks_uri"`
 	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
 	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 	GrantTypesSupported                        []string `json:"grant_types_supported"`
-	ResponseTypesSupported                     []string `json:"response_types_supported"`
 	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
 	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
 	TLSClientCertificateBoundAccessTokens      bool     `json:"tls_client_certificate_bound_access_tokens"`
-	ScopesSupported                            []string `json:"scopes_supported,omitempty"`
 }
 
-// Metadata returns the server's RFC 8414 metadata.
-func (s *Service) Metadata() Metadata {
+// Metadata returns the server's RFC 8414 metadata. scopes_supported lists
+// the scopes registered resources name (cached briefly); it is left out
+// when none does, or when the store cannot be read.
+func (s *Service) Metadata(ctx context.Context) Metadata {
 	iss := s.Issuer()
 	algs := make([]string, len(assertionAlgorithms))
 	for i, a := range assertionAlgorithms {
@@ -58,8 +74,8 @@ func (s *Service) Metadata() Metadata {
 	return Metadata{
 		Issuer: iss, TokenEndpoint: iss + TokenPath, JWKSURI: iss + JWKSPath,
 		IntrospectionEndpoint: iss + IntrospectPath, RevocationEndpoint: iss + RevokePath,
-		GrantTypesSupported:    []string{GrantClientCredentials, GrantTokenExchange},
-		ResponseTypesSupported: []string{},
+		ScopesSupported:     s.scopesSupported(ctx),
+		GrantTypesSupported: []string{GrantClientCredentials, GrantTokenExchange},
 		// No client_secret_basic or client_secret_post: there are no
 		// client secrets.
 		TokenEndpointAuthMethodsSupported:          []string{"tls_client_auth", "private_key_jwt"},
@@ -76,7 +92,7 @@ func (s *Service) Metadata() Metadata {
 func (s *Service) Routes(mux *http.ServeMux, guard peer.Guard, logger *slog.Logger) {
 	h := handlers{s: s, logger: logger}
 	mux.HandleFunc("GET "+MetadataPath, func(w http.ResponseWriter, r *http.Request) {
-		httpx.WriteJSON(w, http.StatusOK, s.Metadata())
+		httpx.WriteJSON(w, http.StatusOK, s.Metadata(r.Context()))
 	})
 	mux.HandleFunc("GET "+JWKSPath, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/jwk-set+json")

@@ -124,6 +124,7 @@ func (s *Service) AddResource(ctx context.Context, by audit.Actor, uri string, s
 	if err := s.store.CreateResource(ctx, r); err != nil {
 		return Resource{}, err
 	}
+	s.forgetResources(uri)
 	return r, nil
 }
 
@@ -136,10 +137,9 @@ func (s *Service) RemoveResource(ctx context.Context, by audit.Actor, uri string
 	if _, err := s.audit.Record(ctx, audit.Event{Actor: by, Action: ActionResourceDel, Target: uri, Decision: audit.Allow}); err != nil {
 		return fmt.Errorf("%w: not removed: the audit log is unavailable", fault.Unavailable)
 	}
-	s.resMu.Lock()
-	delete(s.resources, uri)
-	s.resMu.Unlock()
-	return s.store.DeleteResource(ctx, uri)
+	err := s.store.DeleteResource(ctx, uri)
+	s.forgetResources(uri)
+	return err
 }
 
 // ListResources lists registered resources.
@@ -150,7 +150,7 @@ func (s *Service) ListResources(ctx context.Context) ([]Resource, error) {
 func checkResourceURI(uri string) error {
 	// RFC 8707: an absolute URI without a fragment.
 	i := strings.Index(uri, ":")
-	if i < 1 || len(uri) > 512 || strings.ContainsAny(uri, "# \t\n") {
+	if i < 1 || len(uri) > maxResourceLen || strings.ContainsAny(uri, "# \t\n") {
 		return fmt.Errorf("%w: resource %q must be an absolute URI without a fragment", fault.Invalid, uri)
 	}
 	return nil

@@ -152,8 +152,9 @@ type Service struct {
 	mu     sync.RWMutex
 	issuer string
 
-	resMu     sync.Mutex
-	resources map[string]cachedResource
+	resMu      sync.Mutex
+	resources  map[string]cachedResource
+	scopeCache scopeCache
 }
 
 type cachedResource struct {

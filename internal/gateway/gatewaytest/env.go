@@ -2,6 +2,7 @@ package gatewaytest
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/connect"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
@@ -156,4 +158,47 @@ func Text(r *mcp.CallToolResult) string {
 		}
 	}
 	return out
+}
+
+// Sidecar runs `bulkhead connect` for the agent whose credential is in dir,
+// in front of the gateway, and returns its plain-HTTP URL on loopback: what
+// an agent in any language talks to.
+func (e *Env) Sidecar(t testing.TB, dir string) string {
+	t.Helper()
+	sc, _ := e.StartSidecar(t, dir)
+	return sc.URL()
+}
+
+// StartSidecar is Sidecar, returning the sidecar and its log (written to
+// the test's output if it fails). It stops at t.Cleanup.
+func (e *Env) StartSidecar(t testing.TB, dir string) (*connect.Sidecar, *LogBuffer) {
+	t.Helper()
+	lb := &LogBuffer{}
+	sc, err := connect.New(connect.Config{Dir: dir, ServerURL: e.URL, GatewayURL: e.GatewayURL, Listen: "127.0.0.1:0",
+		Resource: Resource, Logger: slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := sc.Listen(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("sidecar: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("the sidecar did not stop")
+		}
+		if t.Failed() {
+			t.Logf("sidecar log:\n%s", lb.String())
+		}
+	})
+	return sc, lb
 }

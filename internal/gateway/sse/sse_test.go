@@ -142,7 +142,7 @@ func TestWriter(t *testing.T) {
 			want: "event: message\nid: 1\nretry: 10\ndata: x\n\n"},
 		{name: "multi-line", ev: Event{Data: "a\n\nb\n"}, want: "data: a\ndata: \ndata: b\ndata: \n\n"},
 		{name: "leading space kept", ev: Event{Data: " x"}, want: "data:  x\n\n"},
-		{name: "id only", ev: Event{ID: "p"}, want: "id: p\n\n"},
+		{name: "id only: a priming event keeps an empty data line", ev: Event{ID: "p"}, want: "id: p\ndata: \n\n"},
 
 		{name: "empty", ev: Event{}, wantErr: true},
 		{name: "newline in type injects a field", ev: Event{Type: "message\ndata: evil", Data: "x"}, wantErr: true},

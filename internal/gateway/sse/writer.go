@@ -68,10 +68,16 @@ func (w *Writer) WriteEvent(ev Event) error {
 	if ev.Retry != "" {
 		field("retry", ev.Retry)
 	}
-	if ev.Data != "" {
+	switch {
+	case ev.Data != "":
 		for line := range strings.SplitSeq(ev.Data, "\n") {
 			field("data", line)
 		}
+	case ev.ID != "":
+		// An id with empty data is a stream's "priming" event (MCP
+		// 2025-11-25 resumability): the empty data line makes parsers that
+		// dispatch only events with data deliver it, and its id with it.
+		field("data", "")
 	}
 	w.buf.WriteByte('\n')
 	return w.writeLocked()
