@@ -417,3 +417,37 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 		t.Errorf("whoami: %+v", s)
 	}
 }
+
+// In 2025-11-25 a task is its creator's and its session's: neither another
+// agent nor another session of the same agent may read or cancel it.
+func TestLegacyTasksAreTheirCreators(t *testing.T) {
+	e := startJS(t)
+	alice, _ := e.agentHTTP(t, "alice", "reader")
+	mallory, _ := e.agentHTTP(t, "mallory", "reader")
+	url := e.GatewayURL + "/mcp/mcp25"
+	sid := initMCP(t, alice, url)
+	_, body, _ := rawMCP(t, alice, url, sid, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"long_job","arguments":{"text":"j","mode":"hold"},"task":{"ttl":60000}}}`, nil)
+	_, after, ok := strings.Cut(body, `"taskId":"`)
+	if !ok {
+		t.Fatalf("no task created: %s", body)
+	}
+	id, _, _ := strings.Cut(after, `"`)
+	get := func(hc *http.Client, sid string) string {
+		_, body, _ := rawMCP(t, hc, url, sid, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":%q}}`, id), nil)
+		return body
+	}
+	if body := get(alice, sid); !strings.Contains(body, `"status":"working"`) {
+		t.Fatalf("alice's own tasks/get: %s", body)
+	}
+	for name, who := range map[string]struct {
+		hc  *http.Client
+		sid string
+	}{"another agent": {mallory, initMCP(t, mallory, url)}, "another session of the same agent": {alice, initMCP(t, alice, url)}} {
+		if code, msg := rpcErr(get(who.hc, who.sid)); code != -32602 || msg != "no such task" {
+			t.Errorf("%s: tasks/get answered %d %q", name, code, msg)
+		}
+	}
+	if n := denials(t, e.gatewayEnv, "gateway.task_access", id); n != 2 {
+		t.Fatalf("%d task-access refusals recorded, want 2", n)
+	}
+}
