@@ -158,7 +158,7 @@ func TestGatewayStreamEndsWithItsToken(t *testing.T) {
 		t.Fatal("the stream ended before its token expired")
 	case <-time.After(100 * time.Millisecond):
 	}
-	fake.Advance(time.Until(tok.Expiry) + time.Second)
+	fake.Advance(tok.Expiry.Sub(fake.Now()) + time.Second)
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
