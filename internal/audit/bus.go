@@ -58,3 +58,10 @@ func (b *bus) publish(events []Event) {
 		}
 	}
 }
+
+// empty reports whether no one is subscribed.
+func (b *bus) empty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs) == 0
+}

@@ -52,6 +52,9 @@ type Log struct {
 	clock  clock.Clock
 	logger *slog.Logger
 	bus    bus
+	// follow, when the store can be read, delivers to subscribers what
+	// any writer committed (see follow.go).
+	follow *follower
 
 	mu       sync.Mutex
 	queue    []*pending
@@ -77,7 +80,11 @@ type pending struct {
 
 // New returns a log over store. store, clk and logger are required.
 func New(store Store, clk clock.Clock, logger *slog.Logger) *Log {
-	return &Log{store: store, clock: clk, logger: logger}
+	l := &Log{store: store, clock: clk, logger: logger}
+	if r, ok := store.(Reader); ok {
+		l.follow = &follower{l: l, reader: r, wake: make(chan struct{}, 1)}
+	}
+	return l
 }
 
 // Record commits ev durably and returns it with Seq set. It returns an error
@@ -178,17 +185,30 @@ func (l *Log) commit(batch []*pending) {
 	if l.observer != nil {
 		l.observer.Committed(committed, took, nil)
 	}
+	if l.follow != nil {
+		l.follow.wakeUp()
+		return
+	}
 	l.bus.publish(committed)
 }
 
-// Subscribe returns a channel that receives every event committed after the
-// call for which match returns true (all events if match is nil). If the
-// subscriber falls more than buf events behind, the channel is closed: a
-// subscriber that must not miss events (a gateway watching revocations) then
-// catches up from the store and subscribes again. cancel releases the
-// subscription.
+// Subscribe returns a channel that receives, in sequence order, every event
+// committed after the call — by this process or, when the store can be
+// read, by any replica writing to it — for which match returns true (all
+// events if match is nil). If the subscriber falls more than buf events
+// behind, the channel is closed: a subscriber that must not miss events (a
+// gateway watching revocations) then catches up from the store and
+// subscribes again. cancel releases the subscription.
 func (l *Log) Subscribe(match func(Event) bool, buf int) (events <-chan Event, cancel func()) {
-	return l.bus.subscribe(match, buf)
+	ch, drop := l.bus.subscribe(match, buf)
+	if l.follow == nil {
+		return ch, drop
+	}
+	l.follow.start()
+	return ch, func() {
+		drop()
+		l.follow.haltIf(l.bus.empty)
+	}
 }
 
 // Query selects committed events. Every set field narrows the selection.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
@@ -67,5 +68,62 @@ func TestReplicasShareOneLog(t *testing.T) {
 				t.Fatalf("report = %+v", rep)
 			}
 		})
+	}
+}
+
+// TestEveryReplicaDeliversEveryCommit: a subscriber on one replica receives
+// what the other replica commits, in the one sequence order, and nothing
+// is skipped, whoever commits; on PostgreSQL a commit elsewhere is
+// delivered at once (LISTEN/NOTIFY), not at the next poll (the fake
+// clock never polls here).
+func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
+	ctx := context.Background()
+	b := storetest.Backends()[1] // two writers need PostgreSQL
+	dsn, dir := b.DSN(t)
+	var logs []*audit.Log
+	for range 2 {
+		db, err := store.Open(ctx, dsn, dir, storetest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		logs = append(logs, audit.New(db, clock.NewFake(t0), storetest.Logger(t)))
+	}
+	live, cancel := logs[1].Subscribe(nil, 1024)
+	defer cancel()
+	const n = 60
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n / 3 {
+				// Most on the replica that does not subscribe.
+				l := logs[0]
+				if i%5 == 0 {
+					l = logs[1]
+				}
+				if _, err := l.Record(ctx, event(w*100+i)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want := int64(-1)
+	deadline := time.After(10 * time.Second)
+	for got := 0; got < n; got++ {
+		select {
+		case ev, ok := <-live:
+			if !ok {
+				t.Fatal("subscription dropped")
+			}
+			if ev.Seq != want+1 && want >= 0 {
+				t.Fatalf("event %d after %d: a gap or a reordering", ev.Seq, want)
+			}
+			want = ev.Seq
+		case <-deadline:
+			t.Fatalf("%d of %d events delivered to the other replica", got, n)
+		}
 	}
 }
