@@ -116,16 +116,24 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		}
 		return ok, nil
 	}
+	var adm *admission
 	if a.metered {
-		if err := g.budgets.admit(a.server, c.id.String(), c.taskID(), c.taskLimits()); err != nil {
+		adm, err = g.budgets.admit(ctx, a.server, c.id.String(), c.taskID(), c.taskLimits())
+		var spent limitError
+		switch {
+		case errors.As(err, &spent):
 			g.recordRefusal(ctx, c, "gateway.budget", a.resource.String(), err.Error(), withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Exhausted, d.ID, "%s", err.Error())
+		case err != nil:
+			g.logger.Error("could not spend a call's budgets; refusing", "err", err)
+			g.recordRefusal(ctx, c, "gateway.budget", a.resource.String(), err.Error(), withDetail(a.detail, "decision_id", d.ID))
+			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the budgets could not be checked")
 		}
 	}
 	if len(grants) > 0 {
 		if err := g.spendGrant(ctx, c, grants, a.resource, d.ID); err != nil {
-			if a.metered {
-				g.budgets.refund(a.server, c.id.String(), c.taskID())
+			if err := adm.refund(ctx); err != nil {
+				g.logger.Warn("could not give back a call that was not forwarded", "err", err)
 			}
 			g.recordRefusal(ctx, c, "gateway.grant", a.resource.String(), "grant not usable: "+err.Error(), withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Forbidden, d.ID, "denied: the grant that allowed this call is no longer usable")

@@ -1,166 +1,230 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 )
 
-// budgets hold cumulative use per server, agent and task. Unlike a rate
-// limit, a budget does not refill with time: an agent that has spent it
-// cannot wait it out; only the end of its task (a new task) resets it.
+// budgets enforce cumulative use per server, agent and task, and per task
+// across servers. Unlike a rate limit, a budget does not refill with time:
+// an agent that has spent it cannot wait it out; only a new task starts
+// anew. The counters live in the control plane's store (budget.Store), so
+// every gateway in front of the same servers spends the same counters and
+// together they never exceed a limit.
+//
+// Rate limits stay in each gateway's memory: with N gateways an agent may
+// reach N times the rate. They make a burst tedious, not impossible, and
+// are documented as such; budgets are what make an overrun impossible.
 type budgets struct {
 	clock clock.Clock
+	store budget.Store
+	// scope names the deployment whose servers the counters belong to
+	// (the gateway's resource): gateways serving the same resource share
+	// counters, another deployment's server of the same name does not.
+	scope string
 
 	mu    sync.Mutex
-	use   map[budgetKey]*usage
-	tasks map[string]*taskUsage
-	rates map[budgetKey]*rate.Limiter
+	rates map[rateKey]*rate.Limiter
 }
 
-type budgetKey struct{ server, agent, task string }
+type rateKey struct{ server, agent string }
 
-type usage struct{ calls, bytes int64 }
-
-// taskUsage is a task's use across servers, against its manifest's
-// limits.
-type taskUsage struct {
-	usage
-	lim TaskLimits
-}
-
-// errBudget and errRate are refusals the agent sees.
+// limitError is a refusal the agent sees, worded for it.
 type limitError struct{ msg string }
 
 func (e limitError) Error() string { return e.msg }
 
-// admit counts one call against the server's budget and rate limit and,
-// for a call in an open task, against the task's limits (its manifest's
-// scope_limits: for the whole task, across servers).
-func (b *budgets) admit(s *Server, agent, task string, lim TaskLimits) error {
-	k := budgetKey{s.Name, agent, task}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s.RateLimit.PerSecond > 0 {
-		if b.rates == nil {
-			b.rates = map[budgetKey]*rate.Limiter{}
-		}
-		// The rate limit is per agent, whatever the task.
-		rk := budgetKey{s.Name, agent, ""}
-		l := b.rates[rk]
-		if l == nil {
-			burst := max(s.RateLimit.Burst, 1)
-			l = rate.NewLimiter(rate.Limit(s.RateLimit.PerSecond), burst)
-			b.rates[rk] = l
-		}
-		if !l.AllowN(b.clock.Now(), 1) {
-			return limitError{fmt.Sprintf("rate limit of %.3g calls/s on %s exceeded", s.RateLimit.PerSecond, s.Name)}
-		}
-	}
-	var u *usage
-	if s.Budget.Calls > 0 || s.Budget.ResponseBytes > 0 {
-		if b.use == nil {
-			b.use = map[budgetKey]*usage{}
-		}
-		if u = b.use[k]; u == nil {
-			u = &usage{}
-			b.use[k] = u
-		}
-		if s.Budget.Calls > 0 && u.calls >= s.Budget.Calls {
-			return limitError{fmt.Sprintf("call budget of %d on %s for this task is spent; it does not refill until the task ends", s.Budget.Calls, s.Name)}
-		}
-		if s.Budget.ResponseBytes > 0 && u.bytes >= s.Budget.ResponseBytes {
-			return limitError{fmt.Sprintf("response budget of %d bytes on %s for this task is spent; it does not refill until the task ends", s.Budget.ResponseBytes, s.Name)}
-		}
-	}
-	var tu *taskUsage
-	if task != "" && (lim.Calls > 0 || lim.ResponseBytes > 0) {
-		if b.tasks == nil {
-			b.tasks = map[string]*taskUsage{}
-		}
-		if tu = b.tasks[task]; tu == nil {
-			tu = &taskUsage{}
-			b.tasks[task] = tu
-		}
-		tu.lim = lim
-		if lim.Calls > 0 && tu.calls >= lim.Calls {
-			return limitError{fmt.Sprintf("the task's call budget of %d (its manifest's scope_limits) is spent", lim.Calls)}
-		}
-		if lim.ResponseBytes > 0 && tu.bytes >= lim.ResponseBytes {
-			return limitError{fmt.Sprintf("the task's response budget of %d bytes (its manifest's scope_limits) is spent", lim.ResponseBytes)}
-		}
-	}
-	if u != nil {
-		u.calls++
-	}
-	if tu != nil {
-		tu.calls++
-	}
-	return nil
+// byteChunk is how many response bytes a meter reserves at a time: one
+// spend per chunk, not per write, and what it does not use it gives back.
+const byteChunk = 256 << 10
+
+// releaseTimeout bounds giving back a response's unused reservation,
+// which happens after the request's own context may have ended.
+const releaseTimeout = 5 * time.Second
+
+// counter is one budget with the words its refusal uses.
+type counter struct {
+	budget.Counter
+	spent string
 }
 
-// refund gives back a call admit counted, for a call that was then not
-// forwarded.
-func (b *budgets) refund(s *Server, agent, task string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if u := b.use[budgetKey{s.Name, agent, task}]; u != nil && u.calls > 0 {
-		u.calls--
+// counters returns the call and response-byte budgets that apply to a
+// call to s by agent in task (task "" outside one).
+func (b *budgets) counters(s *Server, agent, task string, lim TaskLimits) (calls, bytes []counter, err error) {
+	add := func(to *[]counter, limit int64, spent string, parts ...string) {
+		if limit <= 0 || err != nil {
+			return
+		}
+		var k string
+		if k, err = budget.Key(parts...); err == nil {
+			*to = append(*to, counter{budget.Counter{Key: k, Limit: limit}, spent})
+		}
 	}
-	if tu := b.tasks[task]; task != "" && tu != nil && tu.calls > 0 {
-		tu.calls--
+	add(&calls, s.Budget.Calls, fmt.Sprintf("call budget of %d on %s for this task is spent; it does not refill until the task ends", s.Budget.Calls, s.Name),
+		"server", b.scope, s.Name, agent, task, "calls")
+	add(&bytes, s.Budget.ResponseBytes, fmt.Sprintf("response budget of %d bytes on %s for this task is spent; it does not refill until the task ends", s.Budget.ResponseBytes, s.Name),
+		"server", b.scope, s.Name, agent, task, "bytes")
+	if task != "" {
+		add(&calls, lim.Calls, fmt.Sprintf("the task's call budget of %d (its manifest's scope_limits) is spent", lim.Calls), "task", task, "calls")
+		add(&bytes, lim.ResponseBytes, fmt.Sprintf("the task's response budget of %d bytes (its manifest's scope_limits) is spent", lim.ResponseBytes), "task", task, "bytes")
 	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("gateway: budget: %w", err)
+	}
+	return calls, bytes, nil
 }
 
-// charge adds response bytes and reports whether the budgets still hold
-// (the response being streamed is cut when they do not).
-func (b *budgets) charge(s *Server, agent, task string, n int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	ok := true
-	if s.Budget.ResponseBytes > 0 {
-		u := b.use[budgetKey{s.Name, agent, task}]
-		if u == nil {
-			u = &usage{}
-			if b.use == nil {
-				b.use = map[budgetKey]*usage{}
+func plain(cs []counter) []budget.Counter {
+	out := make([]budget.Counter, len(cs))
+	for i, c := range cs {
+		out[i] = c.Counter
+	}
+	return out
+}
+
+func keys(cs []counter) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Key
+	}
+	return out
+}
+
+// refusal words a spend a limit refused for the agent; any other error
+// (the store is unreachable) refuses too: a budget that cannot be checked
+// is not a budget that holds.
+func refusalOf(err error, cs []counter) error {
+	var ex *budget.ExhaustedError
+	if errors.As(err, &ex) {
+		for _, c := range cs {
+			if c.Key == ex.Key {
+				return limitError{c.spent}
 			}
-			b.use[budgetKey{s.Name, agent, task}] = u
 		}
-		u.bytes += n
-		ok = u.bytes <= s.Budget.ResponseBytes
+		return limitError{"a budget of this call is spent"}
 	}
-	if tu := b.tasks[task]; task != "" && tu != nil && tu.lim.ResponseBytes > 0 {
-		tu.bytes += n
-		ok = ok && tu.bytes <= tu.lim.ResponseBytes
-	}
-	return ok
+	return fmt.Errorf("budgets could not be checked: %w", err)
 }
 
-// EndTask drops the usage of a finished task (called when the control
-// plane reports a task's end).
-func (b *budgets) EndTask(agent, task string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for k := range b.use {
-		if k.agent == agent && k.task == task {
-			delete(b.use, k)
+// admit checks the server's rate limit, then spends one call of every
+// call budget of the call (the server's per agent and task, and the
+// task's manifest scope_limits across servers) in one atomic spend, and
+// refuses a call whose response budget is already spent. The returned
+// admission gives the call back if it is then not forwarded.
+func (b *budgets) admit(ctx context.Context, s *Server, agent, task string, lim TaskLimits) (*admission, error) {
+	if s.RateLimit.PerSecond > 0 && !b.allowRate(s, agent) {
+		return nil, limitError{fmt.Sprintf("rate limit of %.3g calls/s on %s exceeded", s.RateLimit.PerSecond, s.Name)}
+	}
+	calls, bytes, err := b.counters(s, agent, task, lim)
+	if err != nil {
+		return nil, err
+	}
+	all := append(calls, bytes...)
+	if len(all) == 0 {
+		return &admission{}, nil
+	}
+	// One byte of each response budget is spent with the call, so a call
+	// whose response budget is gone is refused before it is forwarded;
+	// the byte is given back at once: the meter charges what is sent.
+	if _, err := b.store.SpendBudget(ctx, plain(all), 1, true); err != nil {
+		return nil, refusalOf(err, all)
+	}
+	if len(bytes) > 0 {
+		if err := b.store.ReleaseBudget(ctx, keys(bytes), 1); err != nil {
+			return nil, fmt.Errorf("budgets could not be checked: %w", err)
 		}
 	}
+	return &admission{b: b, calls: keys(calls)}, nil
 }
 
-// dropTask drops every count of an ended task, whoever made it: the task
-// is over, and its calls are now counted as calls without a task.
-func (b *budgets) dropTask(task string) {
+func (b *budgets) allowRate(s *Server, agent string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for k := range b.use {
-		if k.task == task {
-			delete(b.use, k)
-		}
+	if b.rates == nil {
+		b.rates = map[rateKey]*rate.Limiter{}
 	}
-	delete(b.tasks, task)
+	// The rate limit is per agent, whatever the task.
+	k := rateKey{s.Name, agent}
+	l := b.rates[k]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.RateLimit.PerSecond), max(s.RateLimit.Burst, 1))
+		b.rates[k] = l
+	}
+	return l.AllowN(b.clock.Now(), 1)
+}
+
+// admission is a call counted against its budgets.
+type admission struct {
+	b     *budgets
+	calls []string
+}
+
+// refund gives back the call, which was then not forwarded.
+func (a *admission) refund(ctx context.Context) error {
+	if a == nil || len(a.calls) == 0 {
+		return nil
+	}
+	return a.b.store.ReleaseBudget(ctx, a.calls, 1)
+}
+
+// meter charges one response's bytes to its response budgets, reserving
+// them from the store a chunk at a time, and gives back what it reserved
+// and did not send when the response ends.
+type meter struct {
+	ctx      context.Context
+	b        *budgets
+	counters []counter
+	err      error // the budgets could not be read: the response is cut
+	reserved int64
+	used     int64
+}
+
+// meter starts metering a response to a call to s by agent in task.
+func (b *budgets) meter(ctx context.Context, s *Server, agent, task string, lim TaskLimits) *meter {
+	_, bytes, err := b.counters(s, agent, task, lim)
+	return &meter{ctx: ctx, b: b, counters: bytes, err: err}
+}
+
+// charge counts n more bytes and reports whether the budgets still hold;
+// the response is cut when they do not.
+func (m *meter) charge(n int64) bool {
+	if m.err != nil {
+		return false
+	}
+	if len(m.counters) == 0 {
+		return true
+	}
+	m.used += n
+	if m.used <= m.reserved {
+		return true
+	}
+	need := m.used - m.reserved
+	got, err := m.b.store.SpendBudget(m.ctx, plain(m.counters), max(need, byteChunk), false)
+	m.reserved += got
+	if err != nil {
+		if !budget.IsExhausted(err) {
+			m.err = err
+		}
+		return false
+	}
+	return got >= need
+}
+
+// close gives back what was reserved and not sent. It runs after the
+// request's context may have ended, so it uses its own.
+func (m *meter) close() {
+	if len(m.counters) == 0 || m.reserved <= m.used {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), releaseTimeout)
+	defer cancel()
+	_ = m.b.store.ReleaseBudget(ctx, keys(m.counters), m.reserved-m.used)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
@@ -63,7 +64,7 @@ func testGateway(t *testing.T, resource string) *Gateway {
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: "https://cp.example", Audience: cfg.Resource, Keys: staticKeys{}, Clock: clock.Real{}},
-		Revocations: NewRevocations(logger), Decider: denyAll{}, Audit: discardRecorder{}, Clock: clock.Real{}, Logger: logger,
+		Revocations: NewRevocations(logger), Decider: denyAll{}, Audit: discardRecorder{}, Budgets: &budget.Memory{}, Clock: clock.Real{}, Logger: logger,
 		AuthorizationServer: "https://cp.example"})
 	if err != nil {
 		t.Fatal(err)

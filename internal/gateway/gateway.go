@@ -26,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/stdio"
@@ -84,8 +85,11 @@ type Deps struct {
 	Audit       Recorder
 	Secrets     SecretSource
 	Tasks       TaskSource
-	Clock       clock.Clock
-	Logger      *slog.Logger
+	// Budgets spends the budget counters every gateway shares (the
+	// control plane's store, directly or through its API).
+	Budgets budget.Store
+	Clock   clock.Clock
+	Logger  *slog.Logger
 	// AuthorizationServer is the control plane's issuer URL, advertised in
 	// the protected resource metadata.
 	AuthorizationServer string
@@ -113,14 +117,14 @@ type runtime struct {
 
 // New builds a gateway for cfg (validated by ParseConfig or Validate).
 func New(cfg *Config, deps Deps) (*Gateway, error) {
-	if deps.Verifier == nil || deps.Revocations == nil || deps.Decider == nil || deps.Audit == nil || deps.Clock == nil || deps.Logger == nil {
-		return nil, errors.New("gateway: verifier, revocations, decider, audit log, clock and logger are required")
+	if deps.Verifier == nil || deps.Revocations == nil || deps.Decider == nil || deps.Audit == nil || deps.Budgets == nil || deps.Clock == nil || deps.Logger == nil {
+		return nil, errors.New("gateway: verifier, revocations, decider, audit log, budgets, clock and logger are required")
 	}
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
-		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock},
+		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource},
 		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock)}
 	if deps.Tasks != nil {
-		g.tasks = newTaskCache(deps.Tasks, deps.Clock, g.budgets.dropTask)
+		g.tasks = newTaskCache(deps.Tasks, deps.Clock, nil)
 	}
 	httpClient := clientUpstream{newHTTPUpstream(cfg.Limits)}
 	for i := range cfg.Servers {

@@ -112,12 +112,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		w.Header().Del("Mcp-Session-Id")
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	agent, task := c.id.String(), c.taskID()
+	m := g.budgets.meter(ctx, s, c.id.String(), c.taskID(), c.taskLimits())
+	defer m.close()
 	inspect := ex != nil && ex.inspected()
 	switch {
 	case ex != nil && mt == "text/event-stream":
 		w.WriteHeader(resp.StatusCode)
-		g.relaySSE(ctx, w, resp.Body, c, s, ex, forms)
+		g.relaySSE(ctx, w, resp.Body, c, s, ex, forms, m)
 	case inspect && mt != "application/json" && (ex.call.filter != "" || resp.StatusCode/100 == 2):
 		// An answer that may carry a list, a task or a request for input,
 		// in a form the gateway cannot read, must not reach the agent,
@@ -131,7 +132,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		}
 		body, _, _ := g.checkMessage(ctx, c, s, ex, b)
 		body = redactAll(body, forms)
-		g.budgets.charge(s, agent, task, int64(len(body)))
+		// Read whole already: a JSON answer is delivered, and a spent
+		// budget refuses the next call.
+		m.charge(int64(len(body)))
 		if ex.call.filter != "" || ex.call.task != "" || ex.msg.Method == "tasks/list" {
 			// Filtered or bound per agent: no shared cache may keep it.
 			w.Header().Set("Cache-Control", "private, no-store")
@@ -140,7 +143,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		_, _ = w.Write(body)
 	default:
 		w.WriteHeader(resp.StatusCode)
-		copyRedacted(w, resp.Body, forms, func(n int) bool { return g.budgets.charge(s, agent, task, int64(n)) })
+		copyRedacted(w, resp.Body, forms, func(n int) bool { return m.charge(int64(n)) })
 	}
 }
 
@@ -166,11 +169,10 @@ var errBudgetSpent = errors.New("response budget spent")
 // charged to the budget. The strict reader cuts a stream it cannot parse
 // rather than relay something the agent might read differently than the
 // gateway did.
-func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.Reader, c *caller, s *Server, ex *exchange, forms [][]byte) {
+func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.Reader, c *caller, s *Server, ex *exchange, forms [][]byte, m *meter) {
 	if fl, ok := w.(http.Flusher); ok {
 		fl.Flush()
 	}
-	agent, task := c.id.String(), c.taskID()
 	err := sse.Transform(w, body, maxEvent, func(ev sse.Event) (sse.Event, bool, error) {
 		var stop error
 		if ev.IsMessage() && ev.Data != "" {
@@ -195,7 +197,7 @@ func (g *Gateway) relaySSE(ctx context.Context, w http.ResponseWriter, body io.R
 		ev.Data = string(redactAll([]byte(ev.Data), forms))
 		ev.ID = string(redactAll([]byte(ev.ID), forms))
 		ev.Type = string(redactAll([]byte(ev.Type), forms))
-		if !g.budgets.charge(s, agent, task, int64(len(ev.Data))) {
+		if !m.charge(int64(len(ev.Data))) {
 			return ev, false, errBudgetSpent
 		}
 		return ev, true, stop

@@ -15,6 +15,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/sse"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
@@ -177,6 +178,36 @@ func (t RemoteTasks) UseGrant(ctx context.Context, grant string, u GrantUse) err
 	_, err := t.Client.UseGrant(ctx, grant, api.ElevationUse{Task: u.Task, Agent: u.Agent, Resource: u.Resource, DecisionID: u.DecisionID})
 	if err != nil {
 		return fmt.Errorf("gateway: use grant: %w", err)
+	}
+	return nil
+}
+
+// RemoteBudgets spends the shared budget counters at the control plane:
+// one call per spend, so N gateways never exceed a budget together.
+type RemoteBudgets struct{ Client *client.Client }
+
+var _ budget.Store = RemoteBudgets{}
+
+// SpendBudget implements budget.Store.
+func (b RemoteBudgets) SpendBudget(ctx context.Context, counters []budget.Counter, n int64, all bool) (int64, error) {
+	req := api.BudgetSpend{N: n, All: all}
+	for _, c := range counters {
+		req.Counters = append(req.Counters, api.BudgetCounter{Key: c.Key, Limit: c.Limit})
+	}
+	out, err := b.Client.SpendBudget(ctx, req)
+	if err != nil {
+		return 0, fmt.Errorf("gateway: spend budget: %w", err)
+	}
+	if out.Exhausted != nil {
+		return 0, &budget.ExhaustedError{Key: out.Exhausted.Key, Limit: out.Exhausted.Limit}
+	}
+	return out.Granted, nil
+}
+
+// ReleaseBudget implements budget.Store.
+func (b RemoteBudgets) ReleaseBudget(ctx context.Context, keys []string, n int64) error {
+	if err := b.Client.ReleaseBudget(ctx, api.BudgetRelease{Keys: keys, N: n}); err != nil {
+		return fmt.Errorf("gateway: release budget: %w", err)
 	}
 	return nil
 }

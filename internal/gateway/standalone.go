@@ -102,7 +102,7 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	}
 	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
 		Revocations: rev, Decider: RemoteDecider{Client: cp}, Audit: recorder, Secrets: RemoteSecrets{Client: cp}, Tasks: RemoteTasks{Client: cp},
-		Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
+		Budgets: RemoteBudgets{Client: cp}, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
 	if err != nil {
 		return err
 	}

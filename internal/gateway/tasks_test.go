@@ -10,45 +10,107 @@ import (
 
 	"github.com/cedar-policy/cedar-go"
 
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 )
 
 func TestTaskBudgets(t *testing.T) {
-	b := &budgets{clock: clock.NewFake(time.Unix(0, 0))}
+	ctx := context.Background()
+	newBudgets := func() *budgets {
+		return &budgets{clock: clock.NewFake(time.Unix(0, 0)), store: &budget.Memory{}, scope: "https://gw"}
+	}
+	b := newBudgets()
 	files, wiki := &Server{Name: "files"}, &Server{Name: "wiki", Budget: Budget{Calls: 10}}
 	lim := TaskLimits{Calls: 3, ResponseBytes: 100}
 	// The task's limit counts across servers.
 	for i, s := range []*Server{files, wiki, files} {
-		if err := b.admit(s, "a", "tk", lim); err != nil {
+		if _, err := b.admit(ctx, s, "a", "tk", lim); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	if err := b.admit(wiki, "a", "tk", lim); err == nil || !strings.Contains(err.Error(), "scope_limits") {
+	if _, err := b.admit(ctx, wiki, "a", "tk", lim); err == nil || !strings.Contains(err.Error(), "scope_limits") {
 		t.Fatalf("fourth call in the task: %v", err)
 	}
 	// Calls outside the task do not count against it.
-	if err := b.admit(files, "a", "", TaskLimits{}); err != nil {
+	if _, err := b.admit(ctx, files, "a", "", TaskLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	// Bytes: the stream is cut once the task's byte budget is spent.
-	if !b.charge(files, "a", "other", 500) {
+	if m := b.meter(ctx, files, "a", "other", TaskLimits{}); !m.charge(500) {
 		t.Fatal("a task without limits was cut")
 	}
-	b2 := &budgets{clock: clock.NewFake(time.Unix(0, 0))}
-	if err := b2.admit(files, "a", "tk", lim); err != nil {
+	b2 := newBudgets()
+	adm, err := b2.admit(ctx, files, "a", "tk", lim)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !b2.charge(files, "a", "tk", 60) || b2.charge(files, "a", "tk", 60) {
+	m := b2.meter(ctx, files, "a", "tk", lim)
+	if !m.charge(60) || m.charge(60) {
 		t.Fatal("the task's byte budget was not enforced")
 	}
-	if err := b2.admit(files, "a", "tk", lim); err == nil {
+	m.close()
+	if _, err := b2.admit(ctx, files, "a", "tk", lim); err == nil {
 		t.Fatal("admitted after the byte budget was spent")
 	}
-	// The end of the task drops its counts.
-	b.dropTask("tk")
-	if err := b.admit(wiki, "a", "tk", lim); err != nil {
-		t.Fatalf("after the task's end: %v", err)
+	// A refunded call is given back.
+	if err := adm.refund(ctx); err != nil {
+		t.Fatal(err)
 	}
+	// A new task starts anew.
+	if _, err := b.admit(ctx, wiki, "a", "tk2", lim); err != nil {
+		t.Fatalf("in a new task: %v", err)
+	}
+}
+
+// A response's unused reservation is given back when it ends, so what
+// the budget counts is what was sent.
+func TestMeterGivesBackWhatItDidNotSend(t *testing.T) {
+	ctx := context.Background()
+	store := &budget.Memory{}
+	b := &budgets{clock: clock.NewFake(time.Unix(0, 0)), store: store, scope: "https://gw"}
+	s := &Server{Name: "files", Budget: Budget{ResponseBytes: 1 << 20}}
+	for range 3 {
+		m := b.meter(ctx, s, "a", "", TaskLimits{})
+		if !m.charge(1000) {
+			t.Fatal("cut within the budget")
+		}
+		m.close()
+	}
+	m := b.meter(ctx, s, "a", "", TaskLimits{})
+	if !m.charge(1<<20 - 3000) {
+		t.Fatal("the rest of the budget was not available: unused reservations were kept")
+	}
+	if m.charge(1) {
+		t.Fatal("a byte past the budget was allowed")
+	}
+	m.close()
+}
+
+// A store that cannot be reached refuses: a budget that cannot be
+// checked does not hold.
+func TestBudgetStoreFailureRefuses(t *testing.T) {
+	ctx := context.Background()
+	b := &budgets{clock: clock.NewFake(time.Unix(0, 0)), store: failingBudgets{}, scope: "https://gw"}
+	s := &Server{Name: "files", Budget: Budget{Calls: 5, ResponseBytes: 100}}
+	if _, err := b.admit(ctx, s, "a", "", TaskLimits{}); err == nil {
+		t.Fatal("admitted without its budget")
+	}
+	if b.meter(ctx, s, "a", "", TaskLimits{}).charge(1) {
+		t.Fatal("bytes charged without the budget")
+	}
+	// A server without budgets needs no store.
+	if _, err := b.admit(ctx, &Server{Name: "free"}, "a", "", TaskLimits{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type failingBudgets struct{}
+
+func (failingBudgets) SpendBudget(context.Context, []budget.Counter, int64, bool) (int64, error) {
+	return 0, errors.New("store down")
+}
+func (failingBudgets) ReleaseBudget(context.Context, []string, int64) error {
+	return errors.New("store down")
 }
 
 type fakeTasks struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
@@ -172,6 +173,9 @@ func (s *Server) Handler() http.Handler {
 	s.identity.ComponentRoutes(mux, s.logger)
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	spend, release := budget.Handlers(s.db, s.logger)
+	mux.Handle("POST /v1/budgets/spend", s.identity.Guard(s.logger).Require(gatewaysOnly, spend))
+	mux.Handle("POST /v1/budgets/release", s.identity.Guard(s.logger).Require(gatewaysOnly, release))
 	mux.Handle("GET /metrics", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload), s.metrics.Handler()))
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
 		s.untilCertExpires(audit.StreamHandler(s.audit, s.db, s.logger))))

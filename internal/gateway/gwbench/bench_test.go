@@ -122,7 +122,7 @@ servers:
 		g, err := gateway.New(cfg, gateway.Deps{
 			Verifier:    &gateway.Verifier{Issuer: env.Server.Token().Issuer(), Audience: cfg.Resource, Keys: env.Server.Token(), Clock: clock.Real{}},
 			Revocations: rev, Decider: dec, Audit: rec, Secrets: staticSecret(gatewaytest.FilesSecret),
-			Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
+			Budgets: env.Server.Store(), Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
 		if err != nil {
 			b.Fatal(err)
 		}
