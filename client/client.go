@@ -21,9 +21,13 @@ import (
 
 // Client calls the control plane's API over mTLS with the SVID in a Source.
 type Client struct {
-	base *url.URL
-	src  *Source
-	http *http.Client
+	// base is the first server URL: requests are built against it, and
+	// failover sends them to whichever replica is preferred.
+	base     *url.URL
+	src      *Source
+	pools    *pools
+	failover *Failover
+	http     *http.Client
 }
 
 // GatewayPath prefixes gateways' SPIFFE IDs.
@@ -53,9 +57,11 @@ func NewHTTPClient(src *Source, authorize tlsconfig.Authorizer) *http.Client {
 
 // New returns a client for the control plane at serverURL that
 // authenticates with src and accepts only a server presenting the control
-// plane's SPIFFE ID in src's trust domain.
+// plane's SPIFFE ID in src's trust domain. serverURL may list the
+// replicas of the control plane, separated by commas; the client fails
+// over between them (see Failover).
 func New(serverURL string, src *Source) (*Client, error) {
-	u, err := parseServerURL(serverURL)
+	bases, err := parseServerURLs(serverURL)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +69,8 @@ func New(serverURL string, src *Source) (*Client, error) {
 	// while a stream (the event stream of a gateway) keeps an old
 	// connection busy.
 	p := &pools{src: src, authorize: tlsconfig.AuthorizeID(ServerID(src.ID().TrustDomain())), what: "control plane"}
-	return &Client{base: u, src: src, http: &http.Client{Timeout: 30 * time.Second, Transport: p}}, nil
+	f := newFailover(bases, p)
+	return &Client{base: bases[0], src: src, pools: p, failover: f, http: &http.Client{Timeout: 30 * time.Second, Transport: f}}, nil
 }
 
 // NewFromDir is New with the credential directory dir.
@@ -86,13 +93,23 @@ func parseServerURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// HTTPClient returns the underlying mTLS HTTP client.
+// HTTPClient returns the underlying mTLS HTTP client. Its transport is a
+// *Failover: requests for any of Bases go to the preferred replica. Build
+// URLs on Bases()[0] (or Current); a long-lived stream reuses the transport
+// in a client without a timeout.
 func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// Bases returns the control plane's URLs as configured; requests are built
+// on the first.
+func (c *Client) Bases() []string { return c.failover.Bases() }
+
+// Current returns the URL of the replica requests go to now.
+func (c *Client) Current() string { return c.failover.Current() }
 
 // TLSConfig is a copy of the TLS configuration of the client's current
 // connections: the current SVID, and only the control plane accepted.
 func (c *Client) TLSConfig() *tls.Config {
-	return c.http.Transport.(*pools).current().tr.TLSClientConfig.Clone()
+	return c.pools.current().tr.TLSClientConfig.Clone()
 }
 
 // Source returns the client's credential source.

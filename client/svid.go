@@ -38,8 +38,14 @@ import (
 // The token pins the CA root's fingerprint: Enroll fetches the public trust
 // bundle, accepts it only if it holds that root, and then talks to the
 // server only over TLS verified against it and the server's SPIFFE ID.
+//
+// serverURL may list replicas separated by commas: they are tried in order
+// until one answers. An answer is final, a refusal included: replicas
+// share one database, so another would refuse too, and one that does not
+// hold the pinned CA is a misconfiguration to report, not to route around.
+// Only a failure to get an answer (a transport error) moves on.
 func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVID, error) {
-	base, err := parseServerURL(serverURL)
+	bases, err := parseServerURLs(serverURL)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +53,26 @@ func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVI
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	root, err := fetchPinnedRoot(ctx, base, pt.RootSHA256)
+	key, csrPEM, err := newKeyAndCSR(spiffeid.ID{})
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, base := range bases {
+		svid, err := enrollAt(ctx, base, pt.RootSHA256, token, key, csrPEM, outDir)
+		var ue *url.Error
+		if err == nil || len(bases) == 1 || ctx.Err() != nil || !errors.As(err, &ue) {
+			return svid, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("client: enroll: no control plane replica answered: %w", errors.Join(errs...))
+}
+
+// enrollAt enrolls with the replica at base. An error holding a *url.Error
+// is a request that got no answer.
+func enrollAt(ctx context.Context, base *url.URL, pin [32]byte, token string, key crypto.Signer, csrPEM []byte, outDir string) (*x509svid.SVID, error) {
+	root, err := fetchPinnedRoot(ctx, base, pin)
 	if err != nil {
 		return nil, err
 	}
@@ -59,11 +84,6 @@ func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVI
 	tlsCfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(ServerID(td)))
 	tlsCfg.MinVersion = tls.VersionTLS13
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
-
-	key, csrPEM, err := newKeyAndCSR(spiffeid.ID{})
-	if err != nil {
-		return nil, err
-	}
 	var resp api.SVID
 	if err := do(ctx, hc, base, http.MethodPost, "/v1/enroll", api.EnrollRequest{Token: token, CSR: string(csrPEM)}, &resp); err != nil {
 		return nil, err

@@ -327,7 +327,7 @@ func (e *env) follow(ctx context.Context, c *client.Client, after int64, ff filt
 		if len(ff.actions) > 0 {
 			q.Set("action", strings.Join(ff.actions, ","))
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(e.server, "/")+"/v1/events?"+q.Encode(), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, firstServer(e.server)+"/v1/events?"+q.Encode(), nil)
 		if err != nil {
 			return err
 		}
@@ -599,7 +599,9 @@ func (e *env) downloadArchive(ctx context.Context, c *client.Client, before int6
 // API; these add the audit routes, whose wire types live in internal/audit.
 
 func apiDo(ctx context.Context, c *client.Client, base, method, path string, q url.Values, body io.Reader, read func(io.Reader) error) error {
-	u := strings.TrimRight(base, "/") + path
+	// Built on the first replica; the client's transport sends it to
+	// whichever answers.
+	u := firstServer(base) + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

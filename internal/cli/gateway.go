@@ -23,6 +23,7 @@ func init() {
 
 func (e *env) gatewayCmd() *cobra.Command {
 	var listen, name, resource, dir, joinToken, auditKey string
+	var maxStale time.Duration
 	cmd := &cobra.Command{
 		Use:   "gateway --config FILE",
 		Short: "Run the gateway: every agent tool call authenticated, authorized and recorded",
@@ -41,7 +42,13 @@ To run it inside the control plane instead, use 'bulkhead serve --gateway FILE'.
 The gateway also witnesses the control plane's audit log: it keeps the
 newest signed checkpoint it verified in DIR/audit_witness.json and raises an
 alert (an audit.witness record and an error log line) if the log ever
-shows one that does not extend it, as after a truncation.`,
+shows one that does not extend it, as after a truncation.
+
+--server may list several control plane replicas (https://a:8443,https://b:8443):
+the gateway follows the event stream from whichever answers. While none
+answers it keeps serving on its cached revocation state for --max-stale
+(records of those decisions carry cached_state_age_ms), then refuses
+everyone until one does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if e.file == nil || len(e.file.Raw) == 0 {
@@ -64,7 +71,7 @@ shows one that does not extend it, as after a truncation.`,
 			if dir == "" {
 				dir = filepath.Join(e.dataDir, "gateway", cfg.Name)
 			}
-			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken, AuditKey: auditKey,
+			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken, AuditKey: auditKey, MaxStale: maxStale,
 				Clock: clock.Real{}, Logger: e.logger.With("component", "gateway"),
 				Ready: func(addr string) {
 					e.logger.Info("gateway ready", "url", "https://"+addr, "resource", cfg.Resource, "servers", len(cfg.Servers))
@@ -85,6 +92,7 @@ shows one that does not extend it, as after a truncation.`,
 	f.StringVar(&resource, "resource", "", "token audience (default https://LISTEN)")
 	f.StringVar(&dir, "dir", "", "the gateway's credential directory (default DATA-DIR/gateway/NAME)")
 	f.StringVar(&joinToken, "join-token", "", "one-time token to enroll with on first start ('bulkhead gateway join-token NAME'); prefer BULKHEAD_JOIN_TOKEN, which ps does not show")
+	f.DurationVar(&maxStale, "max-stale", gateway.DefaultMaxStale, "how long to keep serving on cached revocation state while no control plane replica (--server A,B,...) answers the event feed; then refuse everyone")
 	f.StringVar(&auditKey, "audit-key", "", "the control plane's audit log key ('bulkhead audit key') the gateway's witness pins; default: trust the key the control plane names on first start")
 	cmd.AddCommand(e.gatewayRevokeCmd(), e.gatewayJoinTokenCmd())
 	return cmd

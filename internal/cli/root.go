@@ -90,7 +90,7 @@ other commands find it and its operator credential without any setting.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&e.configPath, "config", "", "YAML config file; keys are flag names (env BULKHEAD_CONFIG)")
 	pf.StringVar(&e.dataDir, "data-dir", server.DefaultDataDir, "data directory of the control plane")
-	pf.StringVar(&e.server, "server", "https://"+server.DefaultListen, "control plane URL")
+	pf.StringVar(&e.server, "server", "https://"+server.DefaultListen, "control plane URL; several replicas' URLs separated by commas fail over")
 	pf.StringVar(&e.credentials, "credentials", "", "operator credential directory (default DATA-DIR/operator)")
 	pf.StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&e.logFormat, "log-format", "text", "log format: text or json")
@@ -168,3 +168,11 @@ func (e *env) operator() (*client.Client, error) {
 func OSEnv(k string) (string, bool) { return os.LookupEnv(k) }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// firstServer is the first of the --server URLs, without a trailing
+// slash: requests are built on it, and a client's failover transport
+// sends them to whichever replica answers.
+func firstServer(servers string) string {
+	first, _, _ := strings.Cut(servers, ",")
+	return strings.TrimRight(strings.TrimSpace(first), "/")
+}

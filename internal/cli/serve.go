@@ -68,7 +68,7 @@ postgres://... uses PostgreSQL instead.`,
 	f.StringSliceVar(&sans, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
-	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL (default https://LISTEN-ADDRESS)")
+	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL, one for every replica of the trust domain: the first replica stores it in the database (default: its https://LISTEN-ADDRESS); set it to the load balancer URL in front of several replicas")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
 	f.IntVar(&maxDepth, "max-delegation-depth", 0, "deepest sub-agent delegation (default 3)")
 	f.StringVar(&gatewayConfig, "gateway", "", "gateway configuration file: run the gateway in this process too")

@@ -121,7 +121,7 @@ func (e *env) tokenInspectCmd() *cobra.Command {
 			pool := x509.NewCertPool()
 			pool.AppendCertsFromPEM(pem)
 			hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
-			resp, err := hc.Get(strings.TrimRight(e.server, "/") + token.JWKSPath)
+			resp, err := hc.Get(firstServer(e.server) + token.JWKSPath)
 			if err != nil {
 				return fmt.Errorf("fetch JWKS: %w", err)
 			}

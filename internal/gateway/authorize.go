@@ -239,6 +239,11 @@ func (g *Gateway) recordDecision(ctx context.Context, c *caller, server, action 
 	for k, v := range extra {
 		detail[k] = v
 	}
+	if age, stale := g.deps.Revocations.Stale(); stale {
+		// Decided while no control plane answered the feed: a revocation
+		// made in that time may not have been applied yet.
+		detail["cached_state_age_ms"] = strconv.FormatInt(age.Milliseconds(), 10)
+	}
 	if c.claims.Task != "" {
 		detail["task_open"] = strconv.FormatBool(c.task != nil)
 		if c.task != nil {

@@ -10,8 +10,10 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
@@ -30,14 +32,21 @@ var RevocationActions = []string{
 // revocation closes them.
 type Revocations struct {
 	logger *slog.Logger
+	// clock and maxStale bound how long the state is trusted while the
+	// feed is broken (see Bound); zero maxStale: until the feed is back.
+	clock    clock.Clock
+	maxStale time.Duration
 
-	mu      sync.RWMutex
-	ready   bool
-	seq     int64
-	serials map[string]bool
-	agents  map[string]string // SPIFFE ID → "revoked" | "disabled"
-	jtis    map[string]bool
-	conns   map[net.Conn]connOwner
+	mu    sync.RWMutex
+	ready bool
+	// brokenAt is when the feed broke, zero while it is connected and
+	// caught up.
+	brokenAt time.Time
+	seq      int64
+	serials  map[string]bool
+	agents   map[string]string // SPIFFE ID → "revoked" | "disabled"
+	jtis     map[string]bool
+	conns    map[net.Conn]connOwner
 }
 
 type connOwner struct {
@@ -53,6 +62,43 @@ func NewRevocations(logger *slog.Logger) *Revocations {
 
 // ErrNotReady refuses requests before the revocation backlog is read.
 var ErrNotReady = errors.New("gateway: revocation state not loaded yet")
+
+// DefaultMaxStale is how long a gateway keeps serving on the revocation
+// state it has while no control plane replica answers its feed.
+const DefaultMaxStale = 30 * time.Second
+
+// Bound makes r refuse everyone (fail closed) once its feed has been
+// broken for longer than maxStale: a revocation made meanwhile could not
+// have reached it. Until then decisions are made on the cached state, and
+// Stale says so for their records.
+func (r *Revocations) Bound(clk clock.Clock, maxStale time.Duration) *Revocations {
+	r.clock, r.maxStale = clk, maxStale
+	return r
+}
+
+// Stale returns how long the feed has been broken, and false while it is
+// connected.
+func (r *Revocations) Stale() (time.Duration, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.brokenAt.IsZero() || r.clock == nil {
+		return 0, false
+	}
+	return r.clock.Now().Sub(r.brokenAt), true
+}
+
+// broken notes that the feed broke (the first time since it was last
+// caught up).
+func (r *Revocations) broken() {
+	if r.clock == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.brokenAt.IsZero() {
+		r.brokenAt = r.clock.Now()
+	}
+	r.mu.Unlock()
+}
 
 // Apply folds one committed event into the state and closes the
 // connections it concerns. Events must arrive in sequence order; older ones
@@ -107,10 +153,11 @@ func isSelfOrDescendant(id, ancestor string) bool {
 	return id == ancestor || strings.HasPrefix(id, ancestor+"/sub/")
 }
 
-// SetReady marks the backlog as read.
+// SetReady marks the backlog as read: the state is current.
 func (r *Revocations) SetReady() {
 	r.mu.Lock()
 	r.ready = true
+	r.brokenAt = time.Time{}
 	r.mu.Unlock()
 }
 
@@ -128,6 +175,9 @@ func (r *Revocations) Check(serial string, c *token.Claims) error {
 	defer r.mu.RUnlock()
 	if !r.ready {
 		return ErrNotReady
+	}
+	if !r.brokenAt.IsZero() && r.maxStale > 0 && r.clock.Now().Sub(r.brokenAt) > r.maxStale {
+		return fmt.Errorf("gateway: no control plane has answered the revocation feed for %s (the bound is %s): refusing until one does", r.clock.Now().Sub(r.brokenAt).Round(time.Second), r.maxStale)
 	}
 	if r.serials[serial] {
 		return fmt.Errorf("certificate %s is revoked", serial)
@@ -206,6 +256,7 @@ func (r *Revocations) Feed(ctx context.Context, src EventSource, retry func(cont
 		if ctx.Err() != nil {
 			return nil
 		}
+		r.broken()
 		r.logger.Warn("revocation feed broke; resuming", "err", err, "after", r.Seq())
 		if !retry(ctx) {
 			return nil

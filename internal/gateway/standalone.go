@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,15 +17,22 @@ import (
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
 )
 
 // Standalone runs a gateway on its own, talking to the control plane over
 // mTLS as spiffe://TD/bulkhead/gateway/NAME.
 type Standalone struct {
-	Config    *Config
+	Config *Config
+	// ServerURL is the control plane's URL, or several replicas' URLs
+	// separated by commas: the gateway fails over between them.
 	ServerURL string
+	// MaxStale bounds how long the gateway serves on its cached
+	// revocation state while no replica answers (default DefaultMaxStale).
+	MaxStale time.Duration
 	// Dir holds the gateway's own credential (svid.pem, ...).
 	Dir string
 	// JoinToken, if set, enrolls the gateway when Dir has no credential:
@@ -76,7 +82,10 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	if want := "/bulkhead/gateway/" + cfg.Name; src.ID().Path() != want {
 		return fmt.Errorf("gateway: the credential in %s is %s, not a gateway named %s", sa.Dir, src.ID(), cfg.Name)
 	}
-	issuer, err := discoverIssuer(ctx, cp.HTTPClient(), sa.ServerURL)
+	// URLs are built on the first replica; the client's transport sends
+	// each request to whichever replica answers.
+	base := cp.Bases()[0]
+	issuer, err := discoverIssuer(ctx, cp.HTTPClient(), base)
 	if err != nil {
 		return err
 	}
@@ -86,11 +95,15 @@ func (sa *Standalone) Run(ctx context.Context) error {
 		}
 	}
 	stream := &http.Client{Transport: cp.HTTPClient().Transport} // no overall timeout: the event stream is long-lived
-	jwks := &JWKS{URL: strings.TrimRight(sa.ServerURL, "/") + "/oauth2/jwks", HTTP: cp.HTTPClient(), Clock: sa.Clock, Logger: logger}
+	jwks := &JWKS{URL: base + "/oauth2/jwks", HTTP: cp.HTTPClient(), Clock: sa.Clock, Logger: logger}
 	if err := jwks.Refresh(ctx); err != nil {
 		return err
 	}
-	rev := NewRevocations(logger)
+	maxStale := sa.MaxStale
+	if maxStale <= 0 {
+		maxStale = DefaultMaxStale
+	}
+	rev := NewRevocations(logger).Bound(sa.Clock, maxStale)
 	recorder := audit.New(RemoteAudit{Client: cp}, sa.Clock, logger)
 	// The gateway witnesses the control plane's log from its own disk,
 	// where an intruder in the control plane's database cannot reach.
@@ -115,14 +128,8 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	if sa.Ready != nil {
 		sa.Ready(ln.Addr().String())
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 5)
-	go func() { errc <- rot.Run(ctx) }()
-	go func() { errc <- witness.Run(ctx) }()
-	go func() { errc <- jwks.Run(ctx) }()
-	go func() {
-		errc <- rev.Feed(ctx, RemoteEvents{HTTP: stream, Base: sa.ServerURL}, func(ctx context.Context) bool {
+	feed := func(ctx context.Context) error {
+		return rev.Feed(ctx, RemoteEvents{HTTP: stream, Base: base}, func(ctx context.Context) bool {
 			select {
 			case <-ctx.Done():
 				return false
@@ -130,24 +137,9 @@ func (sa *Standalone) Run(ctx context.Context) error {
 				return true
 			}
 		})
-	}()
-	go func() {
-		err := srv.ServeTLS(ln, "", "")
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		errc <- err
-	}()
-	var first error
-	select {
-	case <-ctx.Done():
-	case first = <-errc:
 	}
-	cancel()
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	_ = srv.Shutdown(sctx)
-	return first
+	return run.Group(ctx, logger, run.Func("credential", rot.Run), run.Func("witness", witness.Run), run.Func("jwks", jwks.Run),
+		run.Func("revocations", feed), run.Func("gateway", func(ctx context.Context) error { return httpx.ServeTLSUntil(ctx, srv, ln) }))
 }
 
 func discoverIssuer(ctx context.Context, hc *http.Client, serverURL string) (string, error) {

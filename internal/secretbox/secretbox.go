@@ -34,7 +34,7 @@ const version byte = 1
 
 // LoadOrCreate reads the master key at path, creating it on first use.
 func LoadOrCreate(path string) (*Box, error) {
-	b, err := os.ReadFile(path)
+	_, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		key := make([]byte, keyLen)
@@ -60,6 +60,21 @@ func LoadOrCreate(path string) (*Box, error) {
 			return nil, fmt.Errorf("secretbox: write master key: %w", err)
 		}
 		return New(key)
+	case err != nil:
+		return nil, fmt.Errorf("secretbox: read master key: %w", err)
+	}
+	return Load(path)
+}
+
+// ErrNoKey is a master key file that does not exist.
+var ErrNoKey = errors.New("secretbox: no master key")
+
+// Load reads the master key at path; it never creates one.
+func Load(path string) (*Box, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w at %s", ErrNoKey, path)
 	case err != nil:
 		return nil, fmt.Errorf("secretbox: read master key: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit/ocsf"
 	"github.com/bulkhead-dev/bulkhead/internal/audit/webhook"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/run"
 )
 
 // The evidence side of the audit log: the log's signing key, the
@@ -101,13 +102,14 @@ func operatorsAndGateways(p peer.Principal) error {
 	return gatewaysOnly(p)
 }
 
-// runEvidence runs the checkpointer and the webhook sink.
-func (s *Server) runEvidence(ctx context.Context) error {
-	fns := []func(context.Context) error{s.evidence.checkpointer.Run}
+// evidenceComponents sign checkpoints and deliver the webhook, each on
+// one replica at a time: the log is one, whoever writes to it.
+func (s *Server) evidenceComponents() []run.Component {
+	cs := []run.Component{s.exclusive("audit-checkpoints", s.evidence.checkpointer.Run)}
 	if s.evidence.sink != nil {
-		fns = append(fns, s.evidence.sink.Run)
+		cs = append(cs, s.exclusive("audit-webhook", s.evidence.sink.Run))
 	}
-	return run(ctx, fns...)
+	return cs
 }
 
 // Checkpointer signs the audit log (tests force checkpoints with it).

@@ -31,7 +31,9 @@ type Config struct {
 	// OperatorTTL is the lifetime of the bootstrap operator credential,
 	// renewed by the server at half-life.
 	OperatorTTL time.Duration
-	// Issuer is the OAuth issuer URL; empty means https://LISTEN-ADDRESS.
+	// Issuer is the OAuth issuer URL, one per trust domain: the first
+	// replica stores it (empty: https://LISTEN-ADDRESS of that replica) and
+	// every later one uses the stored value.
 	Issuer string
 	// TokenTTL is the access token lifetime (default 5m, at most 15m).
 	TokenTTL time.Duration

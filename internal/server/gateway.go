@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,7 +16,9 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/secret"
 )
 
@@ -136,26 +137,6 @@ func isConflict(err error) bool { return errors.Is(err, fault.Conflict) }
 // retryDelay spaces reconnections of internal feeds.
 const retryDelay = time.Second
 
-// serveUntil serves srv on ln over TLS until ctx ends, then shuts down
-// gracefully.
-func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	select {
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := srv.Shutdown(sctx)
-		<-errc
-		return err
-	}
-}
-
 // listenGateway binds the gateway's address and fixes the issuer it trusts.
 func (s *Server) listenGateway() error {
 	if s.gateway == nil {
@@ -181,16 +162,16 @@ func (s *Server) GatewayAddr() string {
 	return s.gateway.listener.Addr().String()
 }
 
-// gatewayRunners are the in-process gateway's long-running parts.
-func (s *Server) gatewayRunners() []func(context.Context) error {
+// gatewayComponents are the in-process gateway's long-running parts.
+func (s *Server) gatewayComponents() []run.Component {
 	g := s.gateway
 	if g == nil {
 		return nil
 	}
 	tlsCfg := gateway.TLSConfig(g.cred.getCertificate, peer.VerifyConnection(s.ca.X509Bundle(), s.clock))
 	srv := g.gw.Server(tlsCfg)
-	return []func(context.Context) error{
-		func(ctx context.Context) error {
+	return []run.Component{
+		run.Func("gateway-revocations", func(ctx context.Context) error {
 			return g.rev.Feed(ctx, gateway.LogSource{Log: s.audit, Reader: s.db}, func(ctx context.Context) bool {
 				select {
 				case <-ctx.Done():
@@ -199,10 +180,10 @@ func (s *Server) gatewayRunners() []func(context.Context) error {
 					return true
 				}
 			})
-		},
-		func(ctx context.Context) error { return serveUntil(ctx, srv, g.listener) },
-		g.cred.refresh,
-		g.witness.Run,
-		func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil },
+		}),
+		run.Func("gateway", func(ctx context.Context) error { return httpx.ServeTLSUntil(ctx, srv, g.listener) }),
+		run.Func("gateway-credential", g.cred.refresh),
+		run.Func("gateway-witness", g.witness.Run),
+		run.Func("gateway-close", func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil }),
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,8 +27,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/secret"
-	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
@@ -116,7 +117,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	box, err := secretbox.LoadOrCreate(cfg.masterKeyPath())
+	box, err := s.openMasterKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -215,10 +216,34 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: metrics: %w", err)
 		}
 	}
-	if s.cfg.Issuer == "" {
-		s.token.SetIssuer("https://" + ln.Addr().String())
+	if err := s.shareIssuer(); err != nil {
+		_ = ln.Close()
+		return err
 	}
 	return s.listenGateway()
+}
+
+// shareIssuer makes the token issuer the trust domain's, not this
+// replica's: the first replica to start stores it (--issuer, or its own
+// address), and every replica after it issues and accepts tokens with
+// that one value, so a token from any replica verifies at every gateway.
+// Set --issuer to the load balancer's URL in front of several replicas.
+func (s *Server) shareIssuer() error {
+	want := s.cfg.Issuer
+	if want == "" {
+		want = "https://" + s.listener.Addr().String()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stored, err := s.db.SetMetaOnce(ctx, "issuer", want)
+	if err != nil {
+		return fmt.Errorf("server: store the token issuer: %w", err)
+	}
+	if s.cfg.Issuer != "" && stored != s.cfg.Issuer {
+		return fmt.Errorf("server: --issuer %q differs from the trust domain's issuer %q stored by the first replica; every replica must issue with one issuer: pass --issuer %q or omit it", s.cfg.Issuer, stored, stored)
+	}
+	s.token.SetIssuer(stored)
+	return nil
 }
 
 // Addr is the bound address (useful with port 0).
@@ -251,31 +276,61 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
 	}
-	runners := []func(context.Context) error{
-		func(ctx context.Context) error {
-			err := s.http.ServeTLS(s.listener, "", "")
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return err
-		},
-		func(ctx context.Context) error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return s.http.Shutdown(sctx)
-		},
-		s.serving.refresh,
-		s.operator.refresh,
-		s.policy.Run,
-		s.elev.Run,
-		s.runEvidence,
-		s.token.Run,
+	components := []run.Component{
+		run.Func("api", func(ctx context.Context) error { return httpx.ServeTLSUntil(ctx, s.http, s.listener) }),
+		run.Func("server-credential", s.serving.refresh),
+		run.Func("operator-credential", s.operator.refresh),
+		run.Func("policy", s.policy.Run),
+		run.Func("policy-changes", s.followPolicy),
+		run.Func("token-keys", s.token.Run),
+		// Jobs that must run on one replica at a time.
+		s.exclusive("elevation-sweep", s.elev.Run),
 	}
+	components = append(components, s.evidenceComponents()...)
 	if s.metricsLn != nil {
-		runners = append(runners, s.serveMetrics)
+		components = append(components, run.Func("metrics", s.serveMetrics))
 	}
-	return run(ctx, append(runners, s.gatewayRunners()...)...)
+	return run.Group(ctx, s.logger, append(components, s.gatewayComponents()...)...)
+}
+
+// exclusive runs job on one replica at a time: the replica that holds
+// the job's lock (a PostgreSQL advisory lock; SQLite has one replica)
+// runs it, the others take over when it dies.
+func (s *Server) exclusive(name string, job func(context.Context) error) run.Component {
+	return run.Exclusive{Name: name, Lead: s.db.TryLead, Job: job, Clock: s.clock, Logger: s.logger}.Component()
+}
+
+// changesPolicy reports a record of a change to what the PDP decides with.
+func changesPolicy(ev audit.Event) bool {
+	switch {
+	case ev.Decision != audit.Allow:
+		return false
+	case strings.HasPrefix(ev.Action, "policy."), strings.HasPrefix(ev.Action, "role."):
+		return true
+	}
+	return ev.Action == policy.ActionToolApply || ev.Action == elevation.ActionManifestApply
+}
+
+// followPolicy reloads the PDP as soon as any replica changes policy (its
+// record reaches every replica's log subscribers), rather than at the
+// next poll: a policy applied on one replica is in force on all of them
+// within the time it takes the record to arrive.
+func (s *Server) followPolicy(ctx context.Context) error {
+	for {
+		events, cancel := s.audit.Subscribe(changesPolicy, 64)
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return nil
+			case _, open = <-events:
+			}
+			if err := s.policy.Reload(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Warn("policy reload after a change failed; the poll retries", "err", err)
+			}
+		}
+		cancel() // fell behind: the reload above read the latest state
+	}
 }
 
 // untilCertExpires ends a request (a stream) when the client certificate it
@@ -339,28 +394,6 @@ func (s *Server) gauges() {
 			return float64(g.pick(st)), err
 		})
 	}
-}
-
-// run runs every component until ctx ends or one of them fails, then
-// cancels the rest and returns the first error.
-func run(ctx context.Context, fns ...func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(fns))
-	for _, fn := range fns {
-		go func() {
-			err := fn(ctx)
-			cancel()
-			errs <- err
-		}()
-	}
-	var first error
-	for range fns {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 // Policy is the policy service; its PDP is the in-process decision API.

@@ -141,9 +141,8 @@ func (e *Env) Restart() {
 	e.start()
 }
 
-// Enroll registers agent name, enrolls it with a join token, and returns its
-// credential directory.
-func (e *Env) Enroll(name string) string {
+// NewJoinToken registers agent name and returns a join token for it.
+func (e *Env) NewJoinToken(name string) string {
 	e.T.Helper()
 	ctx := context.Background()
 	if _, err := e.Operator.CreateAgent(ctx, name, 0); err != nil {
@@ -153,8 +152,17 @@ func (e *Env) Enroll(name string) string {
 	if err != nil {
 		e.T.Fatalf("join token for %s: %v", name, err)
 	}
+	return tok.Token
+}
+
+// Enroll registers agent name, enrolls it with a join token, and returns its
+// credential directory.
+func (e *Env) Enroll(name string) string {
+	e.T.Helper()
+	ctx := context.Background()
+	tok := e.NewJoinToken(name)
 	dir := filepath.Join(e.T.TempDir(), name)
-	if _, err := client.Enroll(ctx, e.URL, tok.Token, dir); err != nil {
+	if _, err := client.Enroll(ctx, e.URL, tok, dir); err != nil {
 		e.T.Fatalf("enroll %s: %v", name, err)
 	}
 	return dir
