@@ -249,16 +249,20 @@ type EventSource interface {
 	Follow(ctx context.Context, after int64, actions []string, apply func(audit.Event), caughtUp func()) error
 }
 
-// Feed keeps r current from src until ctx ends, resuming after breaks.
+// Feed keeps r current from src until ctx ends, resuming after breaks. A
+// feed that broke after catching up resumes at once (a replica stopped:
+// the source fails over to another); one that could not catch up waits
+// for retry before trying again.
 func (r *Revocations) Feed(ctx context.Context, src EventSource, retry func(context.Context) bool) error {
 	for {
-		err := src.Follow(ctx, r.Seq(), RevocationActions, r.Apply, r.SetReady)
+		caughtUp := false
+		err := src.Follow(ctx, r.Seq(), RevocationActions, r.Apply, func() { caughtUp = true; r.SetReady() })
 		if ctx.Err() != nil {
 			return nil
 		}
 		r.broken()
 		r.logger.Warn("revocation feed broke; resuming", "err", err, "after", r.Seq())
-		if !retry(ctx) {
+		if !caughtUp && !retry(ctx) {
 			return nil
 		}
 	}

@@ -15,7 +15,8 @@ import (
 )
 
 // brokenFeed delivers its events, reports the backlog read when up, then
-// breaks; each Follow takes the next outcome.
+// breaks; each Follow takes the next outcome. A feed that broke after
+// catching up is resumed at once, without a retry.
 type brokenFeed struct {
 	up     []bool
 	events []audit.Event
@@ -43,7 +44,7 @@ func (f *brokenFeed) Follow(_ context.Context, after int64, _ []string, apply fu
 func TestRevocationsFailClosedPastTheStalenessBound(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1000, 0))
 	rev := NewRevocations(slog.New(slog.NewTextHandler(io.Discard, nil))).Bound(clk, 30*time.Second)
-	feed := &brokenFeed{up: []bool{true, false, true}, events: []audit.Event{
+	feed := &brokenFeed{up: []bool{true, false, false, true, false}, events: []audit.Event{
 		{Seq: 1, Action: audit.ActionAgentRevoke, Target: "spiffe://td/agent/bad", Decision: audit.Allow}}}
 	good := &token.Claims{}
 	good.Subject = "spiffe://td/agent/good"
@@ -63,7 +64,7 @@ func TestRevocationsFailClosedPastTheStalenessBound(t *testing.T) {
 			if err := rev.Check("01", good); err == nil || !strings.Contains(err.Error(), "revocation feed") {
 				t.Fatalf("served past the bound: %v", err)
 			}
-		case 3: // it came back (and broke again just now): current again
+		case 3: // it came back, and broke again just now: current again
 			if err := rev.Check("01", good); err != nil {
 				t.Fatalf("refused once the feed was back: %v", err)
 			}

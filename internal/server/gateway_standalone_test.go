@@ -74,21 +74,27 @@ func TestStandaloneGateway(t *testing.T) {
 // fails the test if it does not stop cleanly.
 func standalone(t *testing.T, e *gatewaytest.Env, boot func(*gateway.Standalone)) (url string, stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
-name: edge
-resource: https://edge.bulkhead.test
+	return startStandalone(t, "edge", e.URL, `
 servers:
   - name: files
     mcp: { url: `+e.Files.URL+` }
     callers: ["spiffe://bulkhead.local/agent/*"]
     credentials: { header: Authorization, secret: files-token }
-`), nil)
+`, boot)
+}
+
+// startStandalone runs standalone gateway name, for the resource
+// https://edge.bulkhead.test, with the servers of yaml, fed by the control
+// plane replicas serverURL lists.
+func startStandalone(t *testing.T, name, serverURL, yaml string, boot func(*gateway.Standalone)) (url string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg, err := gateway.ParseConfig([]byte("listen: 127.0.0.1:0\nname: "+name+"\nresource: https://edge.bulkhead.test\n"+yaml), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := make(chan string, 1)
-	sa := &gateway.Standalone{Config: cfg, ServerURL: e.URL, Dir: filepath.Join(t.TempDir(), "edge"),
+	sa := &gateway.Standalone{Config: cfg, ServerURL: serverURL, Dir: filepath.Join(t.TempDir(), name),
 		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
 	boot(sa)
 	done := make(chan error, 1)

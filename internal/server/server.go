@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -300,36 +299,32 @@ func (s *Server) exclusive(name string, job func(context.Context) error) run.Com
 	return run.Exclusive{Name: name, Lead: s.db.TryLead, Job: job, Clock: s.clock, Logger: s.logger}.Component()
 }
 
-// changesPolicy reports a record of a change to what the PDP decides with.
-func changesPolicy(ev audit.Event) bool {
-	switch {
-	case ev.Decision != audit.Allow:
-		return false
-	case strings.HasPrefix(ev.Action, "policy."), strings.HasPrefix(ev.Action, "role."):
-		return true
-	}
-	return ev.Action == policy.ActionToolApply || ev.Action == elevation.ActionManifestApply
-}
-
-// followPolicy reloads the PDP as soon as any replica changes policy (its
-// record reaches every replica's log subscribers), rather than at the
-// next poll: a policy applied on one replica is in force on all of them
-// within the time it takes the record to arrive.
+// followPolicy reloads the PDP as soon as any replica commits a change of
+// policy, roles, the tool catalog or manifests (a PostgreSQL notification
+// sent at commit), rather than at the next poll, which stays as the
+// fallback for a missed notification. SQLite has one replica, which
+// reloads as it changes.
 func (s *Server) followPolicy(ctx context.Context) error {
 	for {
-		events, cancel := s.audit.Subscribe(changesPolicy, 64)
-		for open := true; open; {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return nil
-			case _, open = <-events:
-			}
-			if err := s.policy.Reload(ctx); err != nil && ctx.Err() == nil {
-				s.logger.Warn("policy reload after a change failed; the poll retries", "err", err)
+		changes, err := s.db.PolicyChanges(ctx)
+		switch {
+		case errors.Is(err, audit.ErrNoFeed):
+			<-ctx.Done()
+			return nil
+		case err != nil:
+			s.logger.Warn("cannot listen for policy changes; the poll loads them", "err", err)
+		default:
+			for range changes {
+				if err := s.policy.Reload(ctx); err != nil && ctx.Err() == nil {
+					s.logger.Warn("policy reload after a change failed; the poll retries", "err", err)
+				}
 			}
 		}
-		cancel() // fell behind: the reload above read the latest state
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.clock.After(retryDelay):
+		}
 	}
 }
 

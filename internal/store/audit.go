@@ -69,14 +69,9 @@ func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) 
 		if _, err := tx.execPrepared(ctx, `UPDATE audit_tree SET size = ? WHERE id = 1`, tree.Size()); err != nil {
 			return fmt.Errorf("store: update audit tree: %w", err)
 		}
-		if s.dialect == postgresDialect {
-			// Delivered at commit: every replica's followers read it now
-			// rather than at their next poll (see Changes).
-			if _, err := tx.execPrepared(ctx, `SELECT pg_notify('`+auditChannel+`', '')`); err != nil {
-				return fmt.Errorf("store: notify audit commit: %w", err)
-			}
-		}
-		return nil
+		// Delivered at commit: every replica's followers read it now
+		// rather than at their next poll (see Changes).
+		return tx.notify(ctx, auditChannel)
 	})
 	s.frontier.Lock()
 	defer s.frontier.Unlock()

@@ -37,7 +37,9 @@ func writePolicyState(ctx context.Context, tx *Tx, st policy.State) error {
 	if err != nil {
 		return fmt.Errorf("store: write policy state: %w", err)
 	}
-	return nil
+	// Delivered at commit, after the change is visible: every replica's
+	// PDP reloads now rather than at its next poll (see PolicyChanges).
+	return tx.notify(ctx, policyChannel)
 }
 
 // bumpGeneration marks a change every PDP must load.

@@ -64,18 +64,7 @@ servers:
 	if _, err := env.Operator.SetSecret(ctx, "files-token", []byte(FilesSecret)); err != nil {
 		t.Fatal(err)
 	}
-	live := filepath.Join(repoRoot(), "examples", "policies", "live")
-	var pf []api.PolicyFile
-	for _, f := range []string{"guardrails.cedar", "roles.cedar"} {
-		b, err := os.ReadFile(filepath.Join(live, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pf = append(pf, api.PolicyFile{Name: f, Content: string(b)})
-	}
-	pf = append(pf, api.PolicyFile{Name: "list.cedar", Content: `@id("reader-list")
-permit (principal in Role::"reader", action == Action::"list_tools", resource);`})
-	if _, err := env.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: pf}); err != nil {
+	if _, err := env.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: PolicyFiles(t)}); err != nil {
 		t.Fatal(err)
 	}
 	catalog, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "policies", "tools.yaml"))
@@ -90,6 +79,23 @@ permit (principal in Role::"reader", action == Action::"list_tools", resource);`
 		t.Fatal(err)
 	}
 	return &Env{Env: env, Files: files, GatewayURL: "https://" + env.Server.GatewayAddr()}
+}
+
+// PolicyFiles are the environment's live policies: the example guardrails
+// and roles, and readers may list tools. Append to them to apply more.
+func PolicyFiles(t testing.TB) []api.PolicyFile {
+	t.Helper()
+	live := filepath.Join(repoRoot(), "examples", "policies", "live")
+	var pf []api.PolicyFile
+	for _, f := range []string{"guardrails.cedar", "roles.cedar"} {
+		b, err := os.ReadFile(filepath.Join(live, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pf = append(pf, api.PolicyFile{Name: f, Content: string(b)})
+	}
+	return append(pf, api.PolicyFile{Name: "list.cedar", Content: `@id("reader-list")
+permit (principal in Role::"reader", action == Action::"list_tools", resource);`})
 }
 
 // Agent registers and enrolls agent name with the "mcp" scope and the
