@@ -78,7 +78,7 @@ func TestReplicasShareOneLog(t *testing.T) {
 // clock never polls here).
 func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
 	ctx := context.Background()
-	b := storetest.Backends()[1] // two writers need PostgreSQL
+	b := storetest.Postgres // two writers need PostgreSQL
 	dsn, dir := b.DSN(t)
 	var logs []*audit.Log
 	for range 2 {
@@ -125,5 +125,47 @@ func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("%d of %d events delivered to the other replica", got, n)
 		}
+	}
+}
+
+// BenchmarkReplicaPropagation: the time from a commit on one replica to its
+// delivery to a subscriber (a gateway's revocation feed) on the other
+// replica, beside delivery on the committing replica itself. Both on one
+// PostgreSQL; the other replica is woken by LISTEN/NOTIFY.
+func BenchmarkReplicaPropagation(b *testing.B) {
+	ctx := context.Background()
+	dsn, dir := storetest.Postgres.DSN(b)
+	var logs []*audit.Log
+	for range 2 {
+		db, err := store.Open(ctx, dsn, dir, storetest.Logger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		logs = append(logs, audit.New(db, clock.Real{}, storetest.Logger(b)))
+	}
+	for _, c := range []struct {
+		name string
+		sub  *audit.Log
+	}{{"same-replica", logs[0]}, {"other-replica", logs[1]}} {
+		b.Run(c.name, func(b *testing.B) {
+			live, cancel := c.sub.Subscribe(nil, 1024)
+			defer cancel()
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				rec, err := logs[0].Record(ctx, event(i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for ev := range live {
+					if ev.Seq == rec.Seq {
+						break
+					}
+				}
+				total += time.Since(start)
+			}
+			b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/delivered")
+		})
 	}
 }

@@ -41,7 +41,7 @@ func (s *Server) buildEvidence(ctx context.Context) error {
 	}
 	if stored != key.VerifierKey {
 		// Replicas sign one log, so they share its key: copy DATA/audit.
-		return fmt.Errorf("server: the store's audit log is signed by %s, but %s holds %s; copy the first server's audit directory here", stored, cfg.AuditDir(), key.VerifierKey)
+		return fmt.Errorf("server: the store's audit log is signed by %s, but %s holds another key, %s; remove that directory to restore the log's key from the store", stored, cfg.AuditDir(), key.VerifierKey)
 	}
 	if created {
 		s.logger.Info("created audit log signing key", "dir", cfg.AuditDir(), "verifier_key", key.VerifierKey)

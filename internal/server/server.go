@@ -91,6 +91,13 @@ func (s *Server) build(ctx context.Context) error {
 	if td != cfg.TrustDomain.Name() {
 		return fmt.Errorf("server: the store belongs to trust domain %q, not %q", td, cfg.TrustDomain.Name())
 	}
+	box, err := s.openMasterKey(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.restoreKeys(ctx, box); err != nil {
+		return err
+	}
 	authority, created, err := ca.LoadOrCreate(ca.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.caDir(), Clock: s.clock})
 	if err != nil {
 		return err
@@ -103,7 +110,7 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	if storedFP != hex.EncodeToString(fp[:]) {
 		// Two replicas on one store must share one CA: copy DATA/ca.
-		return fmt.Errorf("server: the store was initialized by a CA with root SHA-256 %s, but %s holds a different root; copy the first server's ca directory here", storedFP, cfg.caDir())
+		return fmt.Errorf("server: the store was initialized by a CA with root SHA-256 %s, but %s holds a different root; remove that directory to restore the root from the store", storedFP, cfg.caDir())
 	}
 	if created {
 		s.logger.Info("created certificate authority", "trust_domain", cfg.TrustDomain.Name(), "dir", cfg.caDir(), "root_sha256", storedFP)
@@ -113,10 +120,6 @@ func (s *Server) build(ctx context.Context) error {
 	s.audit.Observe(s.metrics)
 	s.identity, err = identity.New(identity.Config{Store: s.db, CA: authority, Audit: s.audit, Clock: s.clock,
 		Logger: s.logger, DefaultSVIDTTL: cfg.DefaultSVIDTTL})
-	if err != nil {
-		return err
-	}
-	box, err := s.openMasterKey(ctx)
 	if err != nil {
 		return err
 	}
@@ -144,6 +147,9 @@ func (s *Server) build(ctx context.Context) error {
 	}
 	s.gauges()
 	if err := s.buildEvidence(ctx); err != nil {
+		return err
+	}
+	if err := s.storeKeys(ctx, box); err != nil {
 		return err
 	}
 	if err := s.buildGateway(ctx); err != nil {

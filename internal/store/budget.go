@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 )
 
 var _ budget.Store = (*DB)(nil)
 
-// SpendBudget implements budget.Store: one transaction that reads the
-// counters (locked on PostgreSQL; SQLite writes are serialized) and adds
-// what every limit allows.
+// SpendBudget implements budget.Store in one transaction. All or nothing
+// (a call) is one conditional upsert per counter; a partial spend
+// (response bytes, a chunk at a time) reads the counters locked (FOR
+// UPDATE on PostgreSQL; SQLite writes are serialized) and adds what every
+// limit allows.
 func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64, all bool) (int64, error) {
 	if n <= 0 || len(counters) == 0 {
 		return 0, nil
@@ -30,6 +34,12 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 		}
 		return 0
 	})
+	if all {
+		if err := s.spendAll(ctx, cs, n); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 	var granted int64
 	err := s.tx(ctx, func(tx *Tx) error {
 		lock := ""
@@ -47,7 +57,7 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 			}
 			granted = min(granted, max(c.Limit-used[i], 0))
 		}
-		if granted == 0 || all && granted < n {
+		if granted == 0 {
 			for i, c := range cs {
 				if used[i]+n > c.Limit {
 					return &budget.ExhaustedError{Key: c.Key, Limit: c.Limit}
@@ -66,6 +76,116 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 		return 0, err
 	}
 	return granted, nil
+}
+
+// spendAll adds n to every counter or to none. Spends are group-committed:
+// a hot counter (a task's budget spent by parallel calls) is locked from
+// its update to the commit, so one transaction per spend would admit one
+// call per commit (a disk flush). Spends that arrive while a transaction
+// commits wait and go together in the next one, each under a savepoint
+// of its own, so an exhausted spend is undone alone.
+func (s *DB) spendAll(ctx context.Context, cs []budget.Counter, n int64) error {
+	for _, c := range cs {
+		if n > c.Limit {
+			return &budget.ExhaustedError{Key: c.Key, Limit: c.Limit}
+		}
+	}
+	r := &spendReq{counters: cs, n: n, done: make(chan error, 1)}
+	q := &s.spends
+	q.mu.Lock()
+	q.queue = append(q.queue, r)
+	lead := !q.running
+	q.running = true
+	q.mu.Unlock()
+	if lead {
+		// The leader commits batches until none is waiting. It commits
+		// its own too, so it runs detached from its caller's context.
+		go s.commitSpends(context.WithoutCancel(ctx))
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		// The spend may still commit: the budget counts it, which errs on
+		// the side of refusing.
+		return ctx.Err()
+	}
+}
+
+// spendQueue holds spends waiting for the next transaction.
+type spendQueue struct {
+	mu      sync.Mutex
+	queue   []*spendReq
+	running bool
+}
+
+type spendReq struct {
+	counters []budget.Counter
+	n        int64
+	done     chan error
+}
+
+// spendTimeout bounds one group transaction.
+const spendTimeout = 10 * time.Second
+
+func (s *DB) commitSpends(ctx context.Context) {
+	q := &s.spends
+	for {
+		q.mu.Lock()
+		batch := q.queue
+		q.queue = nil
+		if len(batch) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		results := make([]error, len(batch))
+		tctx, cancel := context.WithTimeout(ctx, spendTimeout)
+		err := s.tx(tctx, func(tx *Tx) error {
+			for i, r := range batch {
+				if results[i] = spendIn(tctx, tx, r); results[i] != nil && !budget.IsExhausted(results[i]) {
+					return results[i]
+				}
+			}
+			return nil
+		})
+		cancel()
+		for i, r := range batch {
+			if err != nil {
+				results[i] = err
+			}
+			r.done <- results[i]
+		}
+	}
+}
+
+// spendIn applies one spend under a savepoint: one conditional upsert per
+// counter, adding only within the limit; the first that cannot undoes
+// the others.
+func spendIn(ctx context.Context, tx *Tx, r *spendReq) error {
+	if _, err := tx.exec(ctx, `SAVEPOINT spend`); err != nil {
+		return fmt.Errorf("store: budget savepoint: %w", err)
+	}
+	for _, c := range r.counters {
+		var used int64
+		err := tx.queryRow(ctx, `INSERT INTO budget_counters AS b (key, used) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET used = b.used + excluded.used WHERE b.used + excluded.used <= ?
+			RETURNING used`, c.Key, r.n, c.Limit).Scan(&used)
+		if err != nil {
+			if _, rerr := tx.exec(ctx, `ROLLBACK TO SAVEPOINT spend`); rerr != nil {
+				return fmt.Errorf("store: budget rollback: %w", rerr)
+			}
+			if errors.Is(err, sql.ErrNoRows) {
+				return &budget.ExhaustedError{Key: c.Key, Limit: c.Limit}
+			}
+			return fmt.Errorf("store: budget %s: %w", c.Key, err)
+		}
+	}
+	if _, err := tx.exec(ctx, `RELEASE SAVEPOINT spend`); err != nil {
+		return fmt.Errorf("store: budget savepoint: %w", err)
+	}
+	return nil
 }
 
 // ReleaseBudget implements budget.Store.

@@ -44,6 +44,8 @@ type DB struct {
 		sync.Mutex
 		f *audit.Frontier
 	}
+	// spends group-commits budget spends (see spendAll).
+	spends spendQueue
 }
 
 type dialect int

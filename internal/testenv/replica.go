@@ -132,12 +132,12 @@ func (r *Replica) Kill() {
 
 // JoinDir prepares the data directory of a new replica of the control
 // plane whose data directory is from, as docs/ha.md tells an operator to:
-// the CA, the audit log's signing key and the master key are copied;
-// everything else is in the shared database.
+// only the master key is copied; the replica restores the CA's root and
+// the audit key, sealed, from the shared database.
 func JoinDir(t testing.TB, from string) string {
 	t.Helper()
 	to := t.TempDir()
-	for _, p := range []string{"ca", "audit", "master.key"} {
+	for _, p := range []string{"master.key"} {
 		if err := copyTree(filepath.Join(from, p), filepath.Join(to, p)); err != nil {
 			t.Fatalf("join: copy %s: %v", p, err)
 		}

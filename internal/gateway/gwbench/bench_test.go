@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
@@ -104,7 +105,14 @@ func build(b *testing.B) *fixture {
 	pool.AppendCertsFromPEM(env.Server.BundlePEM())
 	mtlsTLS.ClientCAs = pool
 
-	layered := func(name string, dec gateway.Decider, rec gateway.Recorder) string {
+	layered := func(name string, dec gateway.Decider, rec gateway.Recorder, budgets budget.Store) string {
+		metered := ""
+		if budgets != nil {
+			// Never spent in a run: the cost measured is the shared spend.
+			metered = "\n    budget: { calls: 1000000000000 }"
+		} else {
+			budgets = &budget.Memory{}
+		}
 		cfg, err := gateway.ParseConfig([]byte(`listen: 127.0.0.1:0
 name: bench-`+name+`
 resource: https://bench-`+name+`.test
@@ -112,7 +120,7 @@ servers:
   - name: files
     mcp: { url: `+env.Files.URL+` }
     callers: ["spiffe://bulkhead.local/agent/*"]
-    credentials: { header: Authorization, secret: files-token }
+    credentials: { header: Authorization, secret: files-token }`+metered+`
 `), nil)
 		if err != nil {
 			b.Fatal(err)
@@ -122,7 +130,7 @@ servers:
 		g, err := gateway.New(cfg, gateway.Deps{
 			Verifier:    &gateway.Verifier{Issuer: env.Server.Token().Issuer(), Audience: cfg.Resource, Keys: env.Server.Token(), Clock: clock.Real{}},
 			Revocations: rev, Decider: dec, Audit: rec, Secrets: staticSecret(gatewaytest.FilesSecret),
-			Budgets: env.Server.Store(), Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
+			Budgets: budgets, Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -131,12 +139,16 @@ servers:
 		}
 		return serve(g.Handler(), mtlsTLS) + "/mcp/files"
 	}
+	pdp := gateway.PDPDecider{PDP: env.Server.Policy()}
 	f.cases = []benchCase{
 		{name: "direct", url: env.Files.URL, client: plain, auth: "Bearer " + gatewaytest.FilesSecret},
 		{name: "proxy", url: serve(proxy, nil) + upstream.Path, client: plain, auth: "Bearer " + gatewaytest.FilesSecret},
 		{name: "proxy+mtls", url: serve(proxy, mtlsTLS) + upstream.Path, client: mtls(""), auth: "Bearer " + gatewaytest.FilesSecret},
-		{name: "gateway+mtls+token", url: layered("token", allow{}, discard{}), client: mtls("https://bench-token.test")},
-		{name: "gateway+mtls+token+policy", url: layered("policy", gateway.PDPDecider{PDP: env.Server.Policy()}, discard{}), client: mtls("https://bench-policy.test")},
+		{name: "gateway+mtls+token", url: layered("token", allow{}, discard{}, nil), client: mtls("https://bench-token.test")},
+		{name: "gateway+mtls+token+policy", url: layered("policy", pdp, discard{}, nil), client: mtls("https://bench-policy.test")},
+		// The shared budget spend (one transaction per call) on each store.
+		{name: "gateway+mtls+token+policy+budget-sqlite", url: layered("budget-sqlite", pdp, discard{}, env.Server.Store()), client: mtls("https://bench-budget-sqlite.test")},
+		{name: "gateway+mtls+token+policy+budget-postgres", url: layered("budget-postgres", pdp, discard{}, storetest.Postgres.Open(b)), client: mtls("https://bench-budget-postgres.test")},
 		{name: "gateway+mtls+token+policy+audit", url: env.GatewayURL + "/mcp/files", client: mtls(gatewaytest.Resource)},
 	}
 	return f

@@ -49,12 +49,13 @@ func (b Backend) Open(t testing.TB) *store.DB {
 
 // Backends returns SQLite and PostgreSQL. Run each test body under
 // t.Run(b.Name, ...).
-func Backends() []Backend {
-	return []Backend{
-		{Name: "sqlite", DSN: func(t testing.TB) (string, string) { return "", t.TempDir() }},
-		{Name: "postgres", DSN: func(t testing.TB) (string, string) { return PostgresDSN(t), t.TempDir() }},
-	}
-}
+func Backends() []Backend { return []Backend{SQLite, Postgres} }
+
+// The two backends.
+var (
+	SQLite   = Backend{Name: "sqlite", DSN: func(t testing.TB) (string, string) { return "", t.TempDir() }}
+	Postgres = Backend{Name: "postgres", DSN: func(t testing.TB) (string, string) { return PostgresDSN(t), t.TempDir() }}
+)
 
 // PostgresDSN creates a schema for this test and returns a DSN whose
 // search_path selects it. The schema is dropped when the test ends.
