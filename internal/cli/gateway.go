@@ -12,6 +12,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
 )
 
@@ -71,7 +72,7 @@ everyone until one does.`,
 			if dir == "" {
 				dir = filepath.Join(e.dataDir, "gateway", cfg.Name)
 			}
-			sa := &gateway.Standalone{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken, AuditKey: auditKey, MaxStale: maxStale,
+			sa := &server.StandaloneGateway{Config: cfg, ServerURL: e.server, Dir: dir, JoinToken: joinToken, AuditKey: auditKey, MaxStale: maxStale,
 				Clock: clock.Real{}, Logger: e.logger.With("component", "gateway"),
 				Ready: func(addr string) {
 					e.logger.Info("gateway ready", "url", "https://"+addr, "resource", cfg.Resource, "servers", len(cfg.Servers))

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
@@ -39,7 +40,7 @@ func TestWitnessesCatchATruncatedLog(t *testing.T) {
 	e := gatewaytest.Start(t, "", testenv.WithClock(fake))
 	edge := metrics.New()
 	var edgeDir string
-	standalone(t, e, func(sa *gateway.Standalone) {
+	standalone(t, e, func(sa *server.StandaloneGateway) {
 		sa.Operator, sa.Clock, sa.WitnessObserver, edgeDir = e.Operator, fake, edge, sa.Dir
 	})
 	cpMetrics := func() string {

@@ -12,7 +12,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
-	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 )
 
 // A standalone gateway reads task state, reports taint and spends grants
@@ -21,7 +21,7 @@ import (
 func TestStandaloneGatewayEnforcesGrants(t *testing.T) {
 	e := startElevation(t)
 	ctx := context.Background()
-	url, stop := standalone(t, e.Env, func(sa *gateway.Standalone) { sa.Operator = e.Operator })
+	url, stop := standalone(t, e.Env, func(sa *server.StandaloneGateway) { sa.Operator = e.Operator })
 	_, alpha := e.Agent(t, "alpha", "reader")
 	task := e.start(alpha)
 	base := client.NewHTTPClient(alpha.Source(), client.AuthorizeGateways(spiffeid.RequireTrustDomainFromString("bulkhead.local"), ""))

@@ -14,8 +14,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
-	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
 )
 
@@ -37,7 +37,7 @@ func TestStandaloneGatewayEnrollsWithAJoinToken(t *testing.T) {
 		t.Fatalf("join token for %q", tok.SPIFFEID)
 	}
 	var dir string
-	url, stop := standalone(t, e, func(sa *gateway.Standalone) { sa.JoinToken, dir = tok.Token, sa.Dir })
+	url, stop := standalone(t, e, func(sa *server.StandaloneGateway) { sa.JoinToken, dir = tok.Token, sa.Dir })
 	src, err := svidfile.Load(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
 )
 
@@ -23,7 +24,7 @@ import (
 func TestStandaloneGateway(t *testing.T) {
 	e := gatewaytest.Start(t, "") // reuses the control plane, policies and upstream
 	ctx := context.Background()
-	url, stop := standalone(t, e, func(sa *gateway.Standalone) { sa.Operator = e.Operator })
+	url, stop := standalone(t, e, func(sa *server.StandaloneGateway) { sa.Operator = e.Operator })
 	_, c := e.Agent(t, "alpha", "reader")
 	cs := connectRetrying(t, url+"/mcp/files", gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test"))
 	list, err := cs.ListTools(ctx, nil)
@@ -72,7 +73,7 @@ func TestStandaloneGateway(t *testing.T) {
 // standalone runs a standalone gateway "edge" in front of e's files server
 // until the test ends, bootstrapped as boot sets it up; stop stops it and
 // fails the test if it does not stop cleanly.
-func standalone(t *testing.T, e *gatewaytest.Env, boot func(*gateway.Standalone)) (url string, stop func()) {
+func standalone(t *testing.T, e *gatewaytest.Env, boot func(*server.StandaloneGateway)) (url string, stop func()) {
 	t.Helper()
 	return startStandalone(t, "edge", e.URL, `
 servers:
@@ -86,7 +87,7 @@ servers:
 // startStandalone runs standalone gateway name, for the resource
 // https://edge.bulkhead.test, with the servers of yaml, fed by the control
 // plane replicas serverURL lists.
-func startStandalone(t *testing.T, name, serverURL, yaml string, boot func(*gateway.Standalone)) (url string, stop func()) {
+func startStandalone(t *testing.T, name, serverURL, yaml string, boot func(*server.StandaloneGateway)) (url string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg, err := gateway.ParseConfig([]byte("listen: 127.0.0.1:0\nname: "+name+"\nresource: https://edge.bulkhead.test\n"+yaml), nil)
@@ -94,7 +95,7 @@ func startStandalone(t *testing.T, name, serverURL, yaml string, boot func(*gate
 		t.Fatal(err)
 	}
 	addr := make(chan string, 1)
-	sa := &gateway.Standalone{Config: cfg, ServerURL: serverURL, Dir: filepath.Join(t.TempDir(), name),
+	sa := &server.StandaloneGateway{Config: cfg, ServerURL: serverURL, Dir: filepath.Join(t.TempDir(), name),
 		Clock: clock.Real{}, Logger: storetest.Logger(t), Ready: func(a string) { addr <- a }}
 	boot(sa)
 	done := make(chan error, 1)

@@ -19,7 +19,6 @@ import (
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
-	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
@@ -60,8 +59,8 @@ servers:
     credentials: { header: Authorization, secret: files-token }
     budget: { calls: ` + strconv.Itoa(replicaBudget) + ` }
 `
-	edge1, _ := startStandalone(t, "edge1", a.URL+","+b.URL, servers, func(sa *gateway.Standalone) { sa.Operator = a.Operator })
-	edge2, _ := startStandalone(t, "edge2", b.URL+","+a.URL, servers, func(sa *gateway.Standalone) { sa.Operator = opB })
+	edge1, _ := startStandalone(t, "edge1", a.URL+","+b.URL, servers, func(sa *server.StandaloneGateway) { sa.Operator = a.Operator })
+	edge2, _ := startStandalone(t, "edge2", b.URL+","+a.URL, servers, func(sa *server.StandaloneGateway) { sa.Operator = opB })
 	session := func(c *client.Client, gw string) *mcp.ClientSession {
 		return connectRetrying(t, gw+"/mcp/files", gatewaytest.AgentHTTPFor(c, "https://edge.bulkhead.test"))
 	}

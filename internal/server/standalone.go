@@ -1,4 +1,4 @@
-package gateway
+package server
 
 import (
 	"context"
@@ -17,21 +17,22 @@ import (
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
 )
 
-// Standalone runs a gateway on its own, talking to the control plane over
+// StandaloneGateway runs a gateway on its own (`bulkhead gateway`), talking to the control plane over
 // mTLS as spiffe://TD/bulkhead/gateway/NAME.
-type Standalone struct {
-	Config *Config
+type StandaloneGateway struct {
+	Config *gateway.Config
 	// ServerURL is the control plane's URL, or several replicas' URLs
 	// separated by commas: the gateway fails over between them.
 	ServerURL string
 	// MaxStale bounds how long the gateway serves on its cached
-	// revocation state while no replica answers (default DefaultMaxStale).
+	// revocation state while no replica answers (default gateway.DefaultMaxStale).
 	MaxStale time.Duration
 	// Dir holds the gateway's own credential (svid.pem, ...).
 	Dir string
@@ -54,7 +55,7 @@ type Standalone struct {
 }
 
 // Run serves until ctx ends.
-func (sa *Standalone) Run(ctx context.Context) error {
+func (sa *StandaloneGateway) Run(ctx context.Context) error {
 	cfg, logger := sa.Config, sa.Logger
 	if !svidfile.Exists(sa.Dir) {
 		switch {
@@ -95,27 +96,27 @@ func (sa *Standalone) Run(ctx context.Context) error {
 		}
 	}
 	stream := &http.Client{Transport: cp.HTTPClient().Transport} // no overall timeout: the event stream is long-lived
-	jwks := &JWKS{URL: base + "/oauth2/jwks", HTTP: cp.HTTPClient(), Clock: sa.Clock, Logger: logger}
+	jwks := &gateway.JWKS{URL: base + "/oauth2/jwks", HTTP: cp.HTTPClient(), Clock: sa.Clock, Logger: logger}
 	if err := jwks.Refresh(ctx); err != nil {
 		return err
 	}
 	maxStale := sa.MaxStale
 	if maxStale <= 0 {
-		maxStale = DefaultMaxStale
+		maxStale = gateway.DefaultMaxStale
 	}
-	rev := NewRevocations(logger).Bound(sa.Clock, maxStale)
-	recorder := audit.New(RemoteAudit{Client: cp}, sa.Clock, logger)
+	rev := gateway.NewRevocations(logger).Bound(sa.Clock, maxStale)
+	recorder := audit.New(gateway.RemoteAudit{Client: cp}, sa.Clock, logger)
 	// The gateway witnesses the control plane's log from its own disk,
 	// where an intruder in the control plane's database cannot reach.
-	witness, err := audit.NewWitness(audit.WitnessConfig{Source: RemoteCheckpoints{Client: cp}, Key: sa.AuditKey, FirstKey: cp.AuditKey,
-		File: filepath.Join(sa.Dir, WitnessFile), Recorder: recorder, Actor: audit.Actor{Kind: audit.ActorWorkload, ID: src.ID().String()},
+	witness, err := audit.NewWitness(audit.WitnessConfig{Source: gateway.RemoteCheckpoints{Client: cp}, Key: sa.AuditKey, FirstKey: cp.AuditKey,
+		File: filepath.Join(sa.Dir, gateway.WitnessFile), Recorder: recorder, Actor: audit.Actor{Kind: audit.ActorWorkload, ID: src.ID().String()},
 		Observer: sa.WitnessObserver, Clock: sa.Clock, Logger: logger.With("component", "audit-witness")})
 	if err != nil {
 		return err
 	}
-	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
-		Revocations: rev, Decider: RemoteDecider{Client: cp}, Audit: recorder, Secrets: RemoteSecrets{Client: cp}, Tasks: RemoteTasks{Client: cp},
-		Budgets: RemoteBudgets{Client: cp}, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
+	g, err := gateway.New(cfg, gateway.Deps{Verifier: &gateway.Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
+		Revocations: rev, Decider: gateway.RemoteDecider{Client: cp}, Audit: recorder, Secrets: gateway.RemoteSecrets{Client: cp}, Tasks: gateway.RemoteTasks{Client: cp},
+		Budgets: gateway.RemoteBudgets{Client: cp}, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
 	if err != nil {
 		return err
 	}
@@ -124,12 +125,12 @@ func (sa *Standalone) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen on %s: %w", cfg.Listen, err)
 	}
-	srv := g.Server(TLSConfig(tlsconfig.GetCertificate(src), peer.VerifyConnection(src, sa.Clock)))
+	srv := g.Server(gateway.TLSConfig(tlsconfig.GetCertificate(src), peer.VerifyConnection(src, sa.Clock)))
 	if sa.Ready != nil {
 		sa.Ready(ln.Addr().String())
 	}
 	feed := func(ctx context.Context) error {
-		return rev.Feed(ctx, RemoteEvents{HTTP: stream, Base: base}, func(ctx context.Context) bool {
+		return rev.Feed(ctx, gateway.RemoteEvents{HTTP: stream, Base: base}, func(ctx context.Context) bool {
 			select {
 			case <-ctx.Done():
 				return false
