@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -63,6 +64,10 @@ const (
 )
 
 // CheckpointerConfig configures a Checkpointer.
+// CheckpointFile is where a control plane keeps its newest signed
+// checkpoint, in its audit directory, outside the database.
+const CheckpointFile = "checkpoint.note"
+
 type CheckpointerConfig struct {
 	Store  CheckpointStore // required
 	Key    Key             // required: signs, and checks the last checkpoint
@@ -77,6 +82,10 @@ type CheckpointerConfig struct {
 	// Interval is the longest time a grown tree waits for a checkpoint
 	// (default DefaultCheckpointInterval).
 	Interval time.Duration
+	// File, if set, also keeps the newest signed checkpoint outside the
+	// database: an emptied, replaced or truncated store then fails
+	// 'audit verify', which checks the log extends it.
+	File string
 }
 
 // Checkpointer signs the stored tree every Every events or Interval,
@@ -129,6 +138,7 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) (Checkpoint, error) {
 			return Checkpoint{}, fmt.Errorf("%w: the tree has %d entries but size %d was signed", ErrForked, st.Size, last.Size)
 		}
 		if last.Size == st.Size {
+			c.keep(last, stored.Note)
 			return last, nil
 		}
 	}
@@ -158,7 +168,24 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) (Checkpoint, error) {
 		return Checkpoint{}, err
 	}
 	c.cfg.Logger.Debug("audit checkpoint", "size", cp.Size, "root", cp.Root.String())
+	c.keep(cp, msg)
 	return cp, nil
+}
+
+// keep writes cp to File unless the file already holds a checkpoint at
+// least as large. A failure is logged: the checkpoint is in the store.
+func (c *Checkpointer) keep(cp Checkpoint, msg []byte) {
+	if c.cfg.File == "" {
+		return
+	}
+	if b, err := os.ReadFile(c.cfg.File); err == nil {
+		if old, err := OpenCheckpoint(b, c.cfg.Key.Verifier); err == nil && old.Size >= cp.Size {
+			return
+		}
+	}
+	if err := writeAtomic(c.cfg.File, msg); err != nil {
+		c.cfg.Logger.Warn("could not keep the latest checkpoint outside the store", "file", c.cfg.File, "err", err)
+	}
 }
 
 // Run issues checkpoints until ctx ends, then issues a last one so that a

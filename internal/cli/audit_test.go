@@ -275,3 +275,39 @@ func waitFor(t *testing.T, b *syncBuffer, s string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A store that was emptied or replaced (a failed disk, a wrong volume)
+// does not verify: the server keeps its newest signed checkpoint outside
+// the database, and verify checks the log extends it.
+func TestAnEmptiedStoreDoesNotVerify(t *testing.T) {
+	env := testenv.Start(t)
+	if _, err := env.Server.Checkpointer().Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(env.DataDir, "audit", audit.CheckpointFile)
+	note, err := os.ReadFile(kept)
+	if err != nil {
+		t.Fatalf("no checkpoint kept outside the store: %v", err)
+	}
+	dir := copyDataDir(t, env.DataDir)
+	c := auditCLI{t: t, dataDir: dir, url: env.URL}
+	if err := os.WriteFile(filepath.Join(dir, "audit", audit.CheckpointFile), note, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.must("audit", "verify") // the copy is intact
+	for _, f := range []string{"bulkhead.db", "bulkhead.db-wal", "bulkhead.db-shm"} {
+		_ = os.Remove(filepath.Join(dir, f))
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, "bulkhead.db"))
+	if err == nil {
+		_, err = db.Exec(`CREATE TABLE x (y INTEGER)`) // an unrelated, empty database
+		db.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := c.fails(2, "audit", "verify")
+	if !strings.Contains(errs, "checkpoint") {
+		t.Fatalf("an emptied store: %s", errs)
+	}
+}

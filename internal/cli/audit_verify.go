@@ -55,6 +55,10 @@ that was signed then has been rewritten since. With --remote the proof
 comes from the API instead (a consistency proof), for auditors without
 access to the store. --archive FILE verifies a retention archive offline.
 
+The newest checkpoint the server signed is also kept outside the database,
+in DATA-DIR/audit/checkpoint.note; verify always checks the log extends it,
+so a store that was emptied, replaced or truncated does not verify.
+
 The verifier key comes from --key (a key or a file), by default
 DATA-DIR/audit/log.pub. Exit status 2 means the log is not intact.`,
 		Args: cobra.NoArgs,
@@ -64,6 +68,12 @@ DATA-DIR/audit/log.pub. Exit status 2 means the log is not intact.`,
 				return err
 			}
 			var notes [][]byte
+			kept := filepath.Join(e.dataDir, "audit", audit.CheckpointFile)
+			if _, err := os.Stat(kept); err == nil && archive == "" {
+				// The checkpoint the server kept outside the database: a
+				// store emptied, replaced or truncated since fails here.
+				saved = append(saved, kept)
+			}
 			for _, f := range saved {
 				b, err := os.ReadFile(f)
 				if err != nil {
@@ -116,6 +126,10 @@ func (e *env) verifyStore(ctx context.Context, dsn string, v note.Verifier, save
 	}
 	if err != nil {
 		return err
+	}
+	if rep.Size == 0 {
+		fmt.Fprintf(e.stderr, "warning: the log is empty, but it has a signing key (%s): if this control plane has run before, this is not its database\n",
+			filepath.Join(e.dataDir, "audit"))
 	}
 	if asJSON {
 		return printJSON(e.stdout, map[string]any{"ok": true, "report": rep})

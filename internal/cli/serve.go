@@ -21,6 +21,7 @@ func (e *env) serveCmd() *cobra.Command {
 		maxDepth                   int
 		gatewayConfig              string
 		metricsListen              string
+		initStore                  bool
 		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
@@ -31,7 +32,12 @@ the server's certificate and a bootstrap operator credential in
 DATA-DIR/operator; later starts reuse them.
 
 The embedded default keeps everything in DATA-DIR (SQLite); --store
-postgres://... uses PostgreSQL instead.`,
+postgres://... uses PostgreSQL instead.
+
+Nothing is lost silently: serve refuses an empty store when DATA-DIR holds
+the keys of a control plane that has run (a lost disk, a wrong volume, a
+wrong --store; --init starts anew on purpose), a master key that is missing
+or not the store's, and a data directory another serve is using.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			td, err := spiffeid.TrustDomainFromString(trustDomain)
@@ -41,7 +47,7 @@ postgres://... uses PostgreSQL instead.`,
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
 				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig,
-				MetricsListen: metricsListen}
+				MetricsListen: metricsListen, Init: initStore}
 			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
@@ -68,6 +74,7 @@ postgres://... uses PostgreSQL instead.`,
 	f.StringSliceVar(&sans, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
+	f.BoolVar(&initStore, "init", false, "start a new, empty store although DATA-DIR holds the CA and audit key of a control plane that has run")
 	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL, one for every replica of the trust domain: the first replica stores it in the database (default: its https://LISTEN-ADDRESS); set it to the load balancer URL in front of several replicas")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
 	f.IntVar(&maxDepth, "max-delegation-depth", 0, "deepest sub-agent delegation (default 3)")

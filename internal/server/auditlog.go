@@ -49,7 +49,8 @@ func (s *Server) buildEvidence(ctx context.Context) error {
 	ev := &s.evidence
 	ev.key = key
 	ev.checkpointer, err = audit.NewCheckpointer(audit.CheckpointerConfig{Store: s.db, Key: key, Clock: s.clock,
-		Logger: s.logger, Log: s.audit, Every: cfg.AuditCheckpointEvery, Interval: cfg.AuditCheckpointInterval})
+		Logger: s.logger, Log: s.audit, Every: cfg.AuditCheckpointEvery, Interval: cfg.AuditCheckpointInterval,
+		File: filepath.Join(cfg.AuditDir(), audit.CheckpointFile)})
 	if err != nil {
 		return err
 	}

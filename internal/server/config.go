@@ -31,6 +31,9 @@ type Config struct {
 	// OperatorTTL is the lifetime of the bootstrap operator credential,
 	// renewed by the server at half-life.
 	OperatorTTL time.Duration
+	// Init starts a new, empty store on a data directory whose CA and
+	// audit key have been used before (see checkNotLost).
+	Init bool
 	// Issuer is the OAuth issuer URL, one per trust domain: the first
 	// replica stores it (empty: https://LISTEN-ADDRESS of that replica) and
 	// every later one uses the stored value.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -60,6 +61,9 @@ type Server struct {
 	http     *http.Server
 	// metricsLn is the plain-HTTP loopback listener of /metrics, if any.
 	metricsLn net.Listener
+	// unlock releases the data directory (see LockDataDir).
+	unlock    func()
+	closeOnce sync.Once
 }
 
 // New builds a control plane from cfg: opens (and migrates) the store,
@@ -70,20 +74,37 @@ func New(ctx context.Context, cfg Config, clk clock.Clock, logger *slog.Logger) 
 		return nil, err
 	}
 	s := &Server{cfg: cfg, logger: logger, clock: clk}
-	db, err := store.Open(ctx, cfg.Store, cfg.DataDir, logger)
+	unlock, err := LockDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	s.db = db
+	db, err := store.Open(ctx, cfg.Store, cfg.DataDir, logger)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	s.db, s.unlock = db, unlock
 	if err := s.build(ctx); err != nil {
-		db.Close()
+		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
+// Close releases the store and the data directory. Serve closes them when
+// it returns; Close is for a server that is built but not served.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.db.Close()
+		s.unlock()
+	})
+}
+
 func (s *Server) build(ctx context.Context) error {
 	cfg := s.cfg
+	if err := s.checkNotLost(ctx); err != nil {
+		return err
+	}
 	td, err := s.db.SetMetaOnce(ctx, "trust_domain", cfg.TrustDomain.Name())
 	if err != nil {
 		return err
@@ -266,7 +287,7 @@ func (s *Server) Store() *store.DB { return s.db }
 // Serve runs the control plane until ctx ends, then shuts down gracefully.
 // Listen must have been called.
 func (s *Server) Serve(ctx context.Context) error {
-	defer s.db.Close()
+	defer s.Close()
 	if _, err := s.audit.Record(ctx, audit.Event{Actor: audit.Actor{Kind: audit.ActorSystem, ID: "bulkhead-serve"},
 		Action: audit.ActionServerStart, Target: spiffeid.RequireFromPath(s.cfg.TrustDomain, ServerPath).String(),
 		Decision: audit.Allow, Detail: map[string]string{"listen": s.Addr(), "store": s.db.Dialect()}}); err != nil {
