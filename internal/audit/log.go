@@ -22,7 +22,9 @@ type Row struct {
 	Target    string
 	Decision  string
 	Task      string
-	Body      []byte
+	// DecisionID is the detail "decision_id" of the event, if any.
+	DecisionID string
+	Body       []byte
 }
 
 // Store is the durable, append-only home of the log.
@@ -109,7 +111,7 @@ func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
 		row: Row{
 			Time: ev.Time, ActorKind: string(ev.Actor.Kind), ActorID: ev.Actor.ID,
 			Action: ev.Action, Target: ev.Target, Decision: string(ev.Decision),
-			Task: ev.Task, Body: body,
+			Task: ev.Task, DecisionID: ev.Detail["decision_id"], Body: body,
 		},
 	}
 	l.mu.Lock()
@@ -224,6 +226,9 @@ type Query struct {
 	Subject string
 	// Decision selects events with this decision.
 	Decision Decision
+	// DecisionID selects the records of one decision (detail
+	// "decision_id"): the id an agent is given when it is refused.
+	DecisionID string
 	// Since and Until bound the event time: Since <= Time < Until.
 	Since, Until time.Time
 	// Newest selects the last Limit matching events rather than the first;

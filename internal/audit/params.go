@@ -86,7 +86,7 @@ func onlyParams(q url.Values, allowed ...string) error {
 }
 
 // searchParams are the parameters GET /v1/audit/events takes.
-var searchParams = []string{"after", "limit", "agent", "subject", "action", "decision", "since", "until", "newest"}
+var searchParams = []string{"after", "limit", "agent", "subject", "action", "decision", "decision_id", "since", "until", "newest"}
 
 // ParseSearch parses a search query. agentID resolves an agent name to its
 // SPIFFE ID ("agent=alpha"); "subject" takes any SPIFFE ID.
@@ -170,6 +170,11 @@ func ParseSearch(q url.Values, agentID func(string) (string, error)) (Query, err
 		default:
 			return Query{}, fmt.Errorf("%w: decision must be allow, deny or failed", fault.Invalid)
 		}
+	}
+	if v, ok, err := one("decision_id"); err != nil {
+		return Query{}, err
+	} else if ok {
+		out.DecisionID = v
 	}
 	for _, name := range []string{"since", "until"} {
 		v, ok, err := one(name)

@@ -136,6 +136,7 @@ func (e *env) auditKeyCmd() *cobra.Command {
 // filterFlags are the search filters shared by tail, search and export.
 type filterFlags struct {
 	agent, subject, decision, since, until string
+	decisionID                             string
 	actions                                []string
 }
 
@@ -143,6 +144,7 @@ func (ff *filterFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&ff.agent, "agent", "", "events by or about this agent (name)")
 	f.StringVar(&ff.subject, "subject", "", "events by or about this SPIFFE ID")
 	f.StringVar(&ff.decision, "decision", "", "allow, deny or failed")
+	f.StringVar(&ff.decisionID, "decision-id", "", "the records of one decision: the id an agent is given when it is refused")
 	f.StringSliceVar(&ff.actions, "action", nil, "only these actions (comma-separated or repeated)")
 	f.StringVar(&ff.since, "since", "", "from this time: a duration ago (1h) or RFC 3339")
 	f.StringVar(&ff.until, "until", "", "before this time: a duration ago or RFC 3339")
@@ -158,6 +160,7 @@ func (ff filterFlags) query(now time.Time) (url.Values, error) {
 	set("agent", ff.agent)
 	set("subject", ff.subject)
 	set("decision", ff.decision)
+	set("decision_id", ff.decisionID)
 	if len(ff.actions) > 0 {
 		q.Set("action", strings.Join(ff.actions, ","))
 	}
@@ -230,9 +233,9 @@ func eventTable(w io.Writer, evs []audit.Event) error {
 	rows := make([][]string, 0, len(evs))
 	for _, ev := range evs {
 		rows = append(rows, []string{strconv.FormatInt(ev.Seq, 10), fmtTime(ev.Time), string(ev.Decision), ev.Action,
-			ev.Actor.String(), ev.Target, strings.Join(ev.Reasons, "; ")})
+			ev.Actor.String(), ev.Target, ev.Detail["decision_id"], strings.Join(ev.Reasons, "; ")})
 	}
-	return table(w, []string{"SEQ", "TIME", "DECISION", "ACTION", "ACTOR", "TARGET", "REASONS"}, rows)
+	return table(w, []string{"SEQ", "TIME", "DECISION", "ACTION", "ACTOR", "TARGET", "DECISION ID", "REASONS"}, rows)
 }
 
 func eventLine(w io.Writer, ev audit.Event, asJSON bool) error {

@@ -235,8 +235,9 @@ func (e *env) runDemo(parent context.Context, dir string) error {
 		if err != nil || !strings.HasPrefix(ev.Action, "gateway.") {
 			continue
 		}
-		n.detail("#%-4d %-18s %-6s %-28s %-26s %s", ev.Seq, ev.Action, ev.Decision, ev.Target, strings.Join(ev.Reasons, ","), ev.Actor.ID)
+		n.detail("#%-4d %-18s %-6s %-28s %-26s %s decision %s", ev.Seq, ev.Action, ev.Decision, ev.Target, strings.Join(ev.Reasons, ","), ev.Actor.ID, ev.Detail["decision_id"])
 	}
+	n.detail("a refused agent is told its decision id (in the JSON-RPC error's data); 'bulkhead audit search --decision-id ID' finds the records")
 
 	n.say("Revoke the agent: its certificates go on the CRL and the gateway drops it")
 	start := time.Now()

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -278,81 +277,6 @@ func (e *env) policyShadowReportCmd() *cobra.Command {
 	cmd.Flags().Int64Var(&version, "version", 0, "shadow version to report on (default: the current one)")
 	cmd.Flags().IntVar(&limit, "limit", 50, "most recent differences to list (0 for all)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	return cmd
-}
-
-func (e *env) policyExplainCmd() *cobra.Command {
-	var (
-		principal, action, resource, context string
-		version                              int64
-		shadow, asJSON                       bool
-	)
-	cmd := &cobra.Command{
-		Use:   "explain --principal AGENT --action ACTION --resource ENTITY",
-		Short: "Show how a request would be decided, and by which policies",
-		Long: `Decide a request against the live version (or --version N, or --shadow)
-without enforcing or recording it, and show the decision, the policies that
-determined it, and any policy that failed to evaluate.
-
-  bulkhead policy explain --principal alpha --action call_tool \
-      --resource 'Tool::"files/read_file"' --context '{"input":{"path":"/etc/passwd"}}'
-
---principal is an agent name, an agent's SPIFFE ID or a Cedar entity
-reference; --resource a Cedar entity reference. As the gateway does, the
-context has risk 0 and tainted false unless --context says otherwise.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if principal == "" || action == "" || resource == "" {
-				return fmt.Errorf("--principal, --action and --resource are required")
-			}
-			c, err := e.operator()
-			if err != nil {
-				return err
-			}
-			subj, err := entityArg(principal, c.Source().ID().TrustDomain().Name(), true)
-			if err != nil {
-				return fmt.Errorf("--principal: %w", err)
-			}
-			res, err := entityArg(resource, "", false)
-			if err != nil {
-				return fmt.Errorf("--resource: %w", err)
-			}
-			req := api.PolicyExplainRequest{Subject: subj, Action: api.AuthZENAction{Name: action}, Resource: res, Version: version, Shadow: shadow}
-			ctx := map[string]any{}
-			if context != "" {
-				if err := json.Unmarshal([]byte(context), &ctx); err != nil {
-					return fmt.Errorf("--context must be a JSON object: %w", err)
-				}
-			}
-			// As the gateway sends them: a policy reading risk or taint
-			// would otherwise fail (and deny) on every explanation.
-			for k, v := range map[string]any{"risk": 0, "tainted": false} {
-				if _, ok := ctx[k]; !ok {
-					ctx[k] = v
-				}
-			}
-			if req.Context, err = json.Marshal(ctx); err != nil {
-				return err
-			}
-			ex, err := c.ExplainPolicy(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(e.stdout, ex)
-			}
-			e.printExplanation(ex)
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&principal, "principal", "", "agent name, SPIFFE ID or entity (Type::\"id\")")
-	f.StringVar(&action, "action", "", "action: call_tool, list_tools, GET, ...")
-	f.StringVar(&resource, "resource", "", "resource entity, e.g. Tool::\"docs/search\"")
-	f.StringVar(&context, "context", "", "request context as JSON, e.g. {\"risk\":10,\"input\":{...}}")
-	f.Int64Var(&version, "version", 0, "explain against this stored version (default: live)")
-	f.BoolVar(&shadow, "shadow", false, "explain against the shadow candidate")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 

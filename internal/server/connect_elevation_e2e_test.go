@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,15 +126,26 @@ func deniedCall(t *testing.T, err error) string {
 	return data.DecisionID
 }
 
-// decisionRecord is the gateway's record of a decision.
+// decisionRecord is the gateway's record of a decision, found as an
+// operator finds it from the id an agent was given (audit search
+// --decision-id).
 func (s *sidecarEnv) decisionRecord(id string) audit.Event {
 	s.t.Helper()
-	for _, ev := range events(s.t, s.Env.Env, "gateway.call_tool") {
-		if ev.Detail["decision_id"] == id {
+	resp, err := s.Operator.HTTPClient().Get(s.URL + "/v1/audit/events?decision_id=" + url.QueryEscape(id))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var evs []audit.Event
+	if err := json.NewDecoder(resp.Body).Decode(&evs); err != nil || resp.StatusCode != http.StatusOK {
+		s.t.Fatalf("search by decision id: %d %v", resp.StatusCode, err)
+	}
+	for _, ev := range evs {
+		if ev.Action == "gateway.call_tool" && ev.Detail["decision_id"] == id {
 			return ev
 		}
 	}
-	s.t.Fatalf("no record of decision %s", id)
+	s.t.Fatalf("no record of decision %s among %d found by its id", id, len(evs))
 	return audit.Event{}
 }
 

@@ -182,10 +182,10 @@ func (s *DB) hashBacklog(ctx context.Context, tx *Tx) (*audit.Frontier, error) {
 
 // insertEvents writes rows from seq first.
 func (s *DB) insertEvents(ctx context.Context, tx *Tx, first int64, rows []audit.Row) error {
-	err := insertRows(ctx, tx, `INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, body) VALUES `, 9,
+	err := insertRows(ctx, tx, `INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, target, decision, task, decision_id, body) VALUES `, 10,
 		[]int{64, 16, 4, 1}, len(rows), func(dst []any, i int) []any {
 			r := rows[i]
-			return append(dst, first+int64(i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, r.Body)
+			return append(dst, first+int64(i), ts(r.Time), r.ActorKind, r.ActorID, r.Action, r.Target, r.Decision, r.Task, nullIfEmpty(r.DecisionID), r.Body)
 		})
 	if err != nil {
 		return fmt.Errorf("store: append audit events: %w", err)
@@ -254,6 +254,10 @@ func (s *DB) Events(ctx context.Context, f audit.Query) ([]audit.Row, error) {
 		q += ` AND decision = ?`
 		args = append(args, string(f.Decision))
 	}
+	if f.DecisionID != "" {
+		q += ` AND decision_id = ?`
+		args = append(args, f.DecisionID)
+	}
 	if !f.Since.IsZero() {
 		q += ` AND time >= ?`
 		args = append(args, ts(f.Since))
@@ -296,4 +300,13 @@ func (s *DB) Events(ctx context.Context, f audit.Query) ([]audit.Row, error) {
 		}
 	}
 	return out, nil
+}
+
+// nullIfEmpty stores "" as NULL: most events carry no decision id, and the
+// index then holds only those that do.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }

@@ -159,7 +159,7 @@ func testAuditSearch(t *testing.T, db *store.DB) {
 	rows := []audit.Row{
 		{Time: t0, ActorKind: "agent", ActorID: alpha, Action: "svid.renew", Target: alpha, Decision: "allow", Body: []byte("0")},
 		{Time: t0.Add(time.Minute), ActorKind: "operator", ActorID: "op", Action: "agent.disable", Target: alpha, Decision: "allow", Body: []byte("1")},
-		{Time: t0.Add(2 * time.Minute), ActorKind: "agent", ActorID: alpha, Action: "api.access", Target: "POST /v1/agents", Decision: "deny", Body: []byte("2")},
+		{Time: t0.Add(2 * time.Minute), ActorKind: "agent", ActorID: alpha, Action: "api.access", Target: "POST /v1/agents", Decision: "deny", DecisionID: "d-42", Body: []byte("2")},
 		{Time: t0.Add(3 * time.Minute), ActorKind: "agent", ActorID: "spiffe://bulkhead.local/agent/beta", Action: "api.access", Target: "x", Decision: "deny", Body: []byte("3")},
 	}
 	if _, err := db.AppendEvents(ctx, rows); err != nil {
@@ -176,6 +176,8 @@ func testAuditSearch(t *testing.T, db *store.DB) {
 		{"since", audit.Query{AfterSeq: -1, Since: t0.Add(time.Minute)}, "[1 2 3]"},
 		{"until", audit.Query{AfterSeq: -1, Until: t0.Add(time.Minute)}, "[0]"},
 		{"newest two, in order", audit.Query{AfterSeq: -1, Newest: true, Limit: 2}, "[2 3]"},
+		{"one decision", audit.Query{AfterSeq: -1, DecisionID: "d-42"}, "[2]"},
+		{"an unknown decision", audit.Query{AfterSeq: -1, DecisionID: "d-43"}, "[]"},
 	}
 	for _, c := range cases {
 		got, err := db.Events(ctx, c.q)
