@@ -192,12 +192,17 @@ func TestElevationHappyPathThroughTheGateway(t *testing.T) {
 	if ev := e.lastRecord(elevation.ActionTaskComplete, task.ID); ev.Decision != audit.Allow || ev.Detail["return_to_baseline"] != "true" {
 		t.Fatalf("completion record = %+v", ev)
 	}
-	// And later calls, on fresh state, are decided at baseline.
-	time.Sleep(600 * time.Millisecond)
-	_, err = write(cs, "/reports/weekly.md")
-	wantDenied(t, err)
-	if !strings.Contains(err.Error(), "task "+task.ID+" has ended") {
-		t.Fatalf("the denial does not say the task ended: %v", err)
+	// And later calls, once the gateway has read the task's state anew
+	// (at most TaskStateMaxAge later), are decided at baseline and say so.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err = write(cs, "/reports/weekly.md")
+		wantDenied(t, err)
+		if strings.Contains(err.Error(), "task "+task.ID+" has ended") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the denial does not say the task ended: %v", err)
+		}
 	}
 	if ev := e.lastRecord("gateway.call_tool", task.ID); ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" ||
 		!strings.Contains(strings.Join(ev.Reasons, "; "), "task "+task.ID+" ended (completed at ") {
