@@ -12,9 +12,13 @@ build:
 test:
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-# Side-by-side benchmarks (each compares Bulkhead with its baseline in one run).
+# Side-by-side benchmarks (each compares Bulkhead with its baseline in one
+# run); their tables and plots are written to docs/benchmarks/.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) $(PKGS)
+	@mkdir -p docs/benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCHFLAGS) $(PKGS) > docs/benchmarks/run.txt || { cat docs/benchmarks/run.txt; exit 1; }
+	@cat docs/benchmarks/run.txt
+	$(GO) run ./internal/tools/benchreport -in docs/benchmarks/run.txt -out docs/benchmarks
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
