@@ -193,7 +193,7 @@ func TestAuditThroughTheCLI(t *testing.T) {
 		{"one deleted", []string{`DELETE FROM audit_events WHERE seq = 12`}, 12},
 		{"two swapped", []string{`UPDATE audit_events SET seq = -1 WHERE seq = 8`, `UPDATE audit_events SET seq = 8 WHERE seq = 14`, `UPDATE audit_events SET seq = 14 WHERE seq = -1`}, 8},
 		{"one inserted", []string{`UPDATE audit_events SET seq = seq + 100000 WHERE seq >= 10`, `UPDATE audit_events SET seq = seq - 99999 WHERE seq >= 100000`,
-			`INSERT INTO audit_events SELECT 10, time, actor_kind, actor_id, action, target, decision, task, body FROM audit_events WHERE seq = 9`}, 10},
+			`INSERT INTO audit_events SELECT 10, time, actor_kind, actor_id, action, target, decision, task, body, decision_id FROM audit_events WHERE seq = 9`}, 10},
 	}
 	for _, tc := range tampers {
 		t.Run("tampered: "+tc.name, func(t *testing.T) {

@@ -125,12 +125,23 @@ func TestWitnessesCatchATruncatedLog(t *testing.T) {
 		t.Fatal("a gateway recorded a witness alert in another gateway's name")
 	}
 
-	// On its own the shortened log verifies: that is what the witnesses
-	// are for. Against the auditor's saved checkpoint it does not.
+	// The control plane kept its newest checkpoint outside the database
+	// too: verify, which checks the log extends it, catches the cut.
+	code, _, errs := runCLI(e.Env, "audit", "verify", "--no-progress")
+	if code != 2 || !strings.Contains(errs, "entries were deleted from the end") {
+		t.Fatalf("audit verify of the shortened log beside the kept checkpoint: exit %d, want 2\n%s", code, errs)
+	}
+	// An intruder who can also write the data directory removes that
+	// file: on its own the shortened log then verifies, which is what the
+	// gateways' witnesses, on their own disks, are for. Against the
+	// auditor's saved checkpoint it does not.
+	if err := os.Remove(filepath.Join(e.DataDir, "audit", audit.CheckpointFile)); err != nil {
+		t.Fatal(err)
+	}
 	if code, out, errs := runCLI(e.Env, "audit", "verify", "--no-progress"); code != 0 {
 		t.Fatalf("audit verify of the self-consistent shortened log: exit %d\n%s%s", code, out, errs)
 	}
-	code, _, errs := runCLI(e.Env, "audit", "verify", "--no-progress", "--checkpoint", saved)
+	code, _, errs = runCLI(e.Env, "audit", "verify", "--no-progress", "--checkpoint", saved)
 	if code != 2 || !strings.Contains(errs, "saved checkpoint signed "+strconv.FormatInt(signed.Size, 10)) {
 		t.Fatalf("audit verify --checkpoint: exit %d, want 2\n%s", code, errs)
 	}
