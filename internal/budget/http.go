@@ -1,12 +1,16 @@
 package budget
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 )
@@ -20,9 +24,26 @@ const (
 	maxN        = 1 << 40
 )
 
+// Ledger spends and releases counters on behalf of a holder, a standalone
+// gateway: its spends are its holds, and it may release only within them.
+type Ledger interface {
+	SpendBudgetAs(ctx context.Context, holder string, counters []Counter, n int64, all bool) (int64, error)
+	ReleaseBudgetAs(ctx context.Context, holder string, keys []string, n int64) error
+}
+
+// Recorder records refusals; see audit.Log.
+type Recorder interface {
+	Record(ctx context.Context, ev audit.Event) (audit.Event, error)
+}
+
+// ActionRelease is the record of a release refused: a gateway giving back
+// more than it spent.
+const ActionRelease = "budget.release"
+
 // Handlers serve the spend and release API to standalone gateways; the
-// caller wraps them in its guard (gateways only).
-func Handlers(s Store, logger *slog.Logger) (spend, release http.Handler) {
+// caller wraps them in its guard (gateways only) and names the caller
+// (actor), whose ID is the holder.
+func Handlers(s Ledger, actor func(*http.Request) audit.Actor, rec Recorder, logger *slog.Logger) (spend, release http.Handler) {
 	fail := func(w http.ResponseWriter, r *http.Request, err error) { httpx.WriteError(w, r, logger, err) }
 	spend = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req api.BudgetSpend
@@ -43,7 +64,7 @@ func Handlers(s Store, logger *slog.Logger) (spend, release http.Handler) {
 			fail(w, r, err)
 			return
 		}
-		got, err := s.SpendBudget(r.Context(), cs, req.N, req.All)
+		got, err := s.SpendBudgetAs(r.Context(), actor(r).ID, cs, req.N, req.All)
 		var ex *ExhaustedError
 		switch {
 		case errors.As(err, &ex):
@@ -64,7 +85,19 @@ func Handlers(s Store, logger *slog.Logger) (spend, release http.Handler) {
 			fail(w, r, err)
 			return
 		}
-		if err := s.ReleaseBudget(r.Context(), req.Keys, req.N); err != nil {
+		who := actor(r)
+		err := s.ReleaseBudgetAs(r.Context(), who.ID, req.Keys, req.N)
+		switch {
+		case errors.Is(err, fault.Forbidden):
+			// A gateway refunding what it did not spend: evidence.
+			ev := audit.Event{Actor: who, Action: ActionRelease, Target: req.Keys[0], Decision: audit.Deny,
+				Reasons: []string{err.Error()}, Detail: map[string]string{"n": strconv.FormatInt(req.N, 10), "keys": strings.Join(req.Keys, " ")}}
+			if _, rerr := rec.Record(r.Context(), ev); rerr != nil {
+				logger.Error("could not record a refused budget release", "err", rerr)
+			}
+			fail(w, r, err)
+			return
+		case err != nil:
 			fail(w, r, fmt.Errorf("%w: %w", fault.Unavailable, err))
 			return
 		}

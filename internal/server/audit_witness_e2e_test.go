@@ -93,7 +93,15 @@ func TestWitnessesCatchATruncatedLog(t *testing.T) {
 	if got := metricValue(edgeMetrics(), size); got != edgeHeld {
 		t.Fatalf("the standalone witness holds %d, had %d", got, edgeHeld)
 	}
-	// The alerts are on record, each by its gateway.
+	// The alerts are on record, each by its gateway (the standalone
+	// gateway's reaches the log through the ingest API, after its metric).
+	waitFor(t, 10*time.Second, "both alerts on record", func() bool {
+		actors := map[string]bool{}
+		for _, ev := range events(t, e.Env, audit.ActionAuditWitness) {
+			actors[ev.Actor.ID] = true
+		}
+		return len(actors) >= 2
+	})
 	by := map[string]audit.Event{}
 	for _, ev := range events(t, e.Env, audit.ActionAuditWitness) {
 		if ev.Decision != audit.Deny || ev.Detail["kind"] != audit.AlertTruncated || ev.Actor.Kind != audit.ActorWorkload {

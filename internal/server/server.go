@@ -200,7 +200,10 @@ func (s *Server) Handler() http.Handler {
 	s.identity.ComponentRoutes(mux, s.logger)
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
-	spend, release := budget.Handlers(s.db, s.logger)
+	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
+		p, _ := peer.FromContext(r.Context())
+		return p.Actor()
+	}, s.audit, s.logger)
 	mux.Handle("POST /v1/budgets/spend", s.identity.Guard(s.logger).Require(gatewaysOnly, spend))
 	mux.Handle("POST /v1/budgets/release", s.identity.Guard(s.logger).Require(gatewaysOnly, release))
 	mux.Handle("GET /metrics", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload), s.metrics.Handler()))

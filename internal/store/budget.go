@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 )
 
 var _ budget.Store = (*DB)(nil)
@@ -20,6 +21,13 @@ var _ budget.Store = (*DB)(nil)
 // UPDATE on PostgreSQL; SQLite writes are serialized) and adds what every
 // limit allows.
 func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64, all bool) (int64, error) {
+	return s.SpendBudgetAs(ctx, "", counters, n, all)
+}
+
+// SpendBudgetAs is SpendBudget for holder (a standalone gateway), whose
+// spends are also counted as its holds, the bound of what it may release.
+// The empty holder is the control plane's own gateway: no holds.
+func (s *DB) SpendBudgetAs(ctx context.Context, holder string, counters []budget.Counter, n int64, all bool) (int64, error) {
 	if n <= 0 || len(counters) == 0 {
 		return 0, nil
 	}
@@ -35,7 +43,7 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 		return 0
 	})
 	if all {
-		if err := s.spendAll(ctx, cs, n); err != nil {
+		if err := s.spendAll(ctx, holder, cs, n); err != nil {
 			return 0, err
 		}
 		return n, nil
@@ -70,7 +78,7 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 				return fmt.Errorf("store: budget %s: %w", c.Key, err)
 			}
 		}
-		return nil
+		return hold(ctx, tx, holder, cs, granted)
 	})
 	if err != nil {
 		return 0, err
@@ -84,13 +92,13 @@ func (s *DB) SpendBudget(ctx context.Context, counters []budget.Counter, n int64
 // call per commit (a disk flush). Spends that arrive while a transaction
 // commits wait and go together in the next one, each under a savepoint
 // of its own, so an exhausted spend is undone alone.
-func (s *DB) spendAll(ctx context.Context, cs []budget.Counter, n int64) error {
+func (s *DB) spendAll(ctx context.Context, holder string, cs []budget.Counter, n int64) error {
 	for _, c := range cs {
 		if n > c.Limit {
 			return &budget.ExhaustedError{Key: c.Key, Limit: c.Limit}
 		}
 	}
-	r := &spendReq{counters: cs, n: n, done: make(chan error, 1)}
+	r := &spendReq{holder: holder, counters: cs, n: n, done: make(chan error, 1)}
 	q := &s.spends
 	q.mu.Lock()
 	q.queue = append(q.queue, r)
@@ -120,6 +128,7 @@ type spendQueue struct {
 }
 
 type spendReq struct {
+	holder   string
 	counters []budget.Counter
 	n        int64
 	done     chan error
@@ -182,19 +191,57 @@ func spendIn(ctx context.Context, tx *Tx, r *spendReq) error {
 			return fmt.Errorf("store: budget %s: %w", c.Key, err)
 		}
 	}
+	if err := hold(ctx, tx, r.holder, r.counters, r.n); err != nil {
+		if _, rerr := tx.exec(ctx, `ROLLBACK TO SAVEPOINT spend`); rerr != nil {
+			return fmt.Errorf("store: budget rollback: %w", rerr)
+		}
+		return err
+	}
 	if _, err := tx.exec(ctx, `RELEASE SAVEPOINT spend`); err != nil {
 		return fmt.Errorf("store: budget savepoint: %w", err)
 	}
 	return nil
 }
 
+// hold counts n of every counter as held by holder (none for "").
+func hold(ctx context.Context, tx *Tx, holder string, cs []budget.Counter, n int64) error {
+	if holder == "" {
+		return nil
+	}
+	for _, c := range cs {
+		if _, err := tx.exec(ctx, `INSERT INTO budget_holds AS h (holder, key, held) VALUES (?, ?, ?)
+			ON CONFLICT (holder, key) DO UPDATE SET held = h.held + excluded.held`, holder, c.Key, n); err != nil {
+			return fmt.Errorf("store: budget hold %s: %w", c.Key, err)
+		}
+	}
+	return nil
+}
+
+// ErrNotHeld refuses a release of more than the releasing gateway spent.
+var ErrNotHeld = fmt.Errorf("%w: a gateway may give back only what it spent", fault.Forbidden)
+
 // ReleaseBudget implements budget.Store.
 func (s *DB) ReleaseBudget(ctx context.Context, keys []string, n int64) error {
+	return s.ReleaseBudgetAs(ctx, "", keys, n)
+}
+
+// ReleaseBudgetAs is ReleaseBudget for holder: all or nothing, and only
+// within what holder spent of each counter (ErrNotHeld otherwise).
+func (s *DB) ReleaseBudgetAs(ctx context.Context, holder string, keys []string, n int64) error {
 	if n <= 0 {
 		return nil
 	}
 	return s.tx(ctx, func(tx *Tx) error {
 		for _, k := range keys {
+			if holder != "" {
+				res, err := tx.exec(ctx, `UPDATE budget_holds SET held = held - ? WHERE holder = ? AND key = ? AND held >= ?`, n, holder, k, n)
+				if err != nil {
+					return fmt.Errorf("store: release budget %s: %w", k, err)
+				}
+				if done, err := res.RowsAffected(); err != nil || done != 1 {
+					return fmt.Errorf("%w: %s holds less than %d of %s", ErrNotHeld, holder, n, k)
+				}
+			}
 			if _, err := tx.exec(ctx, `UPDATE budget_counters SET used = CASE WHEN used > ? THEN used - ? ELSE 0 END WHERE key = ?`, n, n, k); err != nil {
 				return fmt.Errorf("store: release budget %s: %w", k, err)
 			}

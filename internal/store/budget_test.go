@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,6 +85,51 @@ func TestBudgetSpendsAreExactAcrossReplicas(t *testing.T) {
 			}
 			if n, err := dbs[0].SpendBudget(ctx, bytes, 300, true); err != nil || n != 300 {
 				t.Fatalf("all-or-nothing 300 of 300: %d, %v", n, err)
+			}
+		})
+	}
+}
+
+// A gateway gives back only what it spent: holds bound releases, all or
+// nothing; the control plane's own gateway (no holder) is not bounded.
+func TestBudgetReleasesAreBoundedByHolds(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
+			cs := []budget.Counter{{Key: "task|tk|calls", Limit: 10}, {Key: "task|tk|bytes", Limit: 1000}}
+			if _, err := db.SpendBudgetAs(ctx, "gw-a", cs, 3, true); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.SpendBudgetAs(ctx, "gw-a", cs[1:], 100, false); err != nil {
+				t.Fatal(err)
+			}
+			cases := []struct {
+				name   string
+				holder string
+				keys   []string
+				n      int64
+				ok     bool
+			}{
+				{"another gateway", "gw-b", []string{"task|tk|calls"}, 1, false},
+				{"more than spent", "gw-a", []string{"task|tk|calls"}, 4, false},
+				{"one key held, one not enough", "gw-a", []string{"task|tk|bytes", "task|tk|calls"}, 50, false},
+				{"within the hold", "gw-a", []string{"task|tk|calls"}, 2, true},
+				{"the rest and one more", "gw-a", []string{"task|tk|calls"}, 2, false},
+				{"the control plane's own gateway", "", []string{"task|tk|calls"}, 1, true},
+			}
+			for _, c := range cases {
+				err := db.ReleaseBudgetAs(ctx, c.holder, c.keys, c.n)
+				if (err == nil) != c.ok || (err != nil && !errors.Is(err, store.ErrNotHeld)) {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+			}
+			// The refused releases changed nothing: 3 spent, 2 and 1 given back.
+			if used, _ := db.BudgetUsed(ctx, "task|tk|calls"); used != 0 {
+				t.Fatalf("calls used %d, want 0", used)
+			}
+			if used, _ := db.BudgetUsed(ctx, "task|tk|bytes"); used != 103 {
+				t.Fatalf("bytes used %d, want 103 (nothing given back)", used)
 			}
 		})
 	}
