@@ -86,6 +86,9 @@ type CheckpointerConfig struct {
 	// database: an emptied, replaced or truncated store then fails
 	// 'audit verify', which checks the log extends it.
 	File string
+	// Publish, if set, is given every newly signed checkpoint note (a
+	// witness URL outside the operator's reach); its errors are its own.
+	Publish func(note []byte)
 }
 
 // Checkpointer signs the stored tree every Every events or Interval,
@@ -169,6 +172,9 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	}
 	c.cfg.Logger.Debug("audit checkpoint", "size", cp.Size, "root", cp.Root.String())
 	c.keep(cp, msg)
+	if c.cfg.Publish != nil {
+		c.cfg.Publish(msg)
+	}
 	return cp, nil
 }
 

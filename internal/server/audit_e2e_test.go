@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -177,5 +179,36 @@ func TestReplicasMustShareTheLogKey(t *testing.T) {
 	_, err := server.New(context.Background(), cfg, clock.Real{}, storetest.Logger(t))
 	if err == nil || !strings.Contains(err.Error(), "holds another key") {
 		t.Fatalf("start with another audit key = %v", err)
+	}
+}
+
+// Every newly signed checkpoint also goes to the witness URL, out of reach
+// of whoever holds the database and the data directory.
+func TestCheckpointsArePublishedToTheWitnessURL(t *testing.T) {
+	notes := make(chan []byte, 16)
+	witness := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		notes <- b
+	}))
+	defer witness.Close()
+	env := testenv.Start(t, testenv.WithConfig(func(c *server.Config) { c.AuditWitnessURL = witness.URL }))
+	env.Enroll("alpha")
+	cp, err := env.Server.Checkpointer().Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case b := <-notes:
+			got, err := audit.OpenCheckpoint(b, env.Server.AuditKey().Verifier)
+			if err != nil {
+				t.Fatalf("the witness got %q: %v", b, err)
+			}
+			if got == cp {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the witness never got the checkpoint of size %d", cp.Size)
+		}
 	}
 }

@@ -48,7 +48,13 @@ func (s *Server) buildEvidence(ctx context.Context) error {
 	}
 	ev := &s.evidence
 	ev.key = key
-	ev.checkpointer, err = audit.NewCheckpointer(audit.CheckpointerConfig{Store: s.db, Key: key, Clock: s.clock,
+	var publish func([]byte)
+	if cfg.AuditWitnessURL != "" {
+		if publish, err = s.checkpointPublisher(cfg.AuditWitnessURL); err != nil {
+			return err
+		}
+	}
+	ev.checkpointer, err = audit.NewCheckpointer(audit.CheckpointerConfig{Store: s.db, Key: key, Clock: s.clock, Publish: publish,
 		Logger: s.logger, Log: s.audit, Every: cfg.AuditCheckpointEvery, Interval: cfg.AuditCheckpointInterval,
 		File: filepath.Join(cfg.AuditDir(), audit.CheckpointFile)})
 	if err != nil {

@@ -54,6 +54,9 @@ type Config struct {
 	// AuditWebhookFormat (ocsf, the default, or json).
 	AuditWebhook       string
 	AuditWebhookFormat string
+	// AuditWitnessURL, if set, receives every newly signed checkpoint
+	// (POSTed as a signed note): a copy outside the database.
+	AuditWitnessURL string
 	// MetricsListen, if set, is a loopback address serving /metrics in
 	// plain HTTP for a local Prometheus agent. /metrics is always served on
 	// Listen too, over mTLS, to operators and components.
