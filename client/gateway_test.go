@@ -14,7 +14,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/client"
-	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
@@ -161,10 +160,6 @@ func rotate(t *testing.T, r *client.Rotator, fake *clock.Fake) {
 		<-done
 	})
 	old := r.Source().Leaf()
-	// Renew in a later second than the enrollment (certificate times have
-	// one-second precision), so that the new SVID's half-life lies after
-	// the fake clock's now and the rotator then waits.
-	time.Sleep(time.Until(old.NotBefore.Add(ca.Backdate + 1100*time.Millisecond)))
 	waitForWaiter(t, fake)
 	fake.Advance(old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2).Sub(fake.Now()))
 	for deadline := time.Now().Add(10 * time.Second); r.Source().Leaf().Equal(old); time.Sleep(10 * time.Millisecond) {

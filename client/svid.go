@@ -278,19 +278,31 @@ func (r *Rotator) Client() *Client { return r.client }
 // (network, server unavailable) are retried with backoff until the SVID
 // expires; a refusal (revoked, disabled) is final and returned, because no
 // retry can succeed.
+// minRenewGap is the least time between two renewals by a Rotator.
+const minRenewGap = 10 * time.Second
+
 func (r *Rotator) Run(ctx context.Context) error {
 	clk := r.Clock
 	if clk == nil {
 		clk = wallClock{}
 	}
 	backoff := time.Second
+	renewed := false
 	for {
 		leaf := r.client.src.Leaf()
 		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		wait := max(half.Sub(clk.Now()), 0)
+		if renewed {
+			// A new SVID whose half-life is already past (the CA's clock
+			// behind this host's, or one issued within the second of the
+			// last: certificate times have one-second precision) must not
+			// make the rotator renew in a loop.
+			wait = max(wait, minRenewGap)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-clk.After(max(half.Sub(clk.Now()), 0)):
+		case <-clk.After(wait):
 		}
 		svid, err := r.client.Renew(ctx, r.dir)
 		if err != nil {
@@ -313,7 +325,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 			backoff = min(backoff*2, time.Minute)
 			continue
 		}
-		backoff = time.Second
+		backoff, renewed = time.Second, true
 		r.logger.Info("SVID rotated", "spiffe_id", svid.ID, "expires", svid.Certificates[0].NotAfter)
 		if r.OnRotate != nil {
 			r.OnRotate(svid)

@@ -22,7 +22,6 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
-	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/connect"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
@@ -336,10 +335,6 @@ func TestSidecarFollowsSVIDRotation(t *testing.T) {
 	}
 	old := src.Leaf()
 
-	// Certificate times have one-second precision: renew in a later second
-	// than the enrollment, so that the new SVID's half-life lies after the
-	// fake clock's now and the rotator waits instead of renewing again.
-	time.Sleep(time.Until(old.NotBefore.Add(ca.Backdate + 1100*time.Millisecond)))
 	waitFor(t, "the rotator to wait for the half-life", func() bool { return fake.Waiters() > 0 })
 	half := old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2)
 	fake.Advance(half.Sub(fake.Now()))
