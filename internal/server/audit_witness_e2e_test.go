@@ -95,7 +95,7 @@ func TestWitnessesCatchATruncatedLog(t *testing.T) {
 	}
 	// The alerts are on record, each by its gateway (the standalone
 	// gateway's reaches the log through the ingest API, after its metric).
-	waitFor(t, 10*time.Second, "both alerts on record", func() bool {
+	testenv.Await(t, 10*time.Second, "both alerts on record", func() bool {
 		actors := map[string]bool{}
 		for _, ev := range events(t, e.Env, audit.ActionAuditWitness) {
 			actors[ev.Actor.ID] = true

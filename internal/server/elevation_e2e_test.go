@@ -24,6 +24,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // The attack stories of privilege scoping, run through the real control
@@ -194,16 +195,11 @@ func TestElevationHappyPathThroughTheGateway(t *testing.T) {
 	}
 	// And later calls, once the gateway has read the task's state anew
 	// (at most TaskStateMaxAge later), are decided at baseline and say so.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testenv.Await(t, 10*time.Second, "a denial that says the task ended", func() bool {
 		_, err = write(cs, "/reports/weekly.md")
 		wantDenied(t, err)
-		if strings.Contains(err.Error(), "task "+task.ID+" has ended") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the denial does not say the task ended: %v", err)
-		}
-	}
+		return strings.Contains(err.Error(), "task "+task.ID+" has ended")
+	})
 	if ev := e.lastRecord("gateway.call_tool", task.ID); ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" ||
 		!strings.Contains(strings.Join(ev.Reasons, "; "), "task "+task.ID+" ended (completed at ") {
 		t.Fatalf("baseline record after the end = %+v, want a reason saying the task ended", ev)

@@ -34,8 +34,11 @@ func (s *Server) restoreKeys(ctx context.Context, box *secretbox.Box) error {
 			continue
 		}
 		v, err := s.db.Meta(ctx, sealedPrefix+rel)
-		if err != nil || v == "" {
+		if err != nil {
 			return err
+		}
+		if v == "" {
+			continue // not stored yet: a first start creates it
 		}
 		sealed, err := base64.StdEncoding.DecodeString(v)
 		if err != nil {

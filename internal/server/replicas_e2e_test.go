@@ -81,7 +81,7 @@ servers:
 		if _, err := a.Operator.RevokeAgent(ctx, "alpha", "compromised"); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("refused at edge2 after %s", refusedWithin(t, propagation, list(cs)))
+		t.Logf("refused at edge2 after %s", testenv.Await(t, propagation, "alpha refused at edge2", func() bool { return list(cs)() != nil }))
 	})
 
 	t.Run("a token revoked on B is refused at the gateway fed by A", func(t *testing.T) {
@@ -129,7 +129,7 @@ permit (principal == Agent::"spiffe://bulkhead.local/agent/delta", action == Act
 		}
 		start := time.Now()
 		for i, cs := range sessions {
-			allowedWithin(t, start, propagation, func() error { return read(cs, "/srv/x") })
+			testenv.Await(t, propagation-time.Since(start), "delta allowed", func() bool { return read(cs, "/srv/x") == nil })
 			t.Logf("in force at edge%d after %s", i+1, time.Since(start))
 		}
 	})
@@ -163,10 +163,10 @@ permit (principal == Agent::"spiffe://bulkhead.local/agent/delta", action == Act
 				}
 			}()
 		}
-		waitFor(t, 20*time.Second, "load before the kill", func() bool { return acked.Load() >= 100 })
+		testenv.Await(t, 20*time.Second, "load before the kill", func() bool { return acked.Load() >= 100 })
 		b.Kill()
 		killed.Store(true)
-		waitFor(t, 30*time.Second, "both gateways serving through A", func() bool {
+		testenv.Await(t, 30*time.Second, "both gateways serving through A", func() bool {
 			return afterKill[0].Load() >= 50 && afterKill[1].Load() >= 50
 		})
 		close(stop)
@@ -222,48 +222,8 @@ func revokeTokenOnB(t *testing.T, a *gatewaytest.Env, opB *client.Client, gw, na
 	if err := opB.RevokeToken(context.Background(), tok.AccessToken, "leaked"); err != nil {
 		t.Fatal(err)
 	}
-	took := refusedWithin(t, propagation, func() error { _, err := cs.ListTools(context.Background(), nil); return err })
+	took := testenv.Await(t, propagation, name+"'s token refused", func() bool { _, err := cs.ListTools(context.Background(), nil); return err != nil })
 	t.Logf("%s's token refused at %s after %s", name, gw, took)
-}
-
-// refusedWithin polls try until it fails, and fails the test if that
-// takes longer than d.
-func refusedWithin(t *testing.T, d time.Duration, try func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for try() == nil {
-		if time.Since(start) > d {
-			t.Fatalf("still served %s after the change", d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// allowedWithin polls try until it succeeds, and fails the test if that
-// takes longer than d after start.
-func allowedWithin(t *testing.T, start time.Time, d time.Duration, try func() error) {
-	t.Helper()
-	for {
-		err := try()
-		if err == nil {
-			return
-		}
-		if time.Since(start) > d {
-			t.Fatalf("still refused %s after the change: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // A replica started with the CA but without the master key is refused

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -60,18 +61,37 @@ func Restore(ctx context.Context, dsn, dataDir, from string) error {
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store: restore: %s exists; move it away first (restore never overwrites a store)", path)
 	}
-	b, err := os.ReadFile(from)
+	src, err := os.Open(from)
 	if err != nil {
 		return fmt.Errorf("store: restore: %w", err)
 	}
-	if !strings.HasPrefix(string(b[:min(len(b), 16)]), "SQLite format 3") {
+	defer src.Close()
+	head := make([]byte, 16)
+	if _, err := io.ReadFull(src, head); err != nil || !strings.HasPrefix(string(head), "SQLite format 3") {
 		return fmt.Errorf("store: restore: %s is not a SQLite backup", from)
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("store: restore: %w", err)
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("store: restore: %w", err)
 	}
+	// Streamed (a store can be large), synced, then renamed into place:
+	// a restore that stops half-way leaves no store behind.
 	tmp := path + ".restoring"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: restore: %w", err)
+	}
+	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("store: restore: %w", err)
 	}
 	return os.Rename(tmp, path)
