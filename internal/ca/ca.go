@@ -228,6 +228,10 @@ type SVIDRequest struct {
 	ID        spiffeid.ID
 	PublicKey crypto.PublicKey
 	TTL       time.Duration
+	// NotAfter, when set, is a hard bound on the certificate's expiry (a
+	// delegation's end): the certificate never outlives it, however late
+	// the signing clock reads.
+	NotAfter time.Time
 	// DNSNames and IPs are for component certificates that serve TLS.
 	DNSNames []string
 	IPs      []net.IP
@@ -259,6 +263,14 @@ func (a *Authority) SignSVID(req SVIDRequest) (*x509.Certificate, error) {
 	notAfter := now.Add(min(req.TTL, MaxSVIDTTL))
 	if notAfter.After(a.intermediate.NotAfter) {
 		notAfter = a.intermediate.NotAfter
+	}
+	// X.509 times have whole seconds and encoding drops the fraction, so
+	// the bound is truncated first: a later second would outlive it.
+	if bound := req.NotAfter.Truncate(time.Second); !req.NotAfter.IsZero() && notAfter.After(bound) {
+		notAfter = bound
+	}
+	if !notAfter.After(now) {
+		return nil, errors.New("ca: the certificate would already be expired")
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,

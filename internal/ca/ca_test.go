@@ -132,6 +132,28 @@ func TestSignSVIDFollowsTheX509SVIDStandard(t *testing.T) {
 	}
 }
 
+// A delegation computes its TTL from its end and its own clock reading;
+// the CA reads the clock a moment later. Only a hard bound keeps the
+// certificate inside the delegation, in whole seconds.
+func TestSignSVIDNeverOutlivesItsBound(t *testing.T) {
+	start := time.Now().Truncate(time.Second)
+	clk := clock.NewFake(start)
+	a, _ := newCA(t, clk)
+	bound := start.Add(2*time.Minute + 999*time.Millisecond)
+	ttl := bound.Sub(clk.Now())
+	clk.Advance(5 * time.Millisecond) // the CA's later reading
+	leaf, err := a.SignSVID(ca.SVIDRequest{ID: alpha, PublicKey: p256(t).Public(), TTL: ttl, NotAfter: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.NotAfter.After(bound) || !leaf.NotAfter.Equal(start.Add(2*time.Minute)) {
+		t.Fatalf("not after %s, bound %s", leaf.NotAfter, bound)
+	}
+	if _, err := a.SignSVID(ca.SVIDRequest{ID: alpha, PublicKey: p256(t).Public(), TTL: time.Hour, NotAfter: clk.Now()}); err == nil {
+		t.Fatal("a certificate already expired was signed")
+	}
+}
+
 func TestSignSVIDRefusals(t *testing.T) {
 	a, _ := newCA(t, clock.Real{})
 	weak, _ := rsa.GenerateKey(rand.Reader, 1024)

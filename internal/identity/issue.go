@@ -281,7 +281,7 @@ func (s *Service) CreateSubAgent(ctx context.Context, req SubAgentRequest) (Agen
 	}
 	issued, err := s.sign(ctx, audit.Event{Actor: p.Actor(), Action: audit.ActionSVIDIssue, Target: id.String(),
 		Detail: map[string]string{"via": "delegation", "parent_jti": req.JTI}},
-		ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl}, name, "")
+		ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl, NotAfter: req.NotAfter}, name, "")
 	if err != nil {
 		// A sub-agent without its certificate must not linger as active.
 		if _, _, rerr := s.store.RevokeTree(ctx, name, true, s.clock.Now(), "delegation failed"); rerr != nil {
