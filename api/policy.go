@@ -116,6 +116,8 @@ type ToolEntry struct {
 	Path            string   `json:"path,omitempty"`
 	// PathArgs are a tool's arguments that must be canonical paths.
 	PathArgs []string `json:"path_args,omitempty"`
+	// Effects is read or write (the default).
+	Effects string `json:"effects,omitempty"`
 }
 
 // AuthZENEntity is an AuthZEN subject or resource. Type is a Cedar entity
@@ -164,6 +166,8 @@ type AuthZENDecisionContext struct {
 	PolicyVersion int64    `json:"policy_version"`
 	Reasons       []string `json:"reasons,omitempty"`
 	Errors        []string `json:"errors,omitempty"`
+	// ReadOnly says the allowed resource is declared effects: read.
+	ReadOnly bool `json:"read_only,omitempty"`
 	// Error is set when an item of a batch could not be evaluated.
 	Error *AuthZENError `json:"error,omitempty"`
 }

@@ -40,6 +40,37 @@ type action struct {
 type authorized struct {
 	decisionID string
 	grants     []string // the names of the grants that allowed it
+	// record, for a call the catalog declares read-only, is its decision
+	// record still being written: the call may be forwarded meanwhile,
+	// but no answer is released until it is durable.
+	record *pendingRecord
+}
+
+// pendingRecord is a decision record written while its call is
+// forwarded. It belongs to the request's goroutine.
+type pendingRecord struct {
+	done   chan error
+	err    error
+	waited bool
+}
+
+// recordAsync starts writing a decision record.
+func recordAsync(write func() error) *pendingRecord {
+	p := &pendingRecord{done: make(chan error, 1)}
+	go func() { p.done <- write() }()
+	return p
+}
+
+// wait returns once the record is durable, or why it is not. A nil
+// pendingRecord is a record already written.
+func (p *pendingRecord) wait() error {
+	if p == nil {
+		return nil
+	}
+	if !p.waited {
+		p.err, p.waited = <-p.done, true
+	}
+	return p.err
 }
 
 // refusal is why a request was not forwarded. Its error wraps a fault
@@ -63,8 +94,12 @@ func refuse(kind error, decisionID, format string, args ...any) *refusal {
 // against budgets; spend the grant that allowed it; mark the task tainted
 // if the tool's output is untrusted. Nothing is counted, spent or
 // forwarded unless the allow record is durable, and each later refusal is
-// recorded beside it. It returns a nil refusal when the request may be
-// forwarded.
+// recorded beside it (after it). The one exception is a call the catalog
+// declares read-only (effects: read, never the upstream's own word): its
+// record is written while the rest goes on and the call is forwarded, and
+// authorized.record holds back the answer until the record is durable. A
+// read that is never recorded then never reached the agent, and changed
+// nothing. It returns a nil refusal when the request may be forwarded.
 func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorized, *refusal) {
 	if a.name == "" {
 		return authorized{}, nil
@@ -98,12 +133,19 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		}
 		return authorized{}, refuse(fault.Forbidden, d.ID, "denied by policy")
 	}
-	// Write first: nothing below happens unless this record is durable.
-	if err := g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, nil, extra); err != nil {
+	ok := authorized{decisionID: d.ID}
+	record := func() error {
+		return g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, nil, extra)
+	}
+	if d.ReadOnly {
+		ok.record = recordAsync(record)
+	} else if err := record(); err != nil {
+		// Write first: nothing below happens unless this record is durable.
 		g.logger.Error("could not record an allowed call; refusing", "err", err)
 		return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the audit log is unavailable")
 	}
-	ok := authorized{decisionID: d.ID}
+	// A refusal below is recorded after the decision it refuses.
+	settle := func() { _ = ok.record.wait() }
 	for _, gr := range grants {
 		ok.grants = append(ok.grants, gr.Name)
 	}
@@ -111,6 +153,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		// The next round of a call already counted: taint only.
 		ok.decisionID, ok.grants = a.cont.call, a.cont.grants
 		if err := g.taint(ctx, c, a.resource); err != nil {
+			settle()
 			g.recordRefusal(ctx, c, "gateway.taint", a.resource.String(), "the task's taint could not be recorded", withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
 		}
@@ -122,9 +165,11 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		var spent limitError
 		switch {
 		case errors.As(err, &spent):
+			settle()
 			g.recordRefusal(ctx, c, "gateway.budget", a.resource.String(), err.Error(), withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Exhausted, d.ID, "%s", err.Error())
 		case err != nil:
+			settle()
 			g.logger.Error("could not spend a call's budgets; refusing", "err", err)
 			g.recordRefusal(ctx, c, "gateway.budget", a.resource.String(), err.Error(), withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the budgets could not be checked")
@@ -132,6 +177,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 	}
 	if len(grants) > 0 {
 		if err := g.spendGrant(ctx, c, grants, a.resource, d.ID); err != nil {
+			settle()
 			if err := adm.refund(ctx); err != nil {
 				g.logger.Warn("could not give back a call that was not forwarded", "err", err)
 			}
@@ -142,6 +188,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 	if a.metered {
 		if err := g.taint(ctx, c, a.resource); err != nil {
 			g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
+			settle()
 			g.recordRefusal(ctx, c, "gateway.taint", a.resource.String(), "the task's taint could not be recorded", withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
 		}

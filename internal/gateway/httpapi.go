@@ -122,8 +122,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	if body.value.Exists() {
 		in = in.With("body", body.value)
 	}
-	if _, rf := g.authorize(r.Context(), c, action{server: s, name: r.Method, resource: resource, input: in.Encode(),
-		metered: true, detail: detail}); rf != nil {
+	auth, rf := g.authorize(r.Context(), c, action{server: s, name: r.Method, resource: resource, input: in.Encode(),
+		metered: true, detail: detail})
+	if rf != nil {
 		g.fail(w, r, decisionError(rf))
 		return
 	}
@@ -131,7 +132,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	if query.encoded != "" {
 		target += "?" + query.encoded
 	}
-	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType}, nil)
+	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType, recorded: auth.record}, nil)
 }
 
 // decisionError is a refusal's error, naming the decision for the agent.

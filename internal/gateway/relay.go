@@ -34,6 +34,9 @@ type outbound struct {
 	// modern requests (MCP 2026-07-28) carry no session or stream
 	// resumption headers.
 	modern bool
+	// recorded is the decision record of a read-only call, written while
+	// the call is forwarded: the answer waits for it.
+	recorded *pendingRecord
 }
 
 // exchange is one MCP request and what its answer must be checked for.
@@ -96,6 +99,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		return
 	}
 	resp, err := rt.up.RoundTrip(req)
+	if rerr := out.recorded.wait(); rerr != nil {
+		// A read whose record is not durable: the agent never sees its
+		// answer, so it happened for no one.
+		if err == nil {
+			resp.Body.Close()
+		}
+		g.logger.Error("could not record a read-only call; its answer is withheld", "server", s.Name, "err", rerr)
+		g.upstreamFailed(w, r, msg, fmt.Errorf("%w: refused: the audit log is unavailable", fault.Unavailable))
+		return
+	}
 	if err != nil {
 		g.upstreamFailed(w, r, msg, fmt.Errorf("%w: %s: %w", fault.Upstream, s.Name, err))
 		return

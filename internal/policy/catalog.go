@@ -63,7 +63,20 @@ type ToolEntry struct {
 	// Unicode look-alikes, ...) is denied before any policy is evaluated,
 	// so a policy on "/srv/docs/*" means what it says.
 	PathArgs []string `json:"path_args,omitempty" yaml:"path_args,omitempty"`
+	// Effects is what calling it does: "read" (nothing outside the call
+	// changes) or "write" (the default: effects are declared absent, never
+	// assumed absent). It comes from the operator, never from a server's
+	// own annotations. The gateway writes the decision record of a read
+	// while the call is forwarded, and releases the answer only once the
+	// record is durable; a write is forwarded only after its record is.
+	Effects string `json:"effects,omitempty" yaml:"effects,omitempty"`
 }
+
+// Effects of a tool or route.
+const (
+	EffectsRead  = "read"
+	EffectsWrite = "write"
+)
 
 // Sensitivity levels.
 const (
@@ -143,6 +156,13 @@ func (c *Catalog) Normalize() error {
 				if err := checkEntry(fmt.Sprintf("%s %s/%s", list.kind, s.Name, t.Name), t.Sensitivity, t.Groups); err != nil {
 					return err
 				}
+				switch t.Effects {
+				case "":
+					t.Effects = EffectsWrite
+				case EffectsRead, EffectsWrite:
+				default:
+					return fmt.Errorf("%w: %s %s/%s: effects %q must be read or write", fault.Invalid, list.kind, s.Name, t.Name, t.Effects)
+				}
 				if err := checkPathArgs(list.kind, t); err != nil {
 					return fmt.Errorf("server %s: %w", s.Name, err)
 				}
@@ -219,6 +239,7 @@ func (c Catalog) entities() []cedar.Entity {
 						"server":           srv,
 						"sensitivity":      cedar.String(t.Sensitivity),
 						"untrusted_output": cedar.Boolean(untrusted(t.UntrustedOutput)),
+						"effects":          cedar.String(t.Effects),
 					})})
 			}
 		}
@@ -268,6 +289,24 @@ func (c Catalog) pathArgs() map[cedar.EntityUID][]string {
 		for _, t := range s.Tools {
 			if len(t.PathArgs) > 0 {
 				out[Tool(s.Name, t.Name)] = t.PathArgs
+			}
+		}
+	}
+	return out
+}
+
+// readOnly returns the tools and routes declared effects: read.
+func (c Catalog) readOnly() map[cedar.EntityUID]bool {
+	out := map[cedar.EntityUID]bool{}
+	for _, s := range c.Servers {
+		for _, t := range s.Tools {
+			if t.Effects == EffectsRead {
+				out[Tool(s.Name, t.Name)] = true
+			}
+		}
+		for _, t := range s.Routes {
+			if t.Effects == EffectsRead {
+				out[Route(s.Name, t.Name)] = true
 			}
 		}
 	}

@@ -311,6 +311,7 @@ func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 	}
 	d.Version = live.version
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
+	d.ReadOnly = d.Allowed && snap.world.readOnly[req.Resource]
 	if snap.shadow != nil {
 		v.useActions(snap.shadow.actions)
 		sres := snap.shadow.evaluate(v, req)

@@ -202,6 +202,46 @@ func TestPathArgsMustBeCanonical(t *testing.T) {
 	}
 }
 
+// The catalog's effects reach the decision: only an allowed call to a
+// tool declared read-only is one; a denial never is, and a tool the
+// catalog does not describe is a write.
+func TestDecisionsCarryDeclaredEffects(t *testing.T) {
+	f := newFixture(t, storetest.Backends()[0])
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/p.cedar", []byte(`@id("allow-all") permit (principal, action, resource);
+@id("not-beta") forbid (principal == Agent::"spiffe://bulkhead.local/agent/beta", action, resource);`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.apply(dir, false)
+	for _, c := range []struct {
+		agent, server, tool string
+		allowed, readOnly   bool
+	}{
+		{"alpha", "files", "read_file", true, true},
+		{"alpha", "files", "write_file", true, false},
+		{"beta", "files", "read_file", false, false},
+		{"alpha", "files", "not-in-catalog", true, false},
+	} {
+		d, err := f.svc.Decide(context.Background(), callTool(agentUID(c.agent), c.server, c.tool, cedar.RecordMap{"path": cedar.String("/srv/a")}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed != c.allowed || d.ReadOnly != c.readOnly {
+			t.Errorf("%s: %s/%s: allowed %v read-only %v, want %v %v", c.agent, c.server, c.tool, d.Allowed, d.ReadOnly, c.allowed, c.readOnly)
+		}
+	}
+	for _, bad := range []string{"delete", "READ", "none"} {
+		_, err := policy.ParseCatalog("t.yaml", []byte("servers:\n  - name: s\n    tools:\n      - { name: t, effects: "+bad+" }\n"))
+		if err == nil || !strings.Contains(err.Error(), "effects") {
+			t.Errorf("effects %q: %v", bad, err)
+		}
+	}
+	cat, err := policy.ParseCatalog("t.yaml", []byte("servers:\n  - name: s\n    tools:\n      - { name: t }\n"))
+	if err != nil || cat.Servers[0].Tools[0].Effects != policy.EffectsWrite {
+		t.Fatalf("an undeclared tool's effects: %+v %v", cat, err)
+	}
+}
+
 func TestEvaluationErrorsDeny(t *testing.T) {
 	f := newFixture(t, storetest.Backends()[0])
 	f.apply(examples+"/live", false)

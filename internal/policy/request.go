@@ -64,6 +64,9 @@ type Decision struct {
 	// Version is the policy version that decided (0: no policy was ever
 	// applied, and everything is denied).
 	Version int64
+	// ReadOnly says an allowed request's resource is declared effects:
+	// read in the catalog the decision used.
+	ReadOnly bool
 }
 
 // EvalError is a policy that failed to evaluate for a request.

@@ -48,10 +48,12 @@ type world struct {
 	links    map[cedar.EntityUID]link
 	// pathArgs are the tools' arguments that must be canonical paths.
 	pathArgs map[cedar.EntityUID][]string
+	// readOnly are the tools and routes declared effects: read.
+	readOnly map[cedar.EntityUID]bool
 }
 
 func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world {
-	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}, pathArgs: cat.pathArgs()}
+	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}, pathArgs: cat.pathArgs(), readOnly: cat.readOnly()}
 	ents := cedar.EntityMap{}
 	add := func(e cedar.Entity) { ents[e.UID] = e }
 	for _, a := range agents {

@@ -266,8 +266,8 @@ func (s *DB) ReplaceToolCatalog(ctx context.Context, c policy.Catalog) error {
 				entries []policy.ToolEntry
 			}{{"tool", srv.Tools}, {"route", srv.Routes}} {
 				for _, t := range list.entries {
-					_, err := tx.exec(ctx, `INSERT INTO tool_entries (server, kind, name, description, sensitivity, untrusted_output, group_names, method, path, path_args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-						srv.Name, list.kind, t.Name, t.Description, t.Sensitivity, policyFlag(policyUntrusted(t.UntrustedOutput)), policyGroupsJSON(t.Groups), t.Method, t.Path, policyGroupsJSON(t.PathArgs))
+					_, err := tx.exec(ctx, `INSERT INTO tool_entries (server, kind, name, description, sensitivity, untrusted_output, group_names, method, path, path_args, effects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+						srv.Name, list.kind, t.Name, t.Description, t.Sensitivity, policyFlag(policyUntrusted(t.UntrustedOutput)), policyGroupsJSON(t.Groups), t.Method, t.Path, policyGroupsJSON(t.PathArgs), t.Effects)
 					if err != nil {
 						return fmt.Errorf("store: insert %s: %w", list.kind, err)
 					}
@@ -308,7 +308,7 @@ func (s *DB) ToolCatalog(ctx context.Context) (policy.Catalog, error) {
 	if err := rows.Err(); err != nil {
 		return c, fmt.Errorf("store: read tool catalog: %w", err)
 	}
-	rows, err = s.query(ctx, `SELECT server, kind, name, description, sensitivity, untrusted_output, group_names, method, path, path_args FROM tool_entries ORDER BY server, kind, name`)
+	rows, err = s.query(ctx, `SELECT server, kind, name, description, sensitivity, untrusted_output, group_names, method, path, path_args, effects FROM tool_entries ORDER BY server, kind, name`)
 	if err != nil {
 		return c, fmt.Errorf("store: read tool catalog: %w", err)
 	}
@@ -319,7 +319,7 @@ func (s *DB) ToolCatalog(ctx context.Context) (policy.Catalog, error) {
 			t                              policy.ToolEntry
 			ut                             int64
 		)
-		if err := rows.Scan(&server, &kind, &t.Name, &t.Description, &t.Sensitivity, &ut, &groups, &t.Method, &t.Path, &pathArgs); err != nil {
+		if err := rows.Scan(&server, &kind, &t.Name, &t.Description, &t.Sensitivity, &ut, &groups, &t.Method, &t.Path, &pathArgs, &t.Effects); err != nil {
 			return c, fmt.Errorf("store: read tool catalog: %w", err)
 		}
 		if t.PathArgs, err = policyParseGroups(pathArgs); err != nil {

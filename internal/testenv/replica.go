@@ -26,6 +26,8 @@ const envReplica = "BULKHEAD_TEST_REPLICA"
 
 type replicaSpec struct {
 	Dir, Store, Listen string
+	// Gateway is the in-process gateway's configuration file, if any.
+	Gateway string
 }
 
 // MaybeServeReplica runs a control plane replica and never returns when
@@ -49,7 +51,7 @@ func MaybeServeReplica() {
 	}
 	logger := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	srv, err := server.New(ctx, server.Config{DataDir: spec.Dir, Listen: spec.Listen, Store: spec.Store,
+	srv, err := server.New(ctx, server.Config{DataDir: spec.Dir, Listen: spec.Listen, Store: spec.Store, GatewayConfig: spec.Gateway,
 		TrustDomain: spiffeid.RequireTrustDomainFromString(server.DefaultTrustDomain)}, clock.Real{}, logger)
 	if err == nil {
 		err = srv.Listen()
@@ -58,7 +60,11 @@ func MaybeServeReplica() {
 		fmt.Fprintln(os.Stderr, "replica:", err)
 		os.Exit(2)
 	}
-	fmt.Printf("replica-ready %s\n", srv.Addr())
+	gw := "-"
+	if a := srv.GatewayAddr(); a != "" {
+		gw = a
+	}
+	fmt.Printf("replica-ready %s %s\n", srv.Addr(), gw)
 	if err := srv.Serve(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "replica:", err)
 		os.Exit(1)
@@ -70,6 +76,8 @@ func MaybeServeReplica() {
 // binary run again; its TestMain calls MaybeServeReplica).
 type Replica struct {
 	URL, Dir string
+	// GatewayURL is the in-process gateway's, when it has one.
+	GatewayURL string
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
@@ -79,7 +87,21 @@ type Replica struct {
 // when the test ends.
 func StartReplica(t testing.TB, dir, store, listen string) *Replica {
 	t.Helper()
-	spec, _ := json.Marshal(replicaSpec{Dir: dir, Store: store, Listen: listen})
+	return startReplica(t, replicaSpec{Dir: dir, Store: store, Listen: listen})
+}
+
+// StartServe starts `serve` in a process of its own on the embedded store
+// in dir, with the in-process gateway configured by gatewayConfig, and
+// waits until it serves. It is killed when the test ends.
+func StartServe(t testing.TB, dir, gatewayConfig string) *Replica {
+	t.Helper()
+	return startReplica(t, replicaSpec{Dir: dir, Listen: "127.0.0.1:0", Gateway: gatewayConfig})
+}
+
+func startReplica(t testing.TB, s replicaSpec) *Replica {
+	t.Helper()
+	dir := s.Dir
+	spec, _ := json.Marshal(s)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envReplica+"="+string(spec))
 	out, err := cmd.StdoutPipe()
@@ -92,12 +114,12 @@ func StartReplica(t testing.TB, dir, store, listen string) *Replica {
 		t.Fatal(err)
 	}
 	r := &Replica{Dir: dir, cmd: cmd, done: make(chan struct{})}
-	ready := make(chan string, 1)
+	ready := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if addr, ok := strings.CutPrefix(sc.Text(), "replica-ready "); ok {
-				ready <- addr
+			if addrs, ok := strings.CutPrefix(sc.Text(), "replica-ready "); ok {
+				ready <- strings.Fields(addrs)
 			}
 		}
 		_, _ = io.Copy(io.Discard, out)
@@ -106,8 +128,11 @@ func StartReplica(t testing.TB, dir, store, listen string) *Replica {
 	}()
 	t.Cleanup(r.Kill)
 	select {
-	case addr := <-ready:
-		r.URL = "https://" + addr
+	case addrs := <-ready:
+		r.URL = "https://" + addrs[0]
+		if len(addrs) > 1 && addrs[1] != "-" {
+			r.GatewayURL = "https://" + addrs[1]
+		}
 	case <-r.done:
 		t.Fatalf("replica exited before serving: %s", stderr.String())
 	case <-time.After(30 * time.Second):

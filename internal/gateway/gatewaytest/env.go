@@ -60,11 +60,20 @@ servers:
 	}
 	opts = append(opts, testenv.WithConfig(func(c *server.Config) { c.GatewayConfig = cfg }))
 	env := testenv.Start(t, opts...)
+	Configure(t, env.Operator)
+	return &Env{Env: env, Files: files, GatewayURL: "https://" + env.Server.GatewayAddr()}
+}
+
+// Configure gives a control plane, through its operator, what the
+// environment's gateway needs: the files server's credential, the live
+// policies (PolicyFiles) and the example tool catalog.
+func Configure(t testing.TB, op *client.Client) {
+	t.Helper()
 	ctx := context.Background()
-	if _, err := env.Operator.SetSecret(ctx, "files-token", []byte(FilesSecret)); err != nil {
+	if _, err := op.SetSecret(ctx, "files-token", []byte(FilesSecret)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: PolicyFiles(t)}); err != nil {
+	if _, err := op.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: PolicyFiles(t)}); err != nil {
 		t.Fatal(err)
 	}
 	catalog, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "policies", "tools.yaml"))
@@ -75,10 +84,9 @@ servers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.Operator.ApplyTools(ctx, policy.CatalogJSON(cat)); err != nil {
+	if _, err := op.ApplyTools(ctx, policy.CatalogJSON(cat)); err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Env: env, Files: files, GatewayURL: "https://" + env.Server.GatewayAddr()}
 }
 
 // PolicyFiles are the environment's live policies: the example guardrails
