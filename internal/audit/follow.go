@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,9 +17,13 @@ import (
 // sequence n never sees a smaller one appear later.
 //
 // A follower reads what was committed after its cursor whenever it may
-// have changed: after a local commit, when the store's Feed says another
-// writer committed (PostgreSQL LISTEN/NOTIFY), and every pollInterval in
-// case a notification was lost. It runs while the log has subscribers.
+// have changed: when the store's Feed says another writer committed
+// (PostgreSQL LISTEN/NOTIFY), and every pollInterval in case a
+// notification was lost. A local commit that directly follows the cursor
+// is delivered as committed, without reading it back (the stream is the
+// same; a gateway's records would otherwise each be read and decoded once
+// more); any gap sends the follower to the store. It runs while the log
+// has subscribers.
 
 // Feed reports commits by any writer of the store.
 type Feed interface {
@@ -47,7 +52,18 @@ type follower struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 	wake    chan struct{}
+
+	// local holds this log's commits not yet delivered, in sequence
+	// order, while the follower runs; dropped says some were let go.
+	localMu sync.Mutex
+	local   []Event
+	dropped bool
+	on      atomic.Bool
 }
+
+// maxLocal bounds the local commits held for delivery; past it the
+// follower reads from the store instead.
+const maxLocal = 1 << 14
 
 // wakeUp asks the follower to read.
 func (f *follower) wakeUp() {
@@ -55,6 +71,45 @@ func (f *follower) wakeUp() {
 	case f.wake <- struct{}{}:
 	default:
 	}
+}
+
+// committed hands the follower a local commit, in sequence order.
+func (f *follower) committed(events []Event) {
+	if !f.on.Load() {
+		return
+	}
+	f.localMu.Lock()
+	if len(f.local)+len(events) > maxLocal {
+		f.local, f.dropped = nil, true // the store has them all
+	} else {
+		f.local = append(f.local, events...)
+	}
+	f.localMu.Unlock()
+	f.wakeUp()
+}
+
+// takeLocal delivers the local commits that directly follow cursor and
+// returns the new cursor; gap reports commits the follower has not seen
+// (another writer's, or local ones it dropped): the store must be read.
+func (f *follower) takeLocal(cursor int64) (next int64, gap bool) {
+	f.localMu.Lock()
+	local, dropped := f.local, f.dropped
+	f.local, f.dropped = nil, false
+	f.localMu.Unlock()
+	i := 0
+	for i < len(local) && local[i].Seq <= cursor {
+		i++
+	}
+	local = local[i:]
+	n := 0
+	for n < len(local) && local[n].Seq == cursor+int64(n)+1 {
+		n++
+	}
+	if n > 0 {
+		f.l.bus.publish(local[:n])
+		cursor = local[n-1].Seq
+	}
+	return cursor, dropped || n < len(local)
 }
 
 // start runs the follower if it is not running. Its starting point is
@@ -67,6 +122,7 @@ func (f *follower) start() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	f.on.Store(true)
 	qctx, qcancel := context.WithTimeout(ctx, commitTimeout)
 	cursor, err := f.latest(qctx)
 	qcancel()
@@ -89,6 +145,7 @@ func (f *follower) haltIf(idle func() bool) {
 		return
 	}
 	f.running = false
+	f.on.Store(false)
 	f.stop()
 	// Held until it has stopped, so a follower started next never
 	// overlaps it.
@@ -113,6 +170,8 @@ func (f *follower) run(ctx context.Context, done chan struct{}, cursor int64) {
 	}
 	var changes <-chan struct{}
 	feed, _ := f.l.store.(Feed)
+	// local: woken by a local commit, which takeLocal can deliver.
+	local := false
 	for {
 		if changes == nil && feed != nil {
 			switch c, err := feed.Changes(ctx); {
@@ -124,11 +183,19 @@ func (f *follower) run(ctx context.Context, done chan struct{}, cursor int64) {
 				f.l.logger.Warn("audit follower: no change feed; polling until it is back", "err", err)
 			}
 		}
-		cursor = f.read(ctx, cursor)
+		if gap := true; local {
+			if cursor, gap = f.takeLocal(cursor); gap {
+				cursor = f.read(ctx, cursor)
+			}
+		} else {
+			cursor = f.read(ctx, cursor)
+		}
+		local = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
+			local = true
 		case _, ok := <-changes:
 			if !ok {
 				changes = nil
@@ -136,6 +203,17 @@ func (f *follower) run(ctx context.Context, done chan struct{}, cursor int64) {
 		case <-f.l.clock.After(pollInterval):
 		}
 	}
+}
+
+// dropLocal forgets local commits the store has delivered.
+func (f *follower) dropLocal(cursor int64) {
+	f.localMu.Lock()
+	defer f.localMu.Unlock()
+	i := 0
+	for i < len(f.local) && f.local[i].Seq <= cursor {
+		i++
+	}
+	f.local = f.local[i:]
 }
 
 // latest is the sequence number of the newest event, -1 for none.
@@ -170,6 +248,7 @@ func (f *follower) read(ctx context.Context, cursor int64) int64 {
 			cursor = r.Seq
 		}
 		f.l.bus.publish(events)
+		f.dropLocal(cursor)
 		if len(rows) < followPage {
 			return cursor
 		}

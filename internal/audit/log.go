@@ -188,7 +188,7 @@ func (l *Log) commit(batch []*pending) {
 		l.observer.Committed(committed, took, nil)
 	}
 	if l.follow != nil {
-		l.follow.wakeUp()
+		l.follow.committed(committed)
 		return
 	}
 	l.bus.publish(committed)

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -92,7 +93,11 @@ func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
 	live, cancel := logs[1].Subscribe(nil, 1024)
 	defer cancel()
 	const n = 60
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		written = map[int64]audit.Event{}
+	)
 	for w := range 3 {
 		wg.Add(1)
 		go func() {
@@ -103,9 +108,13 @@ func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
 				if i%5 == 0 {
 					l = logs[1]
 				}
-				if _, err := l.Record(ctx, event(w*100+i)); err != nil {
+				ev, err := l.Record(ctx, event(w*100+i))
+				if err != nil {
 					t.Error(err)
 				}
+				mu.Lock()
+				written[ev.Seq] = ev
+				mu.Unlock()
 			}
 		}()
 	}
@@ -120,6 +129,11 @@ func TestEveryReplicaDeliversEveryCommit(t *testing.T) {
 			}
 			if ev.Seq != want+1 && want >= 0 {
 				t.Fatalf("event %d after %d: a gap or a reordering", ev.Seq, want)
+			}
+			// Delivered as committed, whether read back or handed over
+			// by the committing replica.
+			if w := written[ev.Seq]; w.Action != ev.Action || w.Target != ev.Target || !w.Time.Equal(ev.Time) || !reflect.DeepEqual(w.Detail, ev.Detail) {
+				t.Fatalf("event %d delivered as %+v, committed as %+v", ev.Seq, ev, w)
 			}
 			want = ev.Seq
 		case <-deadline:

@@ -56,13 +56,26 @@ type benchCase struct {
 	client func() *http.Client
 	// auth is the upstream credential for the direct and proxy cases.
 	auth string
+	// write calls write_file (effects: write, recorded before it is
+	// forwarded) rather than read_file (effects: read in the example
+	// catalog, recorded while it is forwarded).
+	write bool
+}
+
+// call is the case's tools/call body and what its answer must contain.
+func (c benchCase) call() (body, want string) {
+	if c.write {
+		return writeBody, "wrote 2 bytes"
+	}
+	return callBody, "contents of"
 }
 
 // build starts the control plane, the upstream and every case; they stop
 // when b ends.
 func build(b *testing.B) *fixture {
 	env := gatewaytest.Start(b, "")
-	_, agent := env.Agent(b, "bench", "reader")
+	// admin: it may write as well as read.
+	_, agent := env.Agent(b, "bench", "admin")
 	f := &fixture{env: env, agent: agent, direct: env.Files.URL}
 	td := spiffeid.RequireTrustDomainFromString("bulkhead.local")
 	upstream, _ := url.Parse(env.Files.URL)
@@ -149,7 +162,10 @@ servers:
 		// The shared budget spend (one transaction per call) on each store.
 		{name: "gateway+mtls+token+policy+budget-sqlite", url: layered("budget-sqlite", pdp, discard{}, env.Server.Store()), client: mtls("https://bench-budget-sqlite.test")},
 		{name: "gateway+mtls+token+policy+budget-postgres", url: layered("budget-postgres", pdp, discard{}, storetest.Postgres.Open(b)), client: mtls("https://bench-budget-postgres.test")},
+		// The full gateway as shipped: a read (effects: read, recorded
+		// while forwarded) and a write (recorded first).
 		{name: "gateway+mtls+token+policy+audit", url: env.GatewayURL + "/mcp/files", client: mtls(gatewaytest.Resource)},
+		{name: "gateway+mtls+token+policy+audit-write", url: env.GatewayURL + "/mcp/files", client: mtls(gatewaytest.Resource), write: true},
 	}
 	return f
 }
@@ -159,11 +175,12 @@ type staticSecret string
 func (s staticSecret) Reveal(context.Context, string) ([]byte, error) { return []byte(s), nil }
 
 const (
-	initBody = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`
-	callBody = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/docs/guide.md"}}}`
+	initBody  = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}`
+	callBody  = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/docs/guide.md"}}}`
+	writeBody = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"write_file","arguments":{"path":"/srv/docs/guide.md","content":"hi"}}}`
 )
 
-func post(hc *http.Client, u, auth, sid, body string) (string, error) {
+func post(hc *http.Client, u, auth, sid, body, want string) (string, error) {
 	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -180,7 +197,7 @@ func post(hc *http.Client, u, auth, sid, body string) (string, error) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "contents of") && sid != "" {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) && sid != "" {
 		return "", &httpError{resp.StatusCode, string(b)}
 	}
 	return resp.Header.Get("Mcp-Session-Id"), nil
@@ -195,11 +212,11 @@ func (e *httpError) Error() string { return "status " + http.StatusText(e.status
 
 // session opens an MCP session on hc.
 func session(b *testing.B, c benchCase, hc *http.Client) string {
-	sid, err := post(hc, c.url, c.auth, "", initBody)
+	sid, err := post(hc, c.url, c.auth, "", initBody, "")
 	if err != nil || sid == "" {
 		b.Fatalf("%s: initialize: %v", c.name, err)
 	}
-	if _, err := post(hc, c.url, c.auth, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil {
+	if _, err := post(hc, c.url, c.auth, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, ""); err != nil {
 		if he, ok := err.(*httpError); !ok || he.status != http.StatusAccepted {
 			b.Fatalf("%s: initialized: %v", c.name, err)
 		}
@@ -232,6 +249,7 @@ func run(b *testing.B, c benchCase, conns int) {
 		clients[i] = c.client()
 		sids[i] = session(b, c, clients[i])
 	}
+	body, want := c.call()
 	lat := make([][]time.Duration, conns)
 	var next sync.Mutex
 	idx := 0
@@ -239,7 +257,7 @@ func run(b *testing.B, c benchCase, conns int) {
 	if conns == 1 {
 		for i := 0; i < b.N; i++ {
 			start := time.Now()
-			if _, err := post(clients[0], c.url, c.auth, sids[0], callBody); err != nil {
+			if _, err := post(clients[0], c.url, c.auth, sids[0], body, want); err != nil {
 				b.Fatalf("%s: %v", c.name, err)
 			}
 			lat[0] = append(lat[0], time.Since(start))
@@ -254,7 +272,7 @@ func run(b *testing.B, c benchCase, conns int) {
 			var mine []time.Duration
 			for pb.Next() {
 				start := time.Now()
-				if _, err := post(clients[me], c.url, c.auth, sids[me], callBody); err != nil {
+				if _, err := post(clients[me], c.url, c.auth, sids[me], body, want); err != nil {
 					b.Errorf("%s: %v", c.name, err)
 					return
 				}
