@@ -59,6 +59,48 @@ type MCP struct {
 	// own environment is never passed on.
 	Env []string `yaml:"env"`
 	Dir string   `yaml:"dir"`
+	// Sandbox confines a stdio server's processes (see internal/sandbox):
+	// absent, the strict profile; "none" runs it unconfined, which the
+	// gateway warns of at start.
+	Sandbox *Sandbox `yaml:"sandbox"`
+}
+
+// Sandbox is a stdio server's sandbox: a base profile (strict, or a
+// profile file) with more paths and other bounds.
+type Sandbox struct {
+	None    bool     `yaml:"-"`
+	Profile string   `yaml:"profile"`
+	Read    []string `yaml:"read"`
+	Write   []string `yaml:"write"`
+	Memory  int64    `yaml:"memory"`
+	Pids    int64    `yaml:"pids"`
+}
+
+// UnmarshalYAML reads "none" or a mapping.
+func (s *Sandbox) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "none" {
+			return fmt.Errorf("sandbox must be none or a mapping, not %q", n.Value)
+		}
+		*s = Sandbox{None: true}
+		return nil
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i < len(n.Content); i += 2 {
+			switch k := n.Content[i].Value; k {
+			case "profile", "read", "write", "memory", "pids":
+			default:
+				return fmt.Errorf("sandbox: unknown key %q", k)
+			}
+		}
+	}
+	type plain Sandbox
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*s = Sandbox(p)
+	return nil
 }
 
 // HTTP names a REST upstream and maps its routes to Cedar resources.
@@ -190,6 +232,9 @@ func (c *Config) Validate() error {
 		case s.MCP != nil && s.MCP.URL != "":
 			if err := checkUpstreamURL(s.MCP.URL); err != nil {
 				bad("server %q: %v", s.Name, err)
+			}
+			if s.MCP.Sandbox != nil {
+				bad("server %q: sandbox is for stdio servers (a command), which the gateway starts", s.Name)
 			}
 		case s.HTTP != nil:
 			if err := checkUpstreamURL(s.HTTP.URL); err != nil {

@@ -140,8 +140,16 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 			// A stdio server: one process per agent session, with only the
 			// environment the configuration gives it.
 			name := s.Name
+			confine, err := confinement(s.MCP)
+			if err != nil {
+				g.Close()
+				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)
+			}
+			if confine == nil {
+				deps.Logger.Warn("stdio server runs unconfined (sandbox: none): a compromised tool has the gateway's user, files and network", "server", s.Name)
+			}
 			bridge, err := stdio.New(stdio.Config{Command: s.MCP.Command, Env: s.MCP.Env, Dir: s.MCP.Dir,
-				Logger: deps.Logger.With("server", s.Name), Clock: deps.Clock,
+				Logger: deps.Logger.With("server", s.Name), Clock: deps.Clock, Confine: confine,
 				OnSessionEnd: func(id string, _ error) { g.sessions.unbind(name, id) }})
 			if err != nil {
 				g.Close()

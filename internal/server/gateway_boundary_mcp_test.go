@@ -98,7 +98,7 @@ func denials(t *testing.T, e *gatewayEnv, action, want string) int {
 func TestAmbiguousJSONRPCIsNeverForwarded(t *testing.T) {
 	cmd, env := gatewaytest.StdioCommand()
 	e := startGateway(t, fmt.Sprintf(`  - name: notes
-    mcp: { command: [%q, %q], env: [%q, %q] }
+    mcp: { command: [%q, %q], env: [%q, %q], sandbox: none }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `, cmd[0], cmd[1], env[0], env[1]))
 	hc, _ := e.agentHTTP(t, "alpha", "reader")

@@ -381,7 +381,7 @@ func TestModernClientFallsBackToAStdioServer(t *testing.T) {
 	gatewaytest.NodeHarness(t)
 	cmd, env := gatewaytest.StdioCommand()
 	e := startGateway(t, fmt.Sprintf(`  - name: notes
-    mcp: { command: [%q, %q], env: [%q, %q] }
+    mcp: { command: [%q, %q], env: [%q, %q], sandbox: none }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `, cmd[0], cmd[1], env[0], env[1]))
 	ctx := context.Background()

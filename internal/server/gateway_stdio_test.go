@@ -20,7 +20,7 @@ import (
 // gateway's, where secrets might live.
 func TestGatewayStdioServer(t *testing.T) {
 	t.Setenv("GATEWAY_ONLY_SECRET", "must-not-leak")
-	cmd, env := gatewaytest.StdioCommand()
+	cmd, env, bin := gatewaytest.SandboxedStdioCommand(t)
 	quote := func(ss []string) string {
 		q := make([]string, len(ss))
 		for i, s := range ss {
@@ -29,7 +29,7 @@ func TestGatewayStdioServer(t *testing.T) {
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	e := startGateway(t, `  - name: notes
-    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+` }
+    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`] } }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `)
 	ctx := context.Background()
@@ -79,6 +79,21 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 	envText := textOf(res)
 	if !strings.Contains(envText, "NOTES_MODE=test") || strings.Contains(envText, "must-not-leak") || strings.Contains(envText, os.Getenv("HOME")+"\n") && os.Getenv("HOME") != "" {
 		t.Fatalf("the tool's environment:\n%s", envText)
+	}
+	// A compromised tool reaches for the control plane's keys, the
+	// host's secrets and PostgreSQL: the sandbox (strict profile plus its
+	// own directory) has none of them.
+	for _, probe := range []string{"read:" + e.DataDir + "/master.key", "read:" + e.DataDir + "/bulkhead.db", "read:/etc/shadow",
+		"connect:127.0.0.1:5432", "connect:" + strings.TrimPrefix(e.URL, "https://")} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": probe}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out := textOf(res); !strings.Contains(out, "no such file") && !strings.Contains(out, "permission denied") {
+			t.Fatalf("the sandboxed tool got through: %s: %s", probe, out)
+		} else {
+			t.Logf("%s: %s", probe, out)
+		}
 	}
 	// Without the gateway there is nothing to connect to: the process has
 	// no listener, and the gateway path requires mTLS and a token.

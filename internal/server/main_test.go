@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"github.com/bulkhead-dev/bulkhead/internal/sandbox"
 	"os"
 	"testing"
 
@@ -9,6 +10,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The gateway's sandboxed stdio servers start as this binary again.
+	sandbox.MaybeInit()
 	// The gateway tests spawn this binary as a stdio MCP server.
 	gatewaytest.MaybeServeStdio()
 	// The replica tests spawn it as a control plane replica.

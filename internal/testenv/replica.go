@@ -78,8 +78,8 @@ type Replica struct {
 	URL, Dir string
 	// GatewayURL is the in-process gateway's, when it has one.
 	GatewayURL string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // StartReplica starts a replica on store with data directory dir (see

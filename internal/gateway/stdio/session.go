@@ -90,9 +90,23 @@ func (s *session) start() error {
 		Stderr:      errW,
 		SysProcAttr: sysProcAttr(),
 	}
+	started, done := func() error { return nil }, func() {}
+	if s.b.cfg.Confine != nil {
+		var err error
+		if started, done, err = s.b.cfg.Confine(cmd); err != nil {
+			closeAll(files)
+			return err
+		}
+	}
 	err := cmd.Start()
 	closeAll([]*os.File{inR, outW, errW}) // the child has its own copies
+	if err == nil {
+		if err = started(); err != nil {
+			_ = cmd.Wait()
+		}
+	}
 	if err != nil {
+		done()
 		closeAll([]*os.File{inW, outR, errR})
 		return err
 	}
@@ -103,7 +117,9 @@ func (s *session) start() error {
 	s.b.wg.Add(4)
 	go func() {
 		defer s.b.wg.Done()
-		waitc <- cmd.Wait()
+		err := cmd.Wait()
+		done()
+		waitc <- err
 	}()
 	go s.readStdout()
 	go s.readStderr()

@@ -1,0 +1,115 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// Confined is a command prepared by Wrap.
+type Confined struct {
+	cmd    *exec.Cmd
+	spec   spec
+	specW  *os.File
+	specR  *os.File
+	cg     *cgroup
+	closed bool
+}
+
+// nobody is the host uid a sandbox's root maps to when the gateway runs
+// as root: files on the host are then the confined process's only by
+// their "other" permissions.
+const nobody = 65534
+
+// Wrap rewrites cmd to run confined by p: this program run again (see
+// MaybeInit) in new namespaces, which sets the layers up and executes
+// cmd.Args (cmd.Path is looked up again inside, on the profile's PATH;
+// cmd.Env is replaced by the profile's). Start cmd, then call Started;
+// after Wait, Close.
+func Wrap(cmd *exec.Cmd, p Profile) (*Confined, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cmd.Args) == 0 {
+		return nil, errors.New("sandbox: no command")
+	}
+	if err := Check().Enforce(); err != nil {
+		return nil, err
+	}
+	root, err := os.MkdirTemp("", "bulkhead-sandbox-root-")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	cg, err := newCgroup(p)
+	if err != nil {
+		os.Remove(root)
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		cg.remove()
+		os.Remove(root)
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	c := &Confined{cmd: cmd, spec: spec{Profile: p, Argv: cmd.Args, Dir: cmd.Dir, Root: root}, specW: w, specR: r, cg: cg}
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 {
+		uid, gid = nobody, nobody
+	}
+	cmd.Path = "/proc/self/exe"
+	cmd.Args = []string{"bulkhead-sandbox"}
+	cmd.Env = []string{envInit + "=1"}
+	cmd.Dir = "/"
+	cmd.ExtraFiles = []*os.File{r}
+	attr := cmd.SysProcAttr
+	if attr == nil {
+		attr = &syscall.SysProcAttr{}
+	}
+	attr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC |
+		syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET | syscall.CLONE_NEWCGROUP
+	attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+	attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+	attr.GidMappingsEnableSetgroups = false
+	// Become the namespace's root (whoever that maps to on the host): it
+	// holds the namespace's capabilities until it drops them all.
+	attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
+	attr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr = attr
+	return c, nil
+}
+
+// Started puts the started process in its cgroup and lets it set up the
+// sandbox and run the command. On error the process is killed.
+func (c *Confined) Started() error {
+	c.specR.Close()
+	err := c.cg.add(c.cmd.Process.Pid)
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(c.spec); err == nil {
+			_, err = c.specW.Write(b)
+		}
+	}
+	c.specW.Close()
+	if err != nil {
+		_ = c.cmd.Process.Kill()
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	return nil
+}
+
+// Close ends whatever the sandbox left running and removes its cgroup and
+// root directory. Call it after the command has been waited for.
+func (c *Confined) Close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.specR.Close()
+	c.specW.Close()
+	c.cg.kill()
+	c.cg.remove()
+	_ = os.Remove(c.spec.Root)
+}

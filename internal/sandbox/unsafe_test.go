@@ -1,0 +1,5 @@
+package sandbox_test
+
+import "unsafe"
+
+func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
