@@ -32,6 +32,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/stdio"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/sandbox"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
@@ -140,7 +141,7 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 			// A stdio server: one process per agent session, with only the
 			// environment the configuration gives it.
 			name := s.Name
-			confine, err := confinement(s.MCP)
+			confine, err := confinement(s.MCP, func(session string, v sandbox.Violation) { g.recordViolation(name, session, v) })
 			if err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)

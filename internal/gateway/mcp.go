@@ -66,6 +66,13 @@ func (s *sessions) check(server, id, agent string) bool {
 	return true
 }
 
+// agentOf is the agent session id of server is bound to, or "".
+func (s *sessions) agentOf(server, id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner[sessionKey(server, id)].agent
+}
+
 func (s *sessions) unbind(server, id string) {
 	s.mu.Lock()
 	delete(s.owner, sessionKey(server, id))

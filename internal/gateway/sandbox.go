@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 
 	"github.com/bulkhead-dev/bulkhead/internal/sandbox"
 )
@@ -10,7 +15,7 @@ import (
 // confinement returns how a stdio server's processes are confined: by
 // its sandbox profile (strict unless configured), or nil for sandbox:
 // none. A profile this kernel cannot enforce refuses the configuration.
-func confinement(m *MCP) (func(*exec.Cmd) (func() error, func(), error), error) {
+func confinement(m *MCP, violated func(session string, v sandbox.Violation)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
 	sb := m.Sandbox
 	if sb == nil {
 		sb = &Sandbox{}
@@ -38,11 +43,34 @@ func confinement(m *MCP) (func(*exec.Cmd) (func() error, func(), error), error) 
 	if err := sandbox.Check().Enforce(); err != nil {
 		return nil, fmt.Errorf("%w (or set sandbox: none to run it unconfined)", err)
 	}
-	return func(cmd *exec.Cmd) (func() error, func(), error) {
+	return func(cmd *exec.Cmd, session string) (func() error, func(), error) {
 		c, err := sandbox.Wrap(cmd, p)
 		if err != nil {
 			return nil, nil, err
 		}
+		c.OnViolation = func(v sandbox.Violation) { violated(session, v) }
 		return c.Started, c.Close, nil
 	}, nil
 }
+
+// recordViolation puts a system call the sandbox refused into the audit
+// log, naming the agent whose session's process made it. It is called
+// before the refused call returns.
+func (g *Gateway) recordViolation(server, session string, v sandbox.Violation) {
+	actor := audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}
+	if agent := g.sessions.agentOf(server, session); agent != "" {
+		actor = audit.Actor{Kind: audit.ActorAgent, ID: agent}
+	}
+	ev := audit.Event{Actor: actor, Action: ActionSandboxViolation, Target: policy.ToolServer(server).String(), Decision: audit.Deny,
+		Reasons: []string{"the sandbox refused the system call " + v.Syscall},
+		Detail:  map[string]string{"gateway": g.cfg.Name, "server": server, "session": session, "syscall": v.Syscall}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := g.deps.Audit.Record(ctx, ev); err != nil {
+		g.logger.Error("could not record a sandbox violation", "server", server, "syscall", v.Syscall, "err", err)
+	}
+	g.logger.Warn("sandbox violation", "server", server, "agent", actor.ID, "syscall", v.Syscall)
+}
+
+// ActionSandboxViolation records a system call a sandbox refused.
+const ActionSandboxViolation = "sandbox.violation"

@@ -86,8 +86,18 @@ func initSandbox() error {
 	if err := dropCapabilities(); err != nil {
 		return err
 	}
-	if err := loadFilter(); err != nil {
+	listener, err := loadFilter()
+	if err != nil {
 		return err
+	}
+	// The supervisor outside answers and reports what the filter refers
+	// to it; it gets the listener on fd 4.
+	sock := os.NewFile(4, "supervisor")
+	err = unix.Sendmsg(int(sock.Fd()), []byte{1}, unix.UnixRights(int(listener.Fd())), nil, 0)
+	listener.Close()
+	sock.Close()
+	if err != nil {
+		return fmt.Errorf("hand the seccomp listener over: %w", err)
 	}
 	dir := s.Dir
 	if dir == "" {

@@ -7,16 +7,26 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Confined is a command prepared by Wrap.
 type Confined struct {
-	cmd    *exec.Cmd
-	spec   spec
-	specW  *os.File
-	specR  *os.File
-	cg     *cgroup
-	closed bool
+	// OnViolation, if set before Started, is told of every system call
+	// the sandbox refuses (from the supervisor's goroutine).
+	OnViolation func(Violation)
+
+	cmd     *exec.Cmd
+	spec    spec
+	specW   *os.File
+	specR   *os.File
+	supIn   *os.File // the supervisor's end of the socket pair
+	supOut  *os.File // the sandbox's end (fd 4)
+	stop    chan struct{}
+	cg      *cgroup
+	started bool
+	closed  bool
 }
 
 // nobody is the host uid a sandbox's root maps to when the gateway runs
@@ -54,7 +64,16 @@ func Wrap(cmd *exec.Cmd, p Profile) (*Confined, error) {
 		os.Remove(root)
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	c := &Confined{cmd: cmd, spec: spec{Profile: p, Argv: cmd.Args, Dir: cmd.Dir, Root: root}, specW: w, specR: r, cg: cg}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		r.Close()
+		w.Close()
+		cg.remove()
+		os.Remove(root)
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	c := &Confined{cmd: cmd, spec: spec{Profile: p, Argv: cmd.Args, Dir: cmd.Dir, Root: root}, specW: w, specR: r, cg: cg,
+		supIn: os.NewFile(uintptr(pair[0]), "supervisor"), supOut: os.NewFile(uintptr(pair[1]), "sandbox"), stop: make(chan struct{})}
 	uid, gid := os.Getuid(), os.Getgid()
 	if uid == 0 {
 		uid, gid = nobody, nobody
@@ -63,7 +82,7 @@ func Wrap(cmd *exec.Cmd, p Profile) (*Confined, error) {
 	cmd.Args = []string{"bulkhead-sandbox"}
 	cmd.Env = []string{envInit + "=1"}
 	cmd.Dir = "/"
-	cmd.ExtraFiles = []*os.File{r}
+	cmd.ExtraFiles = []*os.File{r, c.supOut}
 	attr := cmd.SysProcAttr
 	if attr == nil {
 		attr = &syscall.SysProcAttr{}
@@ -85,6 +104,9 @@ func Wrap(cmd *exec.Cmd, p Profile) (*Confined, error) {
 // sandbox and run the command. On error the process is killed.
 func (c *Confined) Started() error {
 	c.specR.Close()
+	c.supOut.Close()
+	c.started = true
+	go c.receiveListener()
 	err := c.cg.add(c.cmd.Process.Pid)
 	if err == nil {
 		var b []byte
@@ -109,7 +131,36 @@ func (c *Confined) Close() {
 	c.closed = true
 	c.specR.Close()
 	c.specW.Close()
+	c.supOut.Close()
+	if !c.started {
+		c.supIn.Close() // else receiveListener closes it
+	}
+	close(c.stop)
 	c.cg.kill()
 	c.cg.remove()
 	_ = os.Remove(c.spec.Root)
+}
+
+// receiveListener takes the seccomp listener the sandbox hands over and
+// supervises it.
+func (c *Confined) receiveListener() {
+	defer c.supIn.Close()
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(int(c.supIn.Fd()), buf, oob, 0)
+	if err != nil || oobn == 0 {
+		return // the sandbox ended before it got that far
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return
+	}
+	report := c.OnViolation
+	if report == nil {
+		report = func(Violation) {}
+	}
+	supervise(os.NewFile(uintptr(fds[0]), "seccomp-listener"), c.stop, report)
 }

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -208,10 +210,11 @@ func (f fixture) profile() sandbox.Profile {
 // run runs one attack in a sandbox and returns its output and exit.
 func (f fixture) run(t *testing.T, p sandbox.Profile, name string, args ...string) (string, error) {
 	t.Helper()
-	return f.runWith(t, p, nil, name, args...)
+	out, _, err := f.runWith(t, p, nil, name, args...)
+	return out, err
 }
 
-func (f fixture) runWith(t *testing.T, p sandbox.Profile, adjust func(*sandbox.Confined), name string, args ...string) (string, error) {
+func (f fixture) runWith(t *testing.T, p sandbox.Profile, adjust func(*sandbox.Confined), name string, args ...string) (string, []sandbox.Violation, error) {
 	t.Helper()
 	p.Env = []string{"PATH=/usr/bin:/bin", envAttack + "=" + name}
 	cmd := exec.Command(f.bin, args...)
@@ -225,6 +228,9 @@ func (f fixture) runWith(t *testing.T, p sandbox.Profile, adjust func(*sandbox.C
 	if adjust != nil {
 		adjust(c)
 	}
+	var mu sync.Mutex
+	var violations []sandbox.Violation
+	c.OnViolation = func(v sandbox.Violation) { mu.Lock(); violations = append(violations, v); mu.Unlock() }
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +238,9 @@ func (f fixture) runWith(t *testing.T, p sandbox.Profile, adjust func(*sandbox.C
 		t.Fatal(err)
 	}
 	err = cmd.Wait()
-	return out.String(), err
+	mu.Lock()
+	defer mu.Unlock()
+	return out.String(), append([]sandbox.Violation(nil), violations...), err
 }
 
 // A compromised tool server, confined by the strict profile plus what it
@@ -244,32 +252,38 @@ func TestCompromisedToolCannotEscape(t *testing.T) {
 	for _, c := range []struct {
 		name, attack string
 		args         []string
+		// syscall is the violation the supervisor must report, if the
+		// seccomp layer is what refuses.
+		syscall string
 	}{
-		{"read /etc/shadow", "read", []string{"/etc/shadow"}},
-		{"read /etc/passwd", "read", []string{"/etc/passwd"}},
-		{"read another agent's key", "read", []string{f.secret}},
-		{"read the control plane's data dir", "read", []string{"/var/lib/bulkhead/bulkhead.db"}},
-		{"read through /proc/self/root", "read", []string{"/proc/self/root" + f.secret}},
-		{"read through /proc/1/root", "read", []string{"/proc/1/root/etc/shadow"}},
-		{"read with .. out of an allowed dir", "read", []string{f.allowed + "/../data/svid_key.pem"}},
-		{"follow a symlink out", "symlink", []string{f.secret}},
-		{"write a system file", "write", []string{"/usr/bin/pwned"}},
-		{"write into a read-only dir", "write", []string{f.allowed + "/pwned"}},
-		{"write next to the data", "write", []string{filepath.Dir(f.secret) + "/pwned"}},
-		{"connect to PostgreSQL", "connect", []string{"127.0.0.1:5432"}},
-		{"connect to the cloud metadata address", "connect", []string{"169.254.169.254:80"}},
-		{"resolve a name (DNS exfiltration)", "resolve", []string{"exfil.attacker.example"}},
-		{"ptrace", "ptrace", nil},
-		{"mount", "mount", nil},
-		{"unshare a user namespace", "unshare", nil},
-		{"raw socket", "raw-socket", nil},
-		{"packet socket", "packet-socket", nil},
-		{"io_uring", "io_uring", nil},
-		{"fork bomb", "fork-bomb", nil},
-		{"memory bomb", "memory-bomb", nil},
+		{"read /etc/shadow", "read", []string{"/etc/shadow"}, ""},
+		{"read /etc/passwd", "read", []string{"/etc/passwd"}, ""},
+		{"read another agent's key", "read", []string{f.secret}, ""},
+		{"read the control plane's data dir", "read", []string{"/var/lib/bulkhead/bulkhead.db"}, ""},
+		{"read through /proc/self/root", "read", []string{"/proc/self/root" + f.secret}, ""},
+		{"read through /proc/1/root", "read", []string{"/proc/1/root/etc/shadow"}, ""},
+		{"read with .. out of an allowed dir", "read", []string{f.allowed + "/../data/svid_key.pem"}, ""},
+		{"follow a symlink out", "symlink", []string{f.secret}, ""},
+		{"write a system file", "write", []string{"/usr/bin/pwned"}, ""},
+		{"write into a read-only dir", "write", []string{f.allowed + "/pwned"}, ""},
+		{"write next to the data", "write", []string{filepath.Dir(f.secret) + "/pwned"}, ""},
+		{"connect to PostgreSQL", "connect", []string{"127.0.0.1:5432"}, ""},
+		{"connect to the cloud metadata address", "connect", []string{"169.254.169.254:80"}, ""},
+		{"resolve a name (DNS exfiltration)", "resolve", []string{"exfil.attacker.example"}, ""},
+		{"ptrace", "ptrace", nil, "ptrace"},
+		{"mount", "mount", nil, "mount"},
+		{"unshare a user namespace", "unshare", nil, "unshare"},
+		{"raw socket", "raw-socket", nil, "socket"},
+		{"packet socket", "packet-socket", nil, "socket"},
+		{"io_uring", "io_uring", nil, "io_uring_setup"},
+		{"fork bomb", "fork-bomb", nil, ""},
+		{"memory bomb", "memory-bomb", nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			out, err := f.run(t, p, c.attack, c.args...)
+			out, violations, err := f.runWith(t, p, nil, c.attack, c.args...)
+			if c.syscall != "" && !slices.ContainsFunc(violations, func(v sandbox.Violation) bool { return v.Syscall == c.syscall }) {
+				t.Fatalf("no violation reported for %s: %v", c.syscall, violations)
+			}
 			if strings.Contains(out, "escaped:") || err == nil {
 				t.Fatalf("the attack worked: %s (exit %v)", out, err)
 			}
@@ -312,14 +326,14 @@ func TestLayersHoldWithoutTheMountLayer(t *testing.T) {
 		{"ptrace", nil},
 		{"mount", nil},
 	} {
-		out, err := f.runWith(t, p, wide, c.attack, c.args...)
+		out, _, err := f.runWith(t, p, wide, c.attack, c.args...)
 		if err == nil || !strings.Contains(out, "blocked:") {
 			t.Fatalf("%s %v with the host's root visible: %v: %s", c.attack, c.args, err, out)
 		}
 		t.Logf("%s %v: %s", c.attack, c.args, strings.TrimSpace(out))
 	}
 	// The file was there to be read: the mount layer was open.
-	out, _ := f.runWith(t, p, wide, "read", filepath.Join(f.allowed, "doc.txt"))
+	out, _, _ := f.runWith(t, p, wide, "read", filepath.Join(f.allowed, "doc.txt"))
 	if !strings.Contains(out, "escaped:") {
 		t.Fatalf("the wide root did not show the allowed file: %s", out)
 	}

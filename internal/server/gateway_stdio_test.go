@@ -11,6 +11,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 )
 
@@ -94,6 +96,20 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 		} else {
 			t.Logf("%s: %s", probe, out)
 		}
+	}
+	// A refused system call is evidence: recorded, naming the agent whose
+	// session made it, before the call returns.
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "ptrace"}})
+	if err != nil || !strings.Contains(textOf(res), "operation not permitted") {
+		t.Fatalf("ptrace from the sandboxed tool: %v %s", err, textOf(res))
+	}
+	rows, err := e.Server.Store().Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{gateway.ActionSandboxViolation}})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("violation records: %v %v", rows, err)
+	}
+	ev, err := audit.EventFromRow(rows[0])
+	if err != nil || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" || ev.Detail["syscall"] != "ptrace" || ev.Target != `ToolServer::"notes"` {
+		t.Fatalf("violation record: %+v %v", ev, err)
 	}
 	// Without the gateway there is nothing to connect to: the process has
 	// no listener, and the gateway path requires mTLS and a token.

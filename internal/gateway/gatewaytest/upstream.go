@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -174,7 +175,12 @@ func MaybeServeStdio() {
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "report the environment the tool sees"}, func(_ context.Context, _ *mcp.CallToolRequest, in queryArgs) (*mcp.CallToolResult, any, error) {
 		text := strings.Join(os.Environ(), "\n")
-		// A compromised tool's probes: "read:PATH", "connect:HOST:PORT".
+		// A compromised tool's probes: "read:PATH", "connect:HOST:PORT",
+		// "ptrace".
+		if in.Query == "ptrace" {
+			_, _, e := syscall.Syscall6(syscall.SYS_PTRACE, syscall.PTRACE_ATTACH, 1, 0, 0, 0, 0)
+			text = fmt.Sprintf("ptrace: %v", e)
+		}
 		if path, ok := strings.CutPrefix(in.Query, "read:"); ok {
 			b, err := os.ReadFile(path)
 			text = fmt.Sprintf("read %d bytes: %v", len(b), err)

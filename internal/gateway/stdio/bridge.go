@@ -119,10 +119,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock drives idle expiry; default the wall clock.
 	Clock clock.Clock
-	// Confine, if set, prepares each program's command to run confined
+	// Confine, if set, prepares each session's program to run confined
 	// (see internal/sandbox): started runs once the process has started,
 	// and done once it has been waited for. An error refuses the session.
-	Confine func(cmd *exec.Cmd) (started func() error, done func(), err error)
+	Confine func(cmd *exec.Cmd, session string) (started func() error, done func(), err error)
 	// OnSessionEnd, if set, is called once when an initialized session
 	// ends, with a reason wrapping ErrUpstream, ErrSessionClosed or
 	// ErrClosed. It must not block.

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/bulkhead-dev/bulkhead/internal/sandbox"
 )
 
 // childMode, in a child's environment, makes the test binary an MCP server
@@ -32,6 +34,8 @@ import (
 const childMode = "BULKHEAD_STDIO_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	// The sandboxed benchmark's servers start as this binary again.
+	sandbox.MaybeInit()
 	switch os.Getenv(childMode) {
 	case "":
 		os.Exit(m.Run())

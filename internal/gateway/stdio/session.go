@@ -93,7 +93,7 @@ func (s *session) start() error {
 	started, done := func() error { return nil }, func() {}
 	if s.b.cfg.Confine != nil {
 		var err error
-		if started, done, err = s.b.cfg.Confine(cmd); err != nil {
+		if started, done, err = s.b.cfg.Confine(cmd, s.id); err != nil {
 			closeAll(files)
 			return err
 		}
