@@ -74,6 +74,10 @@ type Sandbox struct {
 	Write   []string `yaml:"write"`
 	Memory  int64    `yaml:"memory"`
 	Pids    int64    `yaml:"pids"`
+	// Egress lists the "host:port" destinations the server may reach,
+	// through the gateway's egress proxy, each connection recorded; none
+	// (the default) leaves it no network at all.
+	Egress []string `yaml:"egress"`
 }
 
 // UnmarshalYAML reads "none" or a mapping.
@@ -89,6 +93,10 @@ func (s *Sandbox) UnmarshalYAML(n *yaml.Node) error {
 		for i := 0; i < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
 			case "profile", "read", "write", "memory", "pids":
+			case "egress":
+				if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.Value == "none" {
+					v.Kind, v.Tag, v.Value = yaml.SequenceNode, "!!seq", ""
+				}
 			default:
 				return fmt.Errorf("sandbox: unknown key %q", k)
 			}

@@ -141,7 +141,8 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 			// A stdio server: one process per agent session, with only the
 			// environment the configuration gives it.
 			name := s.Name
-			confine, err := confinement(s.MCP, func(session string, v sandbox.Violation) { g.recordViolation(name, session, v) })
+			confine, err := confinement(s.MCP, func(session string, v sandbox.Violation) { g.recordViolation(name, session, v) },
+				func(session string, allowed []string, l net.Listener) { g.serveEgress(name, session, allowed, l) })
 			if err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)

@@ -278,3 +278,32 @@ func decodeAny(b []byte) (any, error) {
 	err := dec.Decode(&v)
 	return v, err
 }
+
+func TestSandboxConfig(t *testing.T) {
+	parse := func(sb string) (*Config, error) {
+		return ParseConfig([]byte("servers:\n  - name: s\n    mcp: { command: [/bin/true]" + sb + " }\n    callers: [spiffe://td/agent/*]\n"), nil)
+	}
+	c, err := parse(", sandbox: none")
+	if err != nil || !c.Servers[0].MCP.Sandbox.None {
+		t.Fatalf("none: %+v %v", c, err)
+	}
+	c, err = parse(", sandbox: { read: [/srv], egress: [api.example.com:443], pids: 8 }")
+	if err != nil || c.Servers[0].MCP.Sandbox.Egress[0] != "api.example.com:443" || c.Servers[0].MCP.Sandbox.Pids != 8 {
+		t.Fatalf("mapping: %+v %v", c.Servers[0].MCP.Sandbox, err)
+	}
+	c, err = parse(", sandbox: { egress: none }")
+	if err != nil || len(c.Servers[0].MCP.Sandbox.Egress) != 0 {
+		t.Fatalf("egress none: %+v %v", c.Servers[0].MCP.Sandbox, err)
+	}
+	for _, bad := range []string{", sandbox: off", ", sandbox: { reed: [/srv] }"} {
+		if _, err := parse(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if _, err := ParseConfig([]byte("servers:\n  - name: s\n    mcp: { url: http://x/mcp, sandbox: none }\n    callers: [spiffe://td/agent/*]\n"), nil); err == nil || !strings.Contains(err.Error(), "stdio") {
+		t.Errorf("a sandbox on a URL server: %v", err)
+	}
+	if _, err := confinement(&MCP{Command: []string{"/bin/true"}, Sandbox: &Sandbox{Egress: []string{"no-port"}}}, nil, nil); err == nil {
+		t.Error("an egress entry without a port was accepted")
+	}
+}

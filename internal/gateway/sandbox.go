@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
@@ -15,7 +17,7 @@ import (
 // confinement returns how a stdio server's processes are confined: by
 // its sandbox profile (strict unless configured), or nil for sandbox:
 // none. A profile this kernel cannot enforce refuses the configuration.
-func confinement(m *MCP, violated func(session string, v sandbox.Violation)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
+func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, allowed []string, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
 	sb := m.Sandbox
 	if sb == nil {
 		sb = &Sandbox{}
@@ -37,6 +39,17 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation)) (fu
 	}
 	// The server's environment is the one its configuration gives.
 	p.Env = m.Env
+	var allowed []string
+	for _, h := range sb.Egress {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" || port == "" {
+			return nil, fmt.Errorf("sandbox egress %q must be host:port", h)
+		}
+		allowed = append(allowed, net.JoinHostPort(strings.ToLower(host), port))
+	}
+	if len(allowed) > 0 {
+		p.Egress = sandbox.EgressProxy
+	}
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -49,6 +62,9 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation)) (fu
 			return nil, nil, err
 		}
 		c.OnViolation = func(v sandbox.Violation) { violated(session, v) }
+		if len(allowed) > 0 {
+			c.ServeEgress = func(l net.Listener) { egress(session, allowed, l) }
+		}
 		return c.Started, c.Close, nil
 	}, nil
 }

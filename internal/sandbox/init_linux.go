@@ -80,6 +80,12 @@ func initSandbox() error {
 	if err != nil {
 		return err
 	}
+	var proxy *os.File
+	if s.Profile.Egress == EgressProxy {
+		if proxy, err = listenProxy(); err != nil {
+			return fmt.Errorf("egress proxy: %w", err)
+		}
+	}
 	if err := restrictLandlock(s.Profile); err != nil {
 		return err
 	}
@@ -91,10 +97,17 @@ func initSandbox() error {
 		return err
 	}
 	// The supervisor outside answers and reports what the filter refers
-	// to it; it gets the listener on fd 4.
+	// to it, and serves the egress proxy: it gets their sockets on fd 4.
+	fds := []int{int(listener.Fd())}
+	if proxy != nil {
+		fds = append(fds, int(proxy.Fd()))
+	}
 	sock := os.NewFile(4, "supervisor")
-	err = unix.Sendmsg(int(sock.Fd()), []byte{1}, unix.UnixRights(int(listener.Fd())), nil, 0)
+	err = unix.Sendmsg(int(sock.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0)
 	listener.Close()
+	if proxy != nil {
+		proxy.Close()
+	}
 	sock.Close()
 	if err != nil {
 		return fmt.Errorf("hand the seccomp listener over: %w", err)
@@ -109,6 +122,9 @@ func initSandbox() error {
 	env := s.Profile.Env
 	if env == nil {
 		env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp"}
+	}
+	if proxy != nil {
+		env = append(env, "HTTP_PROXY=http://"+ProxyAddr, "HTTPS_PROXY=http://"+ProxyAddr, "http_proxy=http://"+ProxyAddr, "https_proxy=http://"+ProxyAddr)
 	}
 	return fmt.Errorf("exec %s: %w", path, unix.Exec(path, s.Argv, env))
 }
@@ -290,6 +306,11 @@ func restrictLandlock(p Profile) error {
 	}
 	rules := []landlock.Rule{landlock.RODirs(append(ro, "/proc")...), landlock.RWDirs(append(rw, "/tmp")...),
 		landlock.ROFiles(roFiles...), landlock.RWFiles(append(rwFiles, devs...)...), landlock.RODirs("/dev")}
+	if p.Egress == EgressProxy && abi >= 4 {
+		// The proxy's port is the one TCP destination; the namespace's
+		// loopback is the only network it could be on.
+		rules = append(rules, landlock.ConnectTCP(ProxyPort))
+	}
 	if err := cfg.Restrict(rules...); err != nil {
 		return fmt.Errorf("landlock: %w", err)
 	}
@@ -334,4 +355,35 @@ func lookPath(argv0 string, env []string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: not found in the sandbox's PATH %s", argv0, path)
+}
+
+// listenProxy brings the namespace's loopback up and listens on
+// ProxyAddr there; the socket is served from outside.
+func listenProxy() (*os.File, error) {
+	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(ctl)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return nil, err
+	}
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_RUNNING)
+	if err := unix.IoctlIfreq(ctl, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return nil, fmt.Errorf("loopback up: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: ProxyPort, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Listen(fd, 128); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "egress-proxy"), nil
 }

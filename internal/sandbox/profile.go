@@ -28,9 +28,12 @@ type Profile struct {
 	Read []string `yaml:"read" json:"read,omitempty"`
 	// Write lists host paths visible read-write.
 	Write []string `yaml:"write" json:"write,omitempty"`
-	// Egress is "none": the network namespace has only loopback, and
-	// Landlock refuses every TCP connect and bind. (Egress through the
-	// gateway's policy proxy is a later layer.)
+	// Egress is "none" (the default): the network namespace has only an
+	// unconfigured loopback, and Landlock refuses every TCP connect and
+	// bind. Or "proxy": the only way out is an HTTP proxy at
+	// ProxyAddr inside, whose listening socket the sandbox hands to
+	// whoever started it (Confined.ServeEgress) to decide each
+	// connection; HTTP_PROXY and HTTPS_PROXY name it.
 	Egress string `yaml:"egress" json:"egress,omitempty"`
 	// Memory bounds the process tree's memory in bytes (cgroup, and the
 	// address space of each process); 0 is the default, 512 MiB.
@@ -40,6 +43,18 @@ type Profile struct {
 	// Env is the command's whole environment (nothing is inherited).
 	Env []string `yaml:"env" json:"env,omitempty"`
 }
+
+// Egress modes.
+const (
+	EgressNone  = "none"
+	EgressProxy = "proxy"
+)
+
+// ProxyPort is the egress proxy's port on the sandbox's loopback.
+const ProxyPort = 3128
+
+// ProxyAddr is the egress proxy's address inside a sandbox.
+const ProxyAddr = "127.0.0.1:3128"
 
 // Defaults for a profile's bounds.
 const (
@@ -95,10 +110,11 @@ func (p *Profile) Validate() error {
 		}
 	}
 	switch p.Egress {
-	case "", "none":
-		p.Egress = "none"
+	case "", EgressNone:
+		p.Egress = EgressNone
+	case EgressProxy:
 	default:
-		errs = append(errs, fmt.Errorf("sandbox: profile: egress %q: only none is supported (egress through policy comes with the gateway's proxy)", p.Egress))
+		errs = append(errs, fmt.Errorf("sandbox: profile: egress %q must be none or proxy", p.Egress))
 	}
 	if p.Memory == 0 {
 		p.Memory = DefaultMemory

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -16,6 +18,11 @@ type Confined struct {
 	// OnViolation, if set before Started, is told of every system call
 	// the sandbox refuses (from the supervisor's goroutine).
 	OnViolation func(Violation)
+	// ServeEgress, for a profile with egress: proxy, serves the proxy's
+	// listening socket (inside the sandbox's network namespace) until it
+	// is closed: Close closes it. Without it, the listener is closed and
+	// every connection refused.
+	ServeEgress func(net.Listener)
 
 	cmd     *exec.Cmd
 	spec    spec
@@ -26,7 +33,10 @@ type Confined struct {
 	stop    chan struct{}
 	cg      *cgroup
 	started bool
-	closed  bool
+
+	mu     sync.Mutex
+	closed bool
+	proxy  net.Listener
 }
 
 // nobody is the host uid a sandbox's root maps to when the gateway runs
@@ -125,10 +135,15 @@ func (c *Confined) Started() error {
 // Close ends whatever the sandbox left running and removes its cgroup and
 // root directory. Call it after the command has been waited for.
 func (c *Confined) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
 	c.closed = true
+	if c.proxy != nil {
+		c.proxy.Close()
+	}
 	c.specR.Close()
 	c.specW.Close()
 	c.supOut.Close()
@@ -145,7 +160,7 @@ func (c *Confined) Close() {
 // supervises it.
 func (c *Confined) receiveListener() {
 	defer c.supIn.Close()
-	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4))
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(8))
 	_, oobn, _, _, err := unix.Recvmsg(int(c.supIn.Fd()), buf, oob, 0)
 	if err != nil || oobn == 0 {
 		return // the sandbox ended before it got that far
@@ -155,12 +170,36 @@ func (c *Confined) receiveListener() {
 		return
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
+	if err != nil || len(fds) < 1 || len(fds) > 2 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
 		return
+	}
+	if len(fds) == 2 {
+		c.serveProxy(os.NewFile(uintptr(fds[1]), "egress-proxy"))
 	}
 	report := c.OnViolation
 	if report == nil {
 		report = func(Violation) {}
 	}
 	supervise(os.NewFile(uintptr(fds[0]), "seccomp-listener"), c.stop, report)
+}
+
+// serveProxy hands the egress proxy's socket to ServeEgress.
+func (c *Confined) serveProxy(f *os.File) {
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if c.closed || c.ServeEgress == nil {
+		c.mu.Unlock()
+		l.Close()
+		return
+	}
+	c.proxy = l
+	c.mu.Unlock()
+	go c.ServeEgress(l)
 }

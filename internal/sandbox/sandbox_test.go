@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -71,6 +72,23 @@ func attack(name string, args []string) int {
 			return blocked(err)
 		}
 		return escaped(fmt.Sprintf("resolved %s to %v", args[0], addrs))
+	case "via-proxy":
+		// What the sandbox's proxy says to CONNECT args[0].
+		c, err := net.Dial("tcp", os.Getenv("HTTP_PROXY")[len("http://"):])
+		if err != nil {
+			return blocked(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", args[0], args[0])
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			return blocked(err)
+		}
+		fmt.Printf("proxy: %s", line)
+		if strings.Contains(line, " 200 ") {
+			return escaped("connected through the proxy")
+		}
+		return 1
 	case "ptrace":
 		if _, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_ATTACH, 1, 0, 0, 0, 0); e != 0 {
 			return blocked(e)
@@ -357,5 +375,43 @@ func TestProfileRefusals(t *testing.T) {
 	p, err := sandbox.ParseProfile([]byte("read: [/srv/docs]\nwrite: [/srv/out]\nmemory: 268435456\npids: 32\n"))
 	if err != nil || p.Egress != "none" || p.Pids != 32 {
 		t.Fatalf("%+v %v", p, err)
+	}
+}
+
+// With egress through the proxy, the only connection a sandbox can open
+// is to the proxy inside it, which whoever started the sandbox serves:
+// here a proxy that records the target and refuses. Every other
+// destination stays refused.
+func TestEgressOnlyThroughTheProxy(t *testing.T) {
+	f := newFixture(t)
+	p := f.profile()
+	p.Egress = sandbox.EgressProxy
+	asked := make(chan string, 4)
+	serve := func(c *sandbox.Confined) {
+		c.ServeEgress = func(l net.Listener) {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				line, _ := bufio.NewReader(conn).ReadString('\n')
+				asked <- strings.TrimSpace(line)
+				fmt.Fprint(conn, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+				conn.Close()
+			}
+		}
+	}
+	out, _, _ := f.runWith(t, p, serve, "via-proxy", "api.example.test:443")
+	if !strings.Contains(out, "proxy: HTTP/1.1 403") {
+		t.Fatalf("the proxy did not answer: %s", out)
+	}
+	if got := <-asked; got != "CONNECT api.example.test:443 HTTP/1.1" {
+		t.Fatalf("the proxy was asked %q", got)
+	}
+	for _, addr := range []string{"127.0.0.1:5432", "10.0.0.1:443", "127.0.0.1:3129"} {
+		out, _, err := f.runWith(t, p, serve, "connect", addr)
+		if err == nil || !strings.Contains(out, "blocked:") {
+			t.Fatalf("connect %s beside the proxy: %s", addr, out)
+		}
 	}
 }

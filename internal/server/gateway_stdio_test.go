@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -23,6 +24,17 @@ import (
 func TestGatewayStdioServer(t *testing.T) {
 	t.Setenv("GATEWAY_ONLY_SECRET", "must-not-leak")
 	cmd, env, bin := gatewaytest.SandboxedStdioCommand(t)
+	// Egress: one destination listed, one not.
+	answer := func(s string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, s) })
+	}
+	allowed, allowedTLS, other := httptest.NewServer(answer("allowed")), httptest.NewTLSServer(answer("allowed over tls")), httptest.NewServer(answer("other"))
+	defer allowed.Close()
+	defer allowedTLS.Close()
+	defer other.Close()
+	hostOf := func(s *httptest.Server) string {
+		return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
+	}
 	quote := func(ss []string) string {
 		q := make([]string, len(ss))
 		for i, s := range ss {
@@ -31,7 +43,7 @@ func TestGatewayStdioServer(t *testing.T) {
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	e := startGateway(t, `  - name: notes
-    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`] } }
+    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`], egress: [`+hostOf(allowed)+`, `+hostOf(allowedTLS)+`] } }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `)
 	ctx := context.Background()
@@ -95,6 +107,28 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 			t.Fatalf("the sandboxed tool got through: %s: %s", probe, out)
 		} else {
 			t.Logf("%s: %s", probe, out)
+		}
+	}
+	// Its only way out is the gateway's egress proxy, to the listed
+	// destinations, each connection recorded with the agent.
+	for _, c := range []struct{ url, want string }{
+		{allowed.URL + "/x", "fetch: 200 allowed"},
+		{allowedTLS.URL + "/x", "fetch: 200 allowed over tls"},
+		{other.URL + "/x", "fetch: 403"},
+	} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "fetch:" + c.url}})
+		if err != nil || !strings.HasPrefix(textOf(res), c.want) {
+			t.Fatalf("fetch %s: %v %q, want %q", c.url, err, textOf(res), c.want)
+		}
+	}
+	egress, err := e.Server.Store().Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{gateway.ActionEgress}})
+	if err != nil || len(egress) != 3 {
+		t.Fatalf("egress records: %d %v", len(egress), err)
+	}
+	for i, want := range []audit.Decision{audit.Allow, audit.Allow, audit.Deny} {
+		ev, _ := audit.EventFromRow(egress[i])
+		if ev.Decision != want || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" {
+			t.Fatalf("egress record %d: %+v", i, ev)
 		}
 	}
 	// A refused system call is evidence: recorded, naming the agent whose

@@ -5,17 +5,20 @@ package gatewaytest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -152,6 +155,27 @@ func StdioCommand() (cmd []string, env []string) {
 	return []string{os.Args[0], "-test.run=^$"}, []string{stdioMode + "=1", "GORACE=atexit_sleep_ms=0"}
 }
 
+// fetch GETs u through the sandbox's egress proxy (HTTP_PROXY), trusting
+// any certificate (the test's servers are self-signed), and says what
+// came back.
+func fetch(u string) string {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // test servers only
+	if p := os.Getenv("HTTP_PROXY"); p != "" {
+		proxy, err := url.Parse(p)
+		if err != nil {
+			return "fetch: " + err.Error()
+		}
+		tr.Proxy = http.ProxyURL(proxy) // also for loopback targets, unlike ProxyFromEnvironment
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(u)
+	if err != nil {
+		return "fetch: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return fmt.Sprintf("fetch: %d %s", resp.StatusCode, b)
+}
+
 // SandboxedStdioCommand is StdioCommand for a sandboxed server: the test
 // binary is copied into a directory the sandbox's unprivileged user can
 // read (not under /tmp, which the sandbox replaces), which the profile
@@ -177,6 +201,9 @@ func MaybeServeStdio() {
 		text := strings.Join(os.Environ(), "\n")
 		// A compromised tool's probes: "read:PATH", "connect:HOST:PORT",
 		// "ptrace".
+		if u, ok := strings.CutPrefix(in.Query, "fetch:"); ok {
+			text = fetch(u)
+		}
 		if in.Query == "ptrace" {
 			_, _, e := syscall.Syscall6(syscall.SYS_PTRACE, syscall.PTRACE_ATTACH, 1, 0, 0, 0, 0)
 			text = fmt.Sprintf("ptrace: %v", e)
