@@ -103,6 +103,7 @@ type ToolServer struct {
 	Groups          []string    `json:"groups,omitempty"`
 	Tools           []ToolEntry `json:"tools,omitempty"`
 	Routes          []ToolEntry `json:"routes,omitempty"`
+	Hosts           []ToolEntry `json:"hosts,omitempty"`
 }
 
 // ToolEntry is a tool or route of a ToolServer.

@@ -13,15 +13,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
 // The egress proxy serves a sandboxed stdio server's only way out (see
 // sandbox.EgressProxy): HTTP CONNECT, and plain HTTP requests in absolute
 // form. Each connection is allowed only to a destination the server's
 // sandbox.egress lists, only while an agent's session runs the process,
-// and is recorded (gateway.connect, allow or deny) with that agent before
-// a byte moves.
+// and only if the policy allows that agent Action::"connect" on
+// Host::"SERVER/host:port"; the decision is recorded (gateway.connect)
+// before a byte moves.
 
 // ActionEgress records a sandboxed server's outbound connection.
 const ActionEgress = "gateway.connect"
@@ -131,31 +136,44 @@ func egressTarget(r *http.Request) (string, error) {
 	return net.JoinHostPort(strings.ToLower(host), port), nil
 }
 
-// decide allows target for the agent whose session runs the process, and
-// records the outcome; it returns why not, or "".
+// decide allows target only if the server's sandbox lists it and the
+// policy allows the agent whose session runs the process to connect to
+// it (Action::"connect" on Host::"SERVER/host:port"), and records the
+// decision first, like a tool call's; it returns why not, or "".
 func (p *egressProxy) decide(target string) string {
-	agent := p.g.sessions.agentOf(p.server, p.session)
-	reason := ""
-	switch {
-	case agent == "":
-		reason = "no agent session owns this process"
-	case !slices.Contains(p.allowed, target):
-		reason = "destination " + target + " is not in the server's sandbox egress list"
-	}
-	actor := audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}
-	if agent != "" {
-		actor = audit.Actor{Kind: audit.ActorAgent, ID: agent}
-	}
-	ev := audit.Event{Actor: actor, Action: ActionEgress, Target: "Host::" + fmt.Sprintf("%q", target), Decision: audit.Allow,
-		Detail: map[string]string{"gateway": p.g.cfg.Name, "server": p.server, "session": p.session}}
-	if reason != "" {
-		ev.Decision, ev.Reasons = audit.Deny, []string{reason}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), egressDialTimeout)
 	defer cancel()
-	if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
-		p.g.logger.Error("could not record an egress connection; refusing", "server", p.server, "target", target, "err", err)
+	resource := policy.Host(p.server, target)
+	detail := map[string]string{"server_session": p.session}
+	agent := p.g.sessions.agentOf(p.server, p.session)
+	id, err := spiffeid.FromString(agent)
+	if agent == "" || err != nil {
+		ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: ActionEgress,
+			Target: resource.String(), Decision: audit.Deny, Reasons: []string{"no agent session owns this process"},
+			Detail: map[string]string{"gateway": p.g.cfg.Name, "server": p.server, "server_session": p.session}}
+		if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
+			p.g.logger.Error("could not record a refused egress connection", "server", p.server, "err", err)
+		}
+		return "no agent session owns this process"
+	}
+	c := &caller{id: id, claims: &token.Claims{Subject: agent}}
+	d, latency, err := p.g.decide(ctx, c, policy.ActionConnect, resource, []byte("{}"))
+	var reasons []string
+	switch {
+	case err != nil:
+		d.Allowed, reasons = false, []string{"decision failed: " + err.Error()}
+	case !slices.Contains(p.allowed, target):
+		d.Allowed, reasons = false, []string{"destination " + target + " is not in the server's sandbox egress list"}
+	}
+	if rerr := p.g.recordDecision(ctx, c, p.server, policy.ActionConnect, resource, nil, d, latency, reasons, detail); rerr != nil {
+		p.g.logger.Error("could not record an egress connection; refusing", "server", p.server, "target", target, "err", rerr)
 		return "the audit log is unavailable"
 	}
-	return reason
+	if !d.Allowed {
+		if len(reasons) > 0 {
+			return reasons[0] + " (decision " + d.ID + ")"
+		}
+		return "denied by policy (decision " + d.ID + ")"
+	}
+	return ""
 }

@@ -281,7 +281,7 @@ func decodeAny(b []byte) (any, error) {
 
 func TestSandboxConfig(t *testing.T) {
 	parse := func(sb string) (*Config, error) {
-		return ParseConfig([]byte("servers:\n  - name: s\n    mcp: { command: [/bin/true]" + sb + " }\n    callers: [spiffe://td/agent/*]\n"), nil)
+		return ParseConfig([]byte("servers:\n  - name: s\n    mcp: { command: [/bin/true]"+sb+" }\n    callers: [spiffe://td/agent/*]\n"), nil)
 	}
 	c, err := parse(", sandbox: none")
 	if err != nil || !c.Servers[0].MCP.Sandbox.None {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cedar-policy/cedar-go"
@@ -44,6 +46,11 @@ type Server struct {
 	Groups          []string    `json:"groups,omitempty" yaml:"groups,omitempty"`
 	Tools           []ToolEntry `json:"tools,omitempty" yaml:"tools,omitempty"`
 	Routes          []ToolEntry `json:"routes,omitempty" yaml:"routes,omitempty"`
+	// Hosts are the network destinations ("host:port") the server's
+	// sandboxed process may ask the gateway's egress proxy for:
+	// Host::"SERVER/host:port", in the server, decided as
+	// Action::"connect".
+	Hosts []ToolEntry `json:"hosts,omitempty" yaml:"hosts,omitempty"`
 }
 
 // ToolEntry is a tool (MCP) or a route (HTTP) of a server. Unset
@@ -135,12 +142,16 @@ func (c *Catalog) Normalize() error {
 		for _, list := range []struct {
 			kind    string
 			entries []ToolEntry
-		}{{"tool", s.Tools}, {"route", s.Routes}} {
+		}{{"tool", s.Tools}, {"route", s.Routes}, {"host", s.Hosts}} {
 			names := map[string]bool{}
 			for j := range list.entries {
 				t := &list.entries[j]
 				n++
-				if err := ValidateName(list.kind, t.Name); err != nil {
+				validate := ValidateName
+				if list.kind == "host" {
+					validate = validateHost
+				}
+				if err := validate(list.kind, t.Name); err != nil {
 					return fmt.Errorf("server %s: %w", s.Name, err)
 				}
 				if names[t.Name] {
@@ -181,6 +192,7 @@ func (c *Catalog) Normalize() error {
 	for i := range c.Servers {
 		slices.SortFunc(c.Servers[i].Tools, byName)
 		slices.SortFunc(c.Servers[i].Routes, byName)
+		slices.SortFunc(c.Servers[i].Hosts, byName)
 	}
 	if n+len(c.Servers) > maxCatalogEntries {
 		return fmt.Errorf("%w: a catalog is limited to %d servers, tools and routes", fault.Invalid, maxCatalogEntries)
@@ -230,7 +242,7 @@ func (c Catalog) entities() []cedar.Entity {
 		for _, list := range []struct {
 			uid     func(string, string) cedar.EntityUID
 			entries []ToolEntry
-		}{{Tool, s.Tools}, {Route, s.Routes}} {
+		}{{Tool, s.Tools}, {Route, s.Routes}, {Host, s.Hosts}} {
 			for _, t := range list.entries {
 				out = append(out, cedar.Entity{UID: list.uid(s.Name, t.Name),
 					Parents: cedar.NewEntityUIDSet(append(groupUIDs(t.Groups), srv)...),
@@ -315,3 +327,17 @@ func (c Catalog) readOnly() map[cedar.EntityUID]bool {
 
 // untrusted reads an untrusted_output flag; unset counts as untrusted.
 func untrusted(b *bool) bool { return b == nil || *b }
+
+// validateHost checks a host entry's name: "host:port", the host a DNS
+// name or an IP address, in lower case.
+func validateHost(what, name string) error {
+	host, port, err := net.SplitHostPort(name)
+	n, perr := strconv.Atoi(port)
+	switch {
+	case err != nil || host == "" || perr != nil || n < 1 || n > 65535 || strings.ToLower(name) != name:
+		return fmt.Errorf("%w: %s %q must be host:port, in lower case", fault.Invalid, what, name)
+	case strings.ContainsAny(host, "/*\\ ") || len(name) > 260:
+		return fmt.Errorf("%w: %s %q is not a host name", fault.Invalid, what, name)
+	}
+	return nil
+}

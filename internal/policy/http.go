@@ -349,7 +349,7 @@ func CatalogJSON(c Catalog) api.ToolCatalog {
 	out := api.ToolCatalog{Servers: make([]api.ToolServer, 0, len(c.Servers))}
 	for _, s := range c.Servers {
 		out.Servers = append(out.Servers, api.ToolServer{Name: s.Name, Description: s.Description, Sensitivity: s.Sensitivity,
-			UntrustedOutput: s.UntrustedOutput, Groups: s.Groups, Tools: entriesJSON(s.Tools), Routes: entriesJSON(s.Routes)})
+			UntrustedOutput: s.UntrustedOutput, Groups: s.Groups, Tools: entriesJSON(s.Tools), Routes: entriesJSON(s.Routes), Hosts: entriesJSON(s.Hosts)})
 	}
 	return out
 }
@@ -373,6 +373,9 @@ func CatalogFromJSON(c api.ToolCatalog) Catalog {
 		}
 		for _, e := range s.Routes {
 			srv.Routes = append(srv.Routes, ToolEntry(e))
+		}
+		for _, e := range s.Hosts {
+			srv.Hosts = append(srv.Hosts, ToolEntry(e))
 		}
 		out.Servers = append(out.Servers, srv)
 	}

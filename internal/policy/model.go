@@ -22,6 +22,7 @@ const (
 	TypeTool       cedar.EntityType = "Tool"
 	TypeRoute      cedar.EntityType = "Route"
 	TypeTask       cedar.EntityType = "Task"
+	TypeHost       cedar.EntityType = "Host"
 	TypeAction     cedar.EntityType = "Action"
 )
 
@@ -31,13 +32,14 @@ const (
 	ActionListTools    = "list_tools"
 	ActionReadResource = "read_resource"
 	ActionGetPrompt    = "get_prompt"
+	ActionConnect      = "connect"
 )
 
 // managed are the entity types whose entities Bulkhead's store defines; a
 // request may not supply or alter them.
 var managed = map[cedar.EntityType]bool{
 	TypeAgent: true, TypeRole: true, TypeToolGroup: true, TypeToolServer: true,
-	TypeTool: true, TypeRoute: true, TypeTask: true, TypeAction: true,
+	TypeTool: true, TypeRoute: true, TypeTask: true, TypeAction: true, TypeHost: true,
 }
 
 // Action returns the UID of a Bulkhead action, e.g. Action("call_tool").
@@ -61,6 +63,12 @@ func Route(server, route string) cedar.EntityUID {
 // ToolServer returns the UID of a server.
 func ToolServer(name string) cedar.EntityUID {
 	return cedar.NewEntityUID(TypeToolServer, cedar.String(name))
+}
+
+// Host returns the UID of a network destination of a server:
+// Host::"SERVER/HOST:PORT".
+func Host(server, hostPort string) cedar.EntityUID {
+	return cedar.NewEntityUID(TypeHost, cedar.String(server+"/"+hostPort))
 }
 
 // Role returns the UID of a role.

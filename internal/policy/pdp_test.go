@@ -295,8 +295,9 @@ func TestInvalidApplyIsLocatedAndChangesNothing(t *testing.T) {
 	)
 	_, err = f.svc.Apply(context.Background(), operator, bad, false, "")
 	var errs policy.Errors
-	// The typo is reported once per resource type it could apply to.
-	if !errors.As(err, &errs) || !errors.Is(err, fault.Invalid) || len(errs) != 4 {
+	// The typo is reported once per resource type it could apply to (tool,
+	// server, route, host).
+	if !errors.As(err, &errs) || !errors.Is(err, fault.Invalid) || len(errs) != 5 {
 		t.Fatalf("apply of a broken set: %v", err)
 	}
 	if e := errs[0]; e.File != "broken/syntax.cedar" || e.Line != 2 || e.Column == 0 {

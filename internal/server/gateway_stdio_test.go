@@ -29,9 +29,10 @@ func TestGatewayStdioServer(t *testing.T) {
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, s) })
 	}
 	allowed, allowedTLS, other := httptest.NewServer(answer("allowed")), httptest.NewTLSServer(answer("allowed over tls")), httptest.NewServer(answer("other"))
-	defer allowed.Close()
-	defer allowedTLS.Close()
-	defer other.Close()
+	unpermitted := httptest.NewServer(answer("unpermitted"))
+	for _, s := range []*httptest.Server{allowed, allowedTLS, other, unpermitted} {
+		defer s.Close()
+	}
 	hostOf := func(s *httptest.Server) string {
 		return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
 	}
@@ -43,7 +44,7 @@ func TestGatewayStdioServer(t *testing.T) {
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	e := startGateway(t, `  - name: notes
-    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`], egress: [`+hostOf(allowed)+`, `+hostOf(allowedTLS)+`] } }
+    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`], egress: [`+hostOf(allowed)+`, `+hostOf(allowedTLS)+`, `+hostOf(unpermitted)+`] } }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `)
 	ctx := context.Background()
@@ -52,7 +53,8 @@ func TestGatewayStdioServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat.Servers = append(cat.Servers, api.ToolServer{Name: "notes", Sensitivity: "low", Tools: []api.ToolEntry{{Name: "note"}, {Name: "whoami"}}})
+	cat.Servers = append(cat.Servers, api.ToolServer{Name: "notes", Sensitivity: "low", Tools: []api.ToolEntry{{Name: "note"}, {Name: "whoami"}},
+		Hosts: []api.ToolEntry{{Name: hostOf(allowed)}, {Name: hostOf(allowedTLS)}, {Name: hostOf(other)}, {Name: hostOf(unpermitted)}}})
 	if _, err := e.Operator.ApplyTools(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +67,10 @@ func TestGatewayStdioServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := append(live.Files, api.PolicyFile{Name: "notes.cedar", Content: `@id("reader-notes")
-permit (principal in Role::"reader", action == Action::"call_tool", resource == Tool::"notes/note");`})
+permit (principal in Role::"reader", action == Action::"call_tool", resource == Tool::"notes/note");
+@id("reader-notes-egress")
+permit (principal in Role::"reader", action == Action::"connect", resource in ToolServer::"notes")
+unless { resource == Host::"notes/` + hostOf(unpermitted) + `" };`})
 	if _, err := e.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files}); err != nil {
 		t.Fatal(err)
 	}
@@ -109,12 +114,14 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 			t.Logf("%s: %s", probe, out)
 		}
 	}
-	// Its only way out is the gateway's egress proxy, to the listed
-	// destinations, each connection recorded with the agent.
+	// Its only way out is the gateway's egress proxy: to a destination
+	// its sandbox lists and the policy lets the agent reach, each
+	// connection decided and recorded with the agent.
 	for _, c := range []struct{ url, want string }{
 		{allowed.URL + "/x", "fetch: 200 allowed"},
 		{allowedTLS.URL + "/x", "fetch: 200 allowed over tls"},
-		{other.URL + "/x", "fetch: 403"},
+		{other.URL + "/x", "fetch: 403 destination"},            // not in the sandbox's list
+		{unpermitted.URL + "/x", "fetch: 403 denied by policy"}, // listed, not permitted
 	} {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "fetch:" + c.url}})
 		if err != nil || !strings.HasPrefix(textOf(res), c.want) {
@@ -122,10 +129,10 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 		}
 	}
 	egress, err := e.Server.Store().Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{gateway.ActionEgress}})
-	if err != nil || len(egress) != 3 {
+	if err != nil || len(egress) != 4 {
 		t.Fatalf("egress records: %d %v", len(egress), err)
 	}
-	for i, want := range []audit.Decision{audit.Allow, audit.Allow, audit.Deny} {
+	for i, want := range []audit.Decision{audit.Allow, audit.Allow, audit.Deny, audit.Deny} {
 		ev, _ := audit.EventFromRow(egress[i])
 		if ev.Decision != want || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" {
 			t.Fatalf("egress record %d: %+v", i, ev)

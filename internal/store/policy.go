@@ -264,7 +264,7 @@ func (s *DB) ReplaceToolCatalog(ctx context.Context, c policy.Catalog) error {
 			for _, list := range []struct {
 				kind    string
 				entries []policy.ToolEntry
-			}{{"tool", srv.Tools}, {"route", srv.Routes}} {
+			}{{"tool", srv.Tools}, {"route", srv.Routes}, {"host", srv.Hosts}} {
 				for _, t := range list.entries {
 					_, err := tx.exec(ctx, `INSERT INTO tool_entries (server, kind, name, description, sensitivity, untrusted_output, group_names, method, path, path_args, effects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 						srv.Name, list.kind, t.Name, t.Description, t.Sensitivity, policyFlag(policyUntrusted(t.UntrustedOutput)), policyGroupsJSON(t.Groups), t.Method, t.Path, policyGroupsJSON(t.PathArgs), t.Effects)
@@ -333,9 +333,12 @@ func (s *DB) ToolCatalog(ctx context.Context) (policy.Catalog, error) {
 		if !ok {
 			return c, fmt.Errorf("store: tool %s/%s has no server", server, t.Name)
 		}
-		if kind == "route" {
+		switch kind {
+		case "route":
 			c.Servers[i].Routes = append(c.Servers[i].Routes, t)
-		} else {
+		case "host":
+			c.Servers[i].Hosts = append(c.Servers[i].Hosts, t)
+		default:
 			c.Servers[i].Tools = append(c.Servers[i].Tools, t)
 		}
 	}
