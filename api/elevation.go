@@ -107,6 +107,9 @@ type GrantState struct {
 type TaskOutputRequest struct {
 	Agent    string `json:"agent"`
 	Resource string `json:"resource"`
+	// Suspect, if set, says why the resource's output is untrusted
+	// whatever the catalog says (its sandbox refused a system call).
+	Suspect string `json:"suspect,omitempty"`
 }
 
 // TaskOutputResult says whether the resource's output is untrusted and

@@ -174,8 +174,15 @@ func (c *Client) TaskState(ctx context.Context, id string) (api.TaskState, error
 // output from resource (a Cedar entity); an untrusted one taints the task
 // (gateways).
 func (c *Client) ReportOutput(ctx context.Context, task, agent, resource string) (api.TaskOutputResult, error) {
+	return c.ReportSuspectOutput(ctx, task, agent, resource, "")
+}
+
+// ReportSuspectOutput is ReportOutput for a resource whose output is
+// untrusted whatever the catalog says, for the reason suspect (e.g. its
+// sandbox refused a system call); it taints the task (gateways).
+func (c *Client) ReportSuspectOutput(ctx context.Context, task, agent, resource, suspect string) (api.TaskOutputResult, error) {
 	var r api.TaskOutputResult
-	return r, c.do(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(task)+"/output", api.TaskOutputRequest{Agent: agent, Resource: resource}, &r)
+	return r, c.do(ctx, http.MethodPost, "/v1/tasks/"+url.PathEscape(task)+"/output", api.TaskOutputRequest{Agent: agent, Resource: resource, Suspect: suspect}, &r)
 }
 
 // UseGrant spends one use of grant id for a call about to be forwarded

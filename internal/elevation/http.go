@@ -220,7 +220,7 @@ func (h handlers) taskOutput(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("%w: resource %q is not a Cedar entity", fault.Invalid, req.Resource))
 		return
 	}
-	untrusted, tainted, err := h.s.TaintByOutput(r.Context(), caller(r), r.PathValue("id"), req.Agent, res)
+	untrusted, tainted, err := h.s.TaintByOutput(r.Context(), caller(r), r.PathValue("id"), req.Agent, res, truncateReason(req.Suspect))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -476,4 +476,12 @@ func StateJSON(st TaskState) api.TaskState {
 			ExpiresAt: g.ExpiresAt, MaxUses: g.MaxUses, Uses: g.Uses})
 	}
 	return out
+}
+
+// truncateReason bounds a reason a gateway gives.
+func truncateReason(s string) string {
+	if len(s) > 512 {
+		return s[:512]
+	}
+	return s
 }

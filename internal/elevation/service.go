@@ -364,10 +364,11 @@ func isAncestorOrSelf(a, b string) bool { return a == b || strings.HasPrefix(b, 
 
 // TaintByOutput records that a task received output from resource, as a
 // gateway reports it (by is the gateway): if the tool catalog says the
-// resource's output is untrusted (or cannot say), the task is marked
-// tainted. It returns whether the resource is untrusted and whether the
-// task is tainted now.
-func (s *Service) TaintByOutput(ctx context.Context, by peer.Principal, id, agent string, resource cedar.EntityUID) (untrusted, tainted bool, err error) {
+// resource's output is untrusted (or cannot say), or the gateway reports
+// it suspect (why its process is: e.g. its sandbox refused a system
+// call), the task is marked tainted. It returns whether the resource is
+// untrusted and whether the task is tainted now.
+func (s *Service) TaintByOutput(ctx context.Context, by peer.Principal, id, agent string, resource cedar.EntityUID, suspect string) (untrusted, tainted bool, err error) {
 	if err := ValidateTaskID(id); err != nil {
 		return false, false, err
 	}
@@ -379,8 +380,10 @@ func (s *Service) TaintByOutput(ctx context.Context, by peer.Principal, id, agen
 		return false, false, fmt.Errorf("%w: %s does not work in task %s", fault.Forbidden, agent, id)
 	}
 	untrusted = true
-	cat, err := s.catalog.Catalog(ctx)
-	if err != nil {
+	why := "received output from " + resource.String() + ", whose output is untrusted"
+	if suspect != "" {
+		why = "received output from " + resource.String() + ", whose process is suspect: " + suspect
+	} else if cat, err := s.catalog.Catalog(ctx); err != nil {
 		// Unknown trust is no trust.
 		s.logger.Warn("tool catalog unreadable; treating output as untrusted", "err", err)
 	} else {
@@ -391,7 +394,7 @@ func (s *Service) TaintByOutput(ctx context.Context, by peer.Principal, id, agen
 	}
 	now := s.clock.Now()
 	ev := audit.Event{Time: now, Actor: by.Actor(), Action: ActionTaskTaint, Target: t.Agent, Task: id,
-		Reasons: []string{"received output from " + resource.String() + ", whose output is untrusted"},
+		Reasons: []string{why},
 		Detail:  map[string]string{"resource": resource.String(), "agent": agent, "manifest": t.Manifest}}
 	err = s.act(ctx, ev, func() error {
 		_, err := s.store.TaintTask(ctx, id, now, resource.String())

@@ -130,7 +130,7 @@ func TestAutoApprovalNeverForATaintedTask(t *testing.T) {
 
 	dirty := e.start(e.alpha)
 	// The wiki's output is untrusted; reading it taints the task.
-	untrusted, tainted, err := e.svc.TaintByOutput(ctx, e.gw, dirty.ID, e.alpha.ID.String(), policy.Tool("wiki", "search"))
+	untrusted, tainted, err := e.svc.TaintByOutput(ctx, e.gw, dirty.ID, e.alpha.ID.String(), policy.Tool("wiki", "search"), "")
 	if err != nil || !untrusted || !tainted {
 		t.Fatalf("taint = %v %v %v", untrusted, tainted, err)
 	}
@@ -138,7 +138,7 @@ func TestAutoApprovalNeverForATaintedTask(t *testing.T) {
 		t.Fatalf("taint record = %+v", ev)
 	}
 	// Trusted output (docs) taints nothing.
-	if untrusted, _, _ := e.svc.TaintByOutput(ctx, e.gw, clean.ID, e.alpha.ID.String(), policy.Tool("docs", "search")); untrusted {
+	if untrusted, _, _ := e.svc.TaintByOutput(ctx, e.gw, clean.ID, e.alpha.ID.String(), policy.Tool("docs", "search"), ""); untrusted {
 		t.Fatal("docs output counted as untrusted")
 	}
 	el = e.request(e.alpha, dirty.ID, "write-draft")

@@ -145,7 +145,7 @@ func (p *egressProxy) decide(target string) string {
 	defer cancel()
 	resource := policy.Host(p.server, target)
 	detail := map[string]string{"server_session": p.session}
-	agent := p.g.sessions.agentOf(p.server, p.session)
+	agent, _ := p.g.sessions.agentOf(p.server, p.session)
 	id, err := spiffeid.FromString(agent)
 	if agent == "" || err != nil {
 		ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: ActionEgress,

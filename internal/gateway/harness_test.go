@@ -104,6 +104,13 @@ func (r *recorder) set(fail error, hold chan struct{}, started chan string) {
 	r.fail, r.hold, r.started = fail, hold, started
 }
 
+// all returns the events recorded, in order.
+func (r *recorder) all() []audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]audit.Event(nil), r.events...)
+}
+
 // actions lists the actions recorded, in order.
 func (r *recorder) actions() []string {
 	r.mu.Lock()
@@ -141,6 +148,13 @@ func (s secrets) Reveal(_ context.Context, name string) ([]byte, error) {
 // startGateway starts a gateway on loopback in front of a FilesServer.
 func startGateway(t *testing.T, dec *decider) *harness {
 	t.Helper()
+	return startGatewayWith(t, dec, "", nil)
+}
+
+// startGatewayWith is startGateway with more servers (YAML list items)
+// and a task source.
+func startGatewayWith(t *testing.T, dec *decider, servers string, tasks gateway.TaskSource) *harness {
+	t.Helper()
 	clk := clock.Real{}
 	authority, _, err := ca.LoadOrCreate(ca.Config{TrustDomain: harnessTD, Dir: t.TempDir(), Clock: clk})
 	if err != nil {
@@ -163,7 +177,7 @@ servers:
     mcp: { url: `+files.URL+` }
     callers: ["spiffe://bulkhead.local/agent/*"]
     credentials: { header: Authorization, secret: files }
-`), nil)
+`+servers), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +187,7 @@ servers:
 	g, err := gateway.New(cfg, gateway.Deps{
 		Verifier:    &gateway.Verifier{Issuer: harnessIssuer, Audience: harnessResource, Keys: keys{signKey.Public()}, Clock: clk},
 		Revocations: rev, Decider: dec, Audit: rec, Secrets: secrets{"files": harnessSecret},
-		Budgets: &budget.Memory{}, Clock: clk, Logger: storetest.Logger(t), AuthorizationServer: harnessIssuer})
+		Budgets: &budget.Memory{}, Clock: clk, Logger: storetest.Logger(t), AuthorizationServer: harnessIssuer, Tasks: tasks})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +224,12 @@ func leaf(a *ca.Authority, id spiffeid.ID, ips ...net.IP) (tls.Certificate, erro
 // token bound to it on every request.
 func (h *harness) agent(t *testing.T, name string) *http.Client {
 	t.Helper()
+	return h.agentIn(t, name, "")
+}
+
+// agentIn is agent with tokens for task.
+func (h *harness) agentIn(t *testing.T, name, task string) *http.Client {
+	t.Helper()
 	id := spiffeid.RequireFromPath(harnessTD, "/agent/"+name)
 	cert, err := leaf(h.ca, id)
 	if err != nil {
@@ -219,7 +239,7 @@ func (h *harness) agent(t *testing.T, name string) *http.Client {
 	now := h.clock.Now()
 	claims := token.Claims{Issuer: harnessIssuer, Subject: id.String(), ClientID: id.String(), Audience: jwt.Audience{harnessResource},
 		Scope: "mcp", IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(5 * time.Minute)), ID: "jti-" + name,
-		Cnf: &token.Confirmation{X5TS256: base64.RawURLEncoding.EncodeToString(sum[:])}}
+		Cnf: &token.Confirmation{X5TS256: base64.RawURLEncoding.EncodeToString(sum[:])}, Task: task}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		t.Fatal(err)
@@ -255,7 +275,12 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // gateway (MCP 2025-11-25, stateless: no session is needed for a call the
 // SDK's server answers) and returns the status and body.
 func (h *harness) mcpPost(hc *http.Client, sid, body string) (int, string, string, error) {
-	req, err := http.NewRequest(http.MethodPost, h.URL+"/mcp/files", strings.NewReader(body))
+	return h.mcpPostTo(hc, "files", sid, body)
+}
+
+// mcpPostTo is mcpPost to another server.
+func (h *harness) mcpPostTo(hc *http.Client, server, sid, body string) (int, string, string, error) {
+	req, err := http.NewRequest(http.MethodPost, h.URL+"/mcp/"+server, strings.NewReader(body))
 	if err != nil {
 		return 0, "", "", err
 	}
@@ -277,11 +302,17 @@ func (h *harness) mcpPost(hc *http.Client, sid, body string) (int, string, strin
 // session opens an MCP session for hc.
 func (h *harness) session(t *testing.T, hc *http.Client) string {
 	t.Helper()
-	status, body, sid, err := h.mcpPost(hc, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	return h.sessionTo(t, hc, "files")
+}
+
+// sessionTo opens an MCP session with server for hc.
+func (h *harness) sessionTo(t *testing.T, hc *http.Client, server string) string {
+	t.Helper()
+	status, body, sid, err := h.mcpPostTo(hc, server, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 	if err != nil || status != http.StatusOK || sid == "" {
 		t.Fatalf("initialize: %d %s %v", status, body, err)
 	}
-	if status, body, _, err := h.mcpPost(hc, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil || status/100 != 2 {
+	if status, body, _, err := h.mcpPostTo(hc, server, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); err != nil || status/100 != 2 {
 		t.Fatalf("initialized: %d %s %v", status, body, err)
 	}
 	return sid

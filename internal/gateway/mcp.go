@@ -24,6 +24,7 @@ type sessions struct {
 
 type sessionOwner struct {
 	agent string
+	task  string // the task of the token that opened it, if any
 	seen  time.Time
 }
 
@@ -38,7 +39,7 @@ func newSessions(c clock.Clock) *sessions {
 
 func sessionKey(server, id string) string { return server + "\x00" + id }
 
-func (s *sessions) bind(server, id, agent string) {
+func (s *sessions) bind(server, id, agent, task string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock.Now()
@@ -49,7 +50,7 @@ func (s *sessions) bind(server, id, agent string) {
 			}
 		}
 	}
-	s.owner[sessionKey(server, id)] = sessionOwner{agent: agent, seen: now}
+	s.owner[sessionKey(server, id)] = sessionOwner{agent: agent, task: task, seen: now}
 }
 
 // check reports whether agent owns session id on server.
@@ -66,11 +67,13 @@ func (s *sessions) check(server, id, agent string) bool {
 	return true
 }
 
-// agentOf is the agent session id of server is bound to, or "".
-func (s *sessions) agentOf(server, id string) string {
+// agentOf is the agent session id of server is bound to ("" for none),
+// and the task it was opened for.
+func (s *sessions) agentOf(server, id string) (agent, task string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.owner[sessionKey(server, id)].agent
+	o := s.owner[sessionKey(server, id)]
+	return o.agent, o.task
 }
 
 func (s *sessions) unbind(server, id string) {

@@ -116,7 +116,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	defer resp.Body.Close()
 	if msg != nil && msg.Method == "initialize" && resp.StatusCode/100 == 2 {
 		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
-			g.sessions.bind(s.Name, sid, c.id.String())
+			g.sessions.bind(s.Name, sid, c.id.String(), c.claims.Task)
 		}
 	}
 	forms := g.secretForms()

@@ -165,8 +165,8 @@ func (t RemoteTasks) TaskState(ctx context.Context, id string) (TaskState, error
 }
 
 // ReportOutput implements TaskSource.
-func (t RemoteTasks) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID) (bool, bool, error) {
-	r, err := t.Client.ReportOutput(ctx, task, agent, resource.String())
+func (t RemoteTasks) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID, suspect string) (bool, bool, error) {
+	r, err := t.Client.ReportSuspectOutput(ctx, task, agent, resource.String(), suspect)
 	if err != nil {
 		return false, false, fmt.Errorf("gateway: report output: %w", err)
 	}

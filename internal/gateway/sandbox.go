@@ -70,22 +70,35 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 }
 
 // recordViolation puts a system call the sandbox refused into the audit
-// log, naming the agent whose session's process made it. It is called
-// before the refused call returns.
+// log, naming the agent whose session's process made it, and taints the
+// task that session was opened for: what that process returns can no
+// longer be trusted. It is called before the refused call returns.
 func (g *Gateway) recordViolation(server, session string, v sandbox.Violation) {
 	actor := audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}
-	if agent := g.sessions.agentOf(server, session); agent != "" {
+	agent, task := g.sessions.agentOf(server, session)
+	if agent != "" {
 		actor = audit.Actor{Kind: audit.ActorAgent, ID: agent}
 	}
+	why := "the sandbox refused the system call " + v.Syscall
 	ev := audit.Event{Actor: actor, Action: ActionSandboxViolation, Target: policy.ToolServer(server).String(), Decision: audit.Deny,
-		Reasons: []string{"the sandbox refused the system call " + v.Syscall},
-		Detail:  map[string]string{"gateway": g.cfg.Name, "server": server, "session": session, "syscall": v.Syscall}}
+		Reasons: []string{why}, Task: task,
+		Detail: map[string]string{"gateway": g.cfg.Name, "server": server, "session": session, "syscall": v.Syscall}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := g.deps.Audit.Record(ctx, ev); err != nil {
 		g.logger.Error("could not record a sandbox violation", "server", server, "syscall", v.Syscall, "err", err)
 	}
 	g.logger.Warn("sandbox violation", "server", server, "agent", actor.ID, "syscall", v.Syscall)
+	if task == "" || agent == "" || g.tasks == nil {
+		return
+	}
+	_, tainted, err := g.tasks.src.ReportOutput(ctx, task, agent, policy.ToolServer(server), why)
+	switch {
+	case err != nil:
+		g.logger.Error("could not taint the task of a sandbox violation", "task", task, "err", err)
+	case tainted:
+		g.tasks.markTainted(task)
+	}
 }
 
 // ActionSandboxViolation records a system call a sandbox refused.

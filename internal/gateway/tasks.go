@@ -28,9 +28,10 @@ import (
 type TaskSource interface {
 	TaskState(ctx context.Context, id string) (TaskState, error)
 	// ReportOutput tells that agent, working in task, is about to receive
-	// output from resource. It returns whether the resource's output is
-	// untrusted and whether the task is tainted now.
-	ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID) (untrusted, tainted bool, err error)
+	// output from resource; suspect, if set, says why that output is
+	// untrusted whatever the catalog says. It returns whether the
+	// resource's output is untrusted and whether the task is tainted now.
+	ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID, suspect string) (untrusted, tainted bool, err error)
 	// UseGrant spends one use of a grant (an elevation id) for a call;
 	// the call may be forwarded only if it returns nil.
 	UseGrant(ctx context.Context, grant string, u GrantUse) error
@@ -273,7 +274,7 @@ func (g *Gateway) taint(ctx context.Context, c *caller, resource cedar.EntityUID
 	if c.task == nil || c.task.Tainted || g.tasks.isTrusted(resource) {
 		return nil
 	}
-	untrusted, tainted, err := g.tasks.src.ReportOutput(ctx, c.task.ID, c.id.String(), resource)
+	untrusted, tainted, err := g.tasks.src.ReportOutput(ctx, c.task.ID, c.id.String(), resource, "")
 	if err != nil {
 		return err
 	}

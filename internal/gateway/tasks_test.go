@@ -123,7 +123,7 @@ func (f *fakeTasks) TaskState(context.Context, string) (TaskState, error) {
 	f.reads.Add(1)
 	return f.state, f.err
 }
-func (f *fakeTasks) ReportOutput(context.Context, string, string, cedar.EntityUID) (bool, bool, error) {
+func (f *fakeTasks) ReportOutput(context.Context, string, string, cedar.EntityUID, string) (bool, bool, error) {
 	return false, false, nil
 }
 func (f *fakeTasks) UseGrant(context.Context, string, GrantUse) error { return nil }

@@ -77,8 +77,8 @@ func (t taskSource) TaskState(ctx context.Context, id string) (gateway.TaskState
 	return out, nil
 }
 
-func (t taskSource) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID) (bool, bool, error) {
-	return t.svc.TaintByOutput(ctx, t.as, task, agent, resource)
+func (t taskSource) ReportOutput(ctx context.Context, task, agent string, resource cedar.EntityUID, suspect string) (bool, bool, error) {
+	return t.svc.TaintByOutput(ctx, t.as, task, agent, resource, suspect)
 }
 
 func (t taskSource) UseGrant(ctx context.Context, grant string, u gateway.GrantUse) error {
