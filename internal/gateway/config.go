@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +79,10 @@ type Sandbox struct {
 	// through the gateway's egress proxy, each connection recorded; none
 	// (the default) leaves it no network at all.
 	Egress []string `yaml:"egress"`
+	// EgressCredentials are injected by the proxy into plain-HTTP
+	// requests to a listed destination, so that the tool process never
+	// holds them; they are redacted from what comes back.
+	EgressCredentials map[string]*Credentials `yaml:"egress_credentials"`
 }
 
 // UnmarshalYAML reads "none" or a mapping.
@@ -92,7 +97,7 @@ func (s *Sandbox) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "profile", "read", "write", "memory", "pids":
+			case "profile", "read", "write", "memory", "pids", "egress_credentials":
 			case "egress":
 				if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.Value == "none" {
 					v.Kind, v.Tag, v.Value = yaml.SequenceNode, "!!seq", ""
@@ -288,20 +293,18 @@ func (c *Config) Validate() error {
 			}
 		}
 		if cr := s.Credentials; cr != nil {
-			if !headerName.MatchString(cr.Header) || forbiddenHeaders[strings.ToLower(cr.Header)] {
-				bad("server %q: credentials header %q is not allowed", s.Name, cr.Header)
+			if err := cr.validate(); err != nil {
+				bad("server %q: %v", s.Name, err)
 			}
-			if cr.Secret == "" {
-				bad("server %q: credentials need a secret name", s.Name)
-			}
-			if cr.Format == "" {
-				cr.Format = "{secret}"
-				if strings.EqualFold(cr.Header, "Authorization") {
-					cr.Format = "Bearer {secret}"
+		}
+		if s.MCP != nil && s.MCP.Sandbox != nil {
+			for dest, cr := range s.MCP.Sandbox.EgressCredentials {
+				if !slices.Contains(s.MCP.Sandbox.Egress, dest) {
+					bad("server %q: egress_credentials for %q, which egress does not list", s.Name, dest)
 				}
-			}
-			if strings.Count(cr.Format, "{secret}") != 1 || strings.ContainsAny(cr.Format, "\r\n") {
-				bad("server %q: credentials format must contain {secret} once and no newline", s.Name)
+				if err := cr.validate(); err != nil {
+					bad("server %q: egress_credentials for %q: %v", s.Name, dest, err)
+				}
 			}
 		}
 		if s.Budget.Calls < 0 || s.Budget.ResponseBytes < 0 || s.RateLimit.PerSecond < 0 || s.RateLimit.Burst < 0 {
@@ -369,4 +372,24 @@ func CallerAllowed(patterns []string, id string) bool {
 		}
 	}
 	return false
+}
+
+// validate checks credentials and fills the default format.
+func (cr *Credentials) validate() error {
+	if !headerName.MatchString(cr.Header) || forbiddenHeaders[strings.ToLower(cr.Header)] {
+		return fmt.Errorf("credentials header %q is not allowed", cr.Header)
+	}
+	if cr.Secret == "" {
+		return errors.New("credentials need a secret name")
+	}
+	if cr.Format == "" {
+		cr.Format = "{secret}"
+		if strings.EqualFold(cr.Header, "Authorization") {
+			cr.Format = "Bearer {secret}"
+		}
+	}
+	if strings.Count(cr.Format, "{secret}") != 1 || strings.ContainsAny(cr.Format, "\r\n") {
+		return errors.New("credentials format must contain {secret} once and no newline")
+	}
+	return nil
 }

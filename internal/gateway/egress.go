@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,13 +40,14 @@ type egressProxy struct {
 	g       *Gateway
 	server  string
 	session string
-	allowed []string // "host:port", lower case
+	allowed []string                // "host:port", lower case
+	creds   map[string]*Credentials // by destination: injected into plain HTTP
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // serveEgress serves l until it is closed.
-func (g *Gateway) serveEgress(server, session string, allowed []string, l net.Listener) {
-	p := &egressProxy{g: g, server: server, session: session, allowed: allowed, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext}
+func (g *Gateway) serveEgress(server, session string, allowed []string, creds map[string]*Credentials, l net.Listener) {
+	p := &egressProxy{g: g, server: server, session: session, allowed: allowed, creds: creds, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -77,6 +79,16 @@ func (p *egressProxy) handle(c net.Conn) {
 	}
 	if reason := p.decide(target); reason != "" {
 		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(reason), reason)
+		return
+	}
+	if cr := p.creds[target]; cr != nil {
+		if req.Method == http.MethodConnect {
+			// Through TLS the proxy cannot add the credential; the tool
+			// has none to add either.
+			fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			return
+		}
+		p.withCredential(c, req, target, cr)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), egressDialTimeout)
@@ -176,4 +188,41 @@ func (p *egressProxy) decide(target string) string {
 		return "denied by policy (decision " + d.ID + ")"
 	}
 	return ""
+}
+
+// withCredential sends a plain-HTTP request to target with the
+// destination's credential added, and answers with the response minus any
+// header or bytes that carry the credential: the tool never holds it.
+func (p *egressProxy) withCredential(c net.Conn, req *http.Request, target string, cr *Credentials) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.g.cfg.Limits.UpstreamTimeout)
+	defer cancel()
+	v, err := p.g.secrets.get(ctx, cr.Secret)
+	if err != nil || bytes.ContainsAny(v, "\r\n\x00") {
+		p.g.logger.Error("egress credential unavailable", "server", p.server, "target", target, "err", err)
+		fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		return
+	}
+	out := req.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Host = target
+	out.Header.Del("Proxy-Connection")
+	out.Header.Del("Proxy-Authorization")
+	out.Header.Set(cr.Header, strings.Replace(cr.Format, "{secret}", string(v), 1))
+	tr := &http.Transport{Proxy: nil, DialContext: p.dial, DisableKeepAlives: true, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(out)
+	if err != nil {
+		fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		return
+	}
+	defer resp.Body.Close()
+	forms := p.g.secretForms()
+	h := http.Header{}
+	p.g.copyResponseHeaders(h, resp.Header, forms)
+	h.Del("Content-Length") // redaction may change it
+	h.Set("Connection", "close")
+	fmt.Fprintf(c, "HTTP/1.1 %03d %s\r\n", resp.StatusCode, http.StatusText(resp.StatusCode))
+	_ = h.Write(c)
+	fmt.Fprint(c, "\r\n")
+	copyRedacted(c, resp.Body, forms, func(int) bool { return true })
 }

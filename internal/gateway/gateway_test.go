@@ -295,7 +295,13 @@ func TestSandboxConfig(t *testing.T) {
 	if err != nil || len(c.Servers[0].MCP.Sandbox.Egress) != 0 {
 		t.Fatalf("egress none: %+v %v", c.Servers[0].MCP.Sandbox, err)
 	}
-	for _, bad := range []string{", sandbox: off", ", sandbox: { reed: [/srv] }"} {
+	c, err = parse(`, sandbox: { egress: ["api:80"], egress_credentials: { "api:80": { header: Authorization, secret: k } } }`)
+	if err != nil || c.Servers[0].MCP.Sandbox.EgressCredentials["api:80"].Format != "Bearer {secret}" {
+		t.Fatalf("egress credentials: %+v %v", c.Servers[0].MCP.Sandbox, err)
+	}
+	for _, bad := range []string{", sandbox: off", ", sandbox: { reed: [/srv] }",
+		`, sandbox: { egress: ["api:80"], egress_credentials: { "other:80": { header: X-Key, secret: k } } }`,
+		`, sandbox: { egress: ["api:80"], egress_credentials: { "api:80": { header: Host, secret: k } } }`} {
 		if _, err := parse(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -17,7 +17,7 @@ import (
 // confinement returns how a stdio server's processes are confined: by
 // its sandbox profile (strict unless configured), or nil for sandbox:
 // none. A profile this kernel cannot enforce refuses the configuration.
-func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, allowed []string, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
+func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, allowed []string, creds map[string]*Credentials, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
 	sb := m.Sandbox
 	if sb == nil {
 		sb = &Sandbox{}
@@ -40,12 +40,17 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 	// The server's environment is the one its configuration gives.
 	p.Env = m.Env
 	var allowed []string
+	creds := map[string]*Credentials{}
 	for _, h := range sb.Egress {
 		host, port, err := net.SplitHostPort(h)
 		if err != nil || host == "" || port == "" {
 			return nil, fmt.Errorf("sandbox egress %q must be host:port", h)
 		}
-		allowed = append(allowed, net.JoinHostPort(strings.ToLower(host), port))
+		dest := net.JoinHostPort(strings.ToLower(host), port)
+		allowed = append(allowed, dest)
+		if cr := sb.EgressCredentials[h]; cr != nil {
+			creds[dest] = cr
+		}
 	}
 	if len(allowed) > 0 {
 		p.Egress = sandbox.EgressProxy
@@ -63,7 +68,7 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 		}
 		c.OnViolation = func(v sandbox.Violation) { violated(session, v) }
 		if len(allowed) > 0 {
-			c.ServeEgress = func(l net.Listener) { egress(session, allowed, l) }
+			c.ServeEgress = func(l net.Listener) { egress(session, allowed, creds, l) }
 		}
 		return c.Started, c.Close, nil
 	}, nil

@@ -30,7 +30,18 @@ func TestGatewayStdioServer(t *testing.T) {
 	}
 	allowed, allowedTLS, other := httptest.NewServer(answer("allowed")), httptest.NewTLSServer(answer("allowed over tls")), httptest.NewServer(answer("other"))
 	unpermitted := httptest.NewServer(answer("unpermitted"))
-	for _, s := range []*httptest.Server{allowed, allowedTLS, other, unpermitted} {
+	// An API that wants a key the tool must never hold: the proxy adds it,
+	// and anything that echoes it back is redacted.
+	const apiKey = "api-key-the-tool-never-sees"
+	keyed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+apiKey {
+			http.Error(w, "no key", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		fmt.Fprint(w, "keyed ok, you sent "+r.Header.Get("Authorization"))
+	}))
+	for _, s := range []*httptest.Server{allowed, allowedTLS, other, unpermitted, keyed} {
 		defer s.Close()
 	}
 	hostOf := func(s *httptest.Server) string {
@@ -44,17 +55,21 @@ func TestGatewayStdioServer(t *testing.T) {
 		return "[" + strings.Join(q, ", ") + "]"
 	}
 	e := startGateway(t, `  - name: notes
-    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`], egress: [`+hostOf(allowed)+`, `+hostOf(allowedTLS)+`, `+hostOf(unpermitted)+`] } }
+    mcp: { command: `+quote(cmd)+`, env: `+quote(append(env, "NOTES_MODE=test"))+`, sandbox: { read: [`+bin+`], egress: [`+hostOf(allowed)+`, `+hostOf(allowedTLS)+`, `+hostOf(unpermitted)+`, `+hostOf(keyed)+`],
+      egress_credentials: { "`+hostOf(keyed)+`": { header: Authorization, secret: api-key } } } }
     callers: ["spiffe://bulkhead.local/agent/*"]
 `)
 	ctx := context.Background()
+	if _, err := e.Operator.SetSecret(ctx, "api-key", []byte(apiKey)); err != nil {
+		t.Fatal(err)
+	}
 	// Catalog the notes server and let readers use it.
 	cat, err := e.Operator.Tools(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cat.Servers = append(cat.Servers, api.ToolServer{Name: "notes", Sensitivity: "low", Tools: []api.ToolEntry{{Name: "note"}, {Name: "whoami"}},
-		Hosts: []api.ToolEntry{{Name: hostOf(allowed)}, {Name: hostOf(allowedTLS)}, {Name: hostOf(other)}, {Name: hostOf(unpermitted)}}})
+		Hosts: []api.ToolEntry{{Name: hostOf(allowed)}, {Name: hostOf(allowedTLS)}, {Name: hostOf(other)}, {Name: hostOf(unpermitted)}, {Name: hostOf(keyed)}}})
 	if _, err := e.Operator.ApplyTools(ctx, cat); err != nil {
 		t.Fatal(err)
 	}
@@ -122,17 +137,18 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 		{allowedTLS.URL + "/x", "fetch: 200 allowed over tls"},
 		{other.URL + "/x", "fetch: 403 destination"},            // not in the sandbox's list
 		{unpermitted.URL + "/x", "fetch: 403 denied by policy"}, // listed, not permitted
+		{keyed.URL + "/x", "fetch: 200 keyed ok, you sent Bearer [REDACTED]"},
 	} {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "fetch:" + c.url}})
-		if err != nil || !strings.HasPrefix(textOf(res), c.want) {
+		if err != nil || !strings.HasPrefix(textOf(res), c.want) || strings.Contains(textOf(res), apiKey) {
 			t.Fatalf("fetch %s: %v %q, want %q", c.url, err, textOf(res), c.want)
 		}
 	}
 	egress, err := e.Server.Store().Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{gateway.ActionEgress}})
-	if err != nil || len(egress) != 4 {
+	if err != nil || len(egress) != 5 {
 		t.Fatalf("egress records: %d %v", len(egress), err)
 	}
-	for i, want := range []audit.Decision{audit.Allow, audit.Allow, audit.Deny, audit.Deny} {
+	for i, want := range []audit.Decision{audit.Allow, audit.Allow, audit.Deny, audit.Deny, audit.Allow} {
 		ev, _ := audit.EventFromRow(egress[i])
 		if ev.Decision != want || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" {
 			t.Fatalf("egress record %d: %+v", i, ev)
