@@ -82,6 +82,24 @@ func (b *budgets) counters(s *Server, agent, task string, lim TaskLimits) (calls
 	return calls, bytes, nil
 }
 
+// egressMeter starts metering the bytes a server's sandboxed process
+// sends out through the egress proxy, for agent in task.
+func (b *budgets) egressMeter(ctx context.Context, server, agent, task string, limit int64) *meter {
+	m := &meter{ctx: ctx, b: b}
+	if limit <= 0 {
+		return m
+	}
+	k, err := budget.Key("egress", b.scope, server, agent, task, "bytes_out")
+	m.err = err
+	m.counters = []counter{{budget.Counter{Key: k, Limit: limit},
+		fmt.Sprintf("egress budget of %d bytes on %s for this task is spent; it does not refill until the task ends", limit, server)}}
+	return m
+}
+
+// exhausted reports whether the meter stopped for a spent budget (not
+// for an unreadable store).
+func (m *meter) exhausted() bool { return m.err == nil && m.used > m.reserved }
+
 func plain(cs []counter) []budget.Counter {
 	out := make([]budget.Counter, len(cs))
 	for i, c := range cs {

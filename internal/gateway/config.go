@@ -83,6 +83,10 @@ type Sandbox struct {
 	// requests to a listed destination, so that the tool process never
 	// holds them; they are redacted from what comes back.
 	EgressCredentials map[string]*Credentials `yaml:"egress_credentials"`
+	// EgressBytes caps the bytes the server's processes send out through
+	// the proxy, per agent per task (shared by every gateway, never
+	// refilled, like the server's budget); 0 is no cap.
+	EgressBytes int64 `yaml:"egress_bytes"`
 }
 
 // UnmarshalYAML reads "none" or a mapping.
@@ -97,7 +101,7 @@ func (s *Sandbox) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "profile", "read", "write", "memory", "pids", "egress_credentials":
+			case "profile", "read", "write", "memory", "pids", "egress_credentials", "egress_bytes":
 			case "egress":
 				if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && v.Value == "none" {
 					v.Kind, v.Tag, v.Value = yaml.SequenceNode, "!!seq", ""
@@ -298,6 +302,9 @@ func (c *Config) Validate() error {
 			}
 		}
 		if s.MCP != nil && s.MCP.Sandbox != nil {
+			if s.MCP.Sandbox.EgressBytes < 0 {
+				bad("server %q: egress_bytes must not be negative", s.Name)
+			}
 			for dest, cr := range s.MCP.Sandbox.EgressCredentials {
 				if !slices.Contains(s.MCP.Sandbox.Egress, dest) {
 					bad("server %q: egress_credentials for %q, which egress does not list", s.Name, dest)

@@ -40,14 +40,20 @@ type egressProxy struct {
 	g       *Gateway
 	server  string
 	session string
+	egressConfig
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// egressConfig is what a server's sandbox may reach.
+type egressConfig struct {
 	allowed []string                // "host:port", lower case
 	creds   map[string]*Credentials // by destination: injected into plain HTTP
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	bytes   int64                   // the cap on bytes out per agent per task; 0: none
 }
 
 // serveEgress serves l until it is closed.
-func (g *Gateway) serveEgress(server, session string, allowed []string, creds map[string]*Credentials, l net.Listener) {
-	p := &egressProxy{g: g, server: server, session: session, allowed: allowed, creds: creds, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext}
+func (g *Gateway) serveEgress(server, session string, cfg egressConfig, l net.Listener) {
+	p := &egressProxy{g: g, server: server, session: session, egressConfig: cfg, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -77,6 +83,15 @@ func (p *egressProxy) handle(c net.Conn) {
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 		return
 	}
+	agent, task := p.g.sessions.agentOf(p.server, p.session)
+	m := p.g.budgets.egressMeter(context.Background(), p.server, agent, task, p.bytes)
+	defer m.close()
+	defer func() {
+		if m.exhausted() && agent != "" {
+			p.g.recordRefusal(context.Background(), &caller{claims: &token.Claims{Task: task}, id: spiffeid.RequireFromString(agent)},
+				"gateway.egress_budget", policy.Host(p.server, target).String(), m.counters[0].spent, map[string]string{"server": p.server})
+		}
+	}()
 	if reason := p.decide(target); reason != "" {
 		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(reason), reason)
 		return
@@ -87,6 +102,9 @@ func (p *egressProxy) handle(c net.Conn) {
 			// has none to add either.
 			fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 			return
+		}
+		if req.Body != nil {
+			req.Body = io.NopCloser(meteredReader{req.Body, m})
 		}
 		p.withCredential(c, req, target, cr)
 		return
@@ -107,11 +125,29 @@ func (p *egressProxy) handle(c net.Conn) {
 		req.Header.Del("Proxy-Connection")
 		req.Header.Del("Proxy-Authorization")
 		req.Close = true
+		if req.Body != nil {
+			req.Body = io.NopCloser(meteredReader{req.Body, m})
+		}
 		if err := req.Write(up); err != nil {
 			return
 		}
 	}
-	splice(c, br, up)
+	splice(c, meteredReader{br, m}, up)
+}
+
+// meteredReader charges what is read to a budget, and ends the stream
+// once the budget is spent.
+type meteredReader struct {
+	r io.Reader
+	m *meter
+}
+
+func (r meteredReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 && !r.m.charge(int64(n)) {
+		return 0, errors.New("egress budget spent")
+	}
+	return n, err
 }
 
 // splice copies both ways until either side ends.
@@ -168,7 +204,8 @@ func (p *egressProxy) decide(target string) string {
 		}
 		return "no agent session owns this process"
 	}
-	c := &caller{id: id, claims: &token.Claims{Subject: agent}}
+	_, task := p.g.sessions.agentOf(p.server, p.session)
+	c := &caller{id: id, claims: &token.Claims{Subject: agent, Task: task}}
 	d, latency, err := p.g.decide(ctx, c, policy.ActionConnect, resource, []byte("{}"))
 	var reasons []string
 	switch {

@@ -142,9 +142,7 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 			// environment the configuration gives it.
 			name := s.Name
 			confine, err := confinement(s.MCP, func(session string, v sandbox.Violation) { g.recordViolation(name, session, v) },
-				func(session string, allowed []string, creds map[string]*Credentials, l net.Listener) {
-					g.serveEgress(name, session, allowed, creds, l)
-				})
+				func(session string, proxy egressConfig, l net.Listener) { g.serveEgress(name, session, proxy, l) })
 			if err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)

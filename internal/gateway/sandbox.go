@@ -17,7 +17,7 @@ import (
 // confinement returns how a stdio server's processes are confined: by
 // its sandbox profile (strict unless configured), or nil for sandbox:
 // none. A profile this kernel cannot enforce refuses the configuration.
-func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, allowed []string, creds map[string]*Credentials, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
+func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, proxy egressConfig, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
 	sb := m.Sandbox
 	if sb == nil {
 		sb = &Sandbox{}
@@ -68,7 +68,7 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 		}
 		c.OnViolation = func(v sandbox.Violation) { violated(session, v) }
 		if len(allowed) > 0 {
-			c.ServeEgress = func(l net.Listener) { egress(session, allowed, creds, l) }
+			c.ServeEgress = func(l net.Listener) { egress(session, egressConfig{allowed, creds, sb.EgressBytes}, l) }
 		}
 		return c.Started, c.Close, nil
 	}, nil
