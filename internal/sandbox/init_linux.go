@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -126,7 +128,47 @@ func initSandbox() error {
 	if proxy != nil {
 		env = append(env, "HTTP_PROXY=http://"+ProxyAddr, "HTTPS_PROXY=http://"+ProxyAddr, "http_proxy=http://"+ProxyAddr, "https_proxy=http://"+ProxyAddr)
 	}
-	return fmt.Errorf("exec %s: %w", path, unix.Exec(path, s.Argv, env))
+	return runAsInit(path, s.Argv, env)
+}
+
+// runAsInit starts the command and stays as the sandbox's PID 1, under
+// every restriction the command has: it reaps orphaned processes (a tool
+// that leaves grandchildren behind would otherwise fill its pids budget
+// with zombies), passes on termination signals, and exits as the command
+// does, which ends everything else in the sandbox.
+func runAsInit(path string, argv, env []string) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT)
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{Env: env, Files: []uintptr{0, 1, 2}})
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	go func() {
+		for sig := range sigs {
+			_ = unix.Kill(pid, sig.(unix.Signal))
+		}
+	}()
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			os.Exit(126)
+		}
+		if got != pid {
+			continue // an orphan, reaped
+		}
+		switch {
+		case ws.Exited():
+			os.Exit(ws.ExitStatus())
+		case ws.Signaled():
+			// As a shell reports it: a namespace's PID 1 cannot die of
+			// its own signal.
+			os.Exit(128 + int(ws.Signal()))
+		}
+	}
 }
 
 // buildRoot makes the new root: a tmpfs with the profile's paths bound

@@ -150,6 +150,15 @@ func attack(name string, args []string) int {
 			_ = i
 		}
 		return escaped(fmt.Sprintf("held %d MiB", 16*len(keep)))
+	case "orphans":
+		// A tool that leaves short-lived grandchildren behind, many more
+		// than its pids budget: they must be reaped, not pile up.
+		for i := range 60 {
+			if err := exec.Command("/bin/sh", "-c", "/bin/sleep 0 & exit 0").Run(); err != nil {
+				return blocked(fmt.Errorf("after %d: %w", i, err))
+			}
+		}
+		return escaped("left 60 orphans behind")
 	case "legit":
 		// What a tool is allowed: read what the profile lists, write to
 		// its write dir and to its private /tmp.
@@ -309,7 +318,8 @@ func TestCompromisedToolCannotEscape(t *testing.T) {
 			if !errors.As(err, &ee) {
 				t.Fatalf("the sandbox did not run: %v: %s", err, out)
 			}
-			if ws := ee.Sys().(syscall.WaitStatus); !strings.Contains(out, "blocked:") && !(ws.Signaled() && ws.Signal() == syscall.SIGKILL) {
+			// Killed: the command's SIGKILL, as the sandbox's PID 1 reports it.
+			if !strings.Contains(out, "blocked:") && ee.ExitCode() != 128+int(syscall.SIGKILL) {
 				t.Fatalf("neither refused nor killed: %v: %s", err, out)
 			}
 			t.Logf("%s", strings.TrimSpace(out))
@@ -413,5 +423,17 @@ func TestEgressOnlyThroughTheProxy(t *testing.T) {
 		if err == nil || !strings.Contains(out, "blocked:") {
 			t.Fatalf("connect %s beside the proxy: %s", addr, out)
 		}
+	}
+}
+
+// The sandbox's PID 1 reaps what a tool leaves behind: a session that
+// orphans more processes than its pids budget keeps working.
+func TestOrphansAreReaped(t *testing.T) {
+	f := newFixture(t)
+	p := f.profile()
+	p.Pids = 32 // room for the Go runtimes' threads, not for 60 zombies
+	out, err := f.run(t, p, "orphans")
+	if err != nil || !strings.Contains(out, "escaped: left 60 orphans") {
+		t.Fatalf("orphans were not reaped: %v: %s", err, out)
 	}
 }
