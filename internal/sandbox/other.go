@@ -4,6 +4,7 @@ package sandbox
 
 import (
 	"errors"
+	"net"
 	"os/exec"
 )
 
@@ -13,7 +14,10 @@ var errUnsupported = errors.New("sandbox: only Linux can confine a command")
 func MaybeInit() {}
 
 // Confined is a command prepared by Wrap.
-type Confined struct{}
+type Confined struct {
+	OnViolation func(Violation)
+	ServeEgress func(net.Listener)
+}
 
 // Wrap refuses: there is no sandbox on this system.
 func Wrap(*exec.Cmd, Profile) (*Confined, error) { return nil, errUnsupported }

@@ -44,6 +44,12 @@ type Profile struct {
 	Env []string `yaml:"env" json:"env,omitempty"`
 }
 
+// Violation is a system call the sandbox refused.
+type Violation struct {
+	Syscall string
+	PID     int // as the supervisor's PID namespace sees it
+}
+
 // Egress modes.
 const (
 	EgressNone  = "none"

@@ -96,12 +96,6 @@ func loadFilter() (*os.File, error) {
 	return os.NewFile(fd, "seccomp-listener"), nil
 }
 
-// Violation is a system call the sandbox refused.
-type Violation struct {
-	Syscall string
-	PID     int // as the supervisor's PID namespace sees it
-}
-
 // seccompNotif and seccompNotifResp are the kernel's struct seccomp_notif
 // and seccomp_notif_resp.
 type seccompNotif struct {
