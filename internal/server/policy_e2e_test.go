@@ -126,6 +126,12 @@ func TestAuthZENDecisions(t *testing.T) {
 						if d.Decision != c.allowed || !slices.Equal(d.Context.Reasons, c.reasons) || d.Context.PolicyVersion != live || d.Context.ID == "" {
 							t.Fatalf("%s: decision = %v %+v, want %v %v", caller.Source().ID(), d.Decision, d.Context, c.allowed, c.reasons)
 						}
+						// Every tool allowed here is declared effects: read in
+						// the example catalog; a standalone gateway learns it
+						// from this answer.
+						if d.Context.ReadOnly != c.allowed {
+							t.Fatalf("read_only = %v for an allowed=%v decision", d.Context.ReadOnly, c.allowed)
+						}
 						ev := lastEvent(t, env, policy.ActionDecision)
 						if ev.Detail["decision_id"] != d.Context.ID || ev.Detail["policy_version"] != fmt.Sprint(live) ||
 							ev.Actor.ID != caller.Source().ID().String() || (ev.Decision == audit.Allow) != c.allowed {
