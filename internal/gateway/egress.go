@@ -206,7 +206,14 @@ func (p *egressProxy) decide(target string) string {
 	}
 	_, task := p.g.sessions.agentOf(p.server, p.session)
 	c := &caller{id: id, claims: &token.Claims{Subject: agent, Task: task}}
-	d, latency, err := p.g.decide(ctx, c, policy.ActionConnect, resource, []byte("{}"))
+	// Decided with the task's state, as the session's calls are: its
+	// taint, manifest and grants.
+	var d policy.Decision
+	var latency time.Duration
+	err = p.g.loadTask(ctx, c)
+	if err == nil {
+		d, latency, err = p.g.decide(ctx, c, policy.ActionConnect, resource, []byte("{}"))
+	}
 	var reasons []string
 	switch {
 	case err != nil:

@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
 )
 
@@ -55,6 +56,7 @@ func TestEgressBudgetCutsExfiltration(t *testing.T) {
 	g := &Gateway{cfg: &Config{Name: "test"}, logger: storetest.Logger(t), sessions: newSessions(clock.Real{}),
 		budgets: &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "test"},
 		deps:    Deps{Decider: benchDecider{}, Audit: rec, Revocations: NewRevocations(storetest.Logger(t)), Clock: clock.Real{}}}
+	g.tasks = newTaskCache(&fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true}}, clock.Real{}, nil)
 	g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,6 +89,36 @@ func TestEgressBudgetCutsExfiltration(t *testing.T) {
 		ev := <-rec.added
 		if ev.Action != want || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" || ev.Task != "task-1" {
 			t.Fatalf("record %+v, want %s by alpha in task-1", ev, want)
+		}
+	}
+}
+
+// taintAware denies what a tainted task asks, as the shipped guardrail
+// forbid-tainted-writes does for connect (a write).
+type taintAware struct{}
+
+func (taintAware) Decide(_ context.Context, q Decision) (policy.Decision, error) {
+	return policy.Decision{ID: "d", Allowed: !q.Tainted, Version: 1}, nil
+}
+
+// Egress is decided with the session's task state: once the task is
+// tainted (by untrusted output, or by a sandbox violation), its process
+// can no longer connect out.
+func TestEgressOfATaintedTaskIsDecidedAsTainted(t *testing.T) {
+	for _, tainted := range []bool{false, true} {
+		rec := &keptRecorder{added: make(chan audit.Event, 16)}
+		g := &Gateway{cfg: &Config{Name: "test"}, logger: storetest.Logger(t), sessions: newSessions(clock.Real{}),
+			budgets: &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "test"},
+			deps:    Deps{Decider: taintAware{}, Audit: rec, Revocations: NewRevocations(storetest.Logger(t)), Clock: clock.Real{}}}
+		g.tasks = newTaskCache(&fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true, Tainted: tainted}}, clock.Real{}, nil)
+		g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
+		p := &egressProxy{g: g, server: "tool", session: "s1", egressConfig: egressConfig{allowed: []string{"api.example.com:443"}}}
+		reason := p.decide("api.example.com:443")
+		if (reason != "") != tainted {
+			t.Fatalf("tainted=%v: refusal %q", tainted, reason)
+		}
+		if ev := <-rec.added; ev.Task != "task-1" || ev.Detail["tainted"] != fmt.Sprint(tainted) {
+			t.Fatalf("tainted=%v: record %+v", tainted, ev)
 		}
 	}
 }
