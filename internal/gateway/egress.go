@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,19 +82,19 @@ func (p *egressProxy) handle(c net.Conn) {
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 		return
 	}
-	agent, task := p.g.sessions.agentOf(p.server, p.session)
-	m := p.g.budgets.egressMeter(context.Background(), p.server, agent, task, p.bytes)
-	defer m.close()
-	defer func() {
-		if m.exhausted() && agent != "" {
-			p.g.recordRefusal(context.Background(), &caller{claims: &token.Claims{Task: task}, id: spiffeid.RequireFromString(agent)},
-				"gateway.egress_budget", policy.Host(p.server, target).String(), m.counters[0].spent, map[string]string{"server": p.server})
-		}
-	}()
-	if reason := p.decide(target); reason != "" {
+	agent, reason := p.decide(target)
+	if reason != "" {
 		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(reason), reason)
 		return
 	}
+	m := p.g.budgets.egressMeter(context.Background(), p.server, agent.id.String(), agent.claims.Task, p.bytes)
+	defer m.close()
+	defer func() {
+		if m.exhausted() {
+			p.g.recordRefusal(context.Background(), agent, "gateway.egress_budget", policy.Host(p.server, target).String(),
+				m.counters[0].spent, map[string]string{"server": p.server})
+		}
+	}()
 	if cr := p.creds[target]; cr != nil {
 		if req.Method == http.MethodConnect {
 			// Through TLS the proxy cannot add the credential; the tool
@@ -187,13 +186,14 @@ func egressTarget(r *http.Request) (string, error) {
 // decide allows target only if the server's sandbox lists it and the
 // policy allows the agent whose session runs the process to connect to
 // it (Action::"connect" on Host::"SERVER/host:port"), and records the
-// decision first, like a tool call's; it returns why not, or "".
-func (p *egressProxy) decide(target string) string {
+// decision first, like a tool call's. It returns that agent as a caller,
+// and why not, or "".
+func (p *egressProxy) decide(target string) (*caller, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), egressDialTimeout)
 	defer cancel()
 	resource := policy.Host(p.server, target)
 	detail := map[string]string{"server_session": p.session}
-	agent, _ := p.g.sessions.agentOf(p.server, p.session)
+	agent, task := p.g.sessions.agentOf(p.server, p.session)
 	id, err := spiffeid.FromString(agent)
 	if agent == "" || err != nil {
 		ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: ActionEgress,
@@ -202,9 +202,8 @@ func (p *egressProxy) decide(target string) string {
 		if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
 			p.g.logger.Error("could not record a refused egress connection", "server", p.server, "err", err)
 		}
-		return "no agent session owns this process"
+		return nil, "no agent session owns this process"
 	}
-	_, task := p.g.sessions.agentOf(p.server, p.session)
 	c := &caller{id: id, claims: &token.Claims{Subject: agent, Task: task}}
 	// Decided with the task's state, as the session's calls are: its
 	// taint, manifest and grants.
@@ -223,15 +222,15 @@ func (p *egressProxy) decide(target string) string {
 	}
 	if rerr := p.g.recordDecision(ctx, c, p.server, policy.ActionConnect, resource, nil, d, latency, reasons, detail); rerr != nil {
 		p.g.logger.Error("could not record an egress connection; refusing", "server", p.server, "target", target, "err", rerr)
-		return "the audit log is unavailable"
+		return c, "the audit log is unavailable"
 	}
 	if !d.Allowed {
 		if len(reasons) > 0 {
-			return reasons[0] + " (decision " + d.ID + ")"
+			return c, reasons[0] + " (decision " + d.ID + ")"
 		}
-		return "denied by policy (decision " + d.ID + ")"
+		return c, "denied by policy (decision " + d.ID + ")"
 	}
-	return ""
+	return c, ""
 }
 
 // withCredential sends a plain-HTTP request to target with the
@@ -240,18 +239,16 @@ func (p *egressProxy) decide(target string) string {
 func (p *egressProxy) withCredential(c net.Conn, req *http.Request, target string, cr *Credentials) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.g.cfg.Limits.UpstreamTimeout)
 	defer cancel()
-	v, err := p.g.secrets.get(ctx, cr.Secret)
-	if err != nil || bytes.ContainsAny(v, "\r\n\x00") {
-		p.g.logger.Error("egress credential unavailable", "server", p.server, "target", target, "err", err)
-		fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-		return
-	}
 	out := req.Clone(ctx)
 	out.RequestURI = ""
 	out.URL.Host = target
 	out.Header.Del("Proxy-Connection")
 	out.Header.Del("Proxy-Authorization")
-	out.Header.Set(cr.Header, strings.Replace(cr.Format, "{secret}", string(v), 1))
+	if err := p.g.injectCredential(ctx, out.Header, cr); err != nil {
+		p.g.logger.Error("egress credential unavailable", "server", p.server, "target", target, "err", err)
+		fmt.Fprintf(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		return
+	}
 	tr := &http.Transport{Proxy: nil, DialContext: p.dial, DisableKeepAlives: true, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	resp, err := tr.RoundTrip(out)

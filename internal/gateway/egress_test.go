@@ -113,7 +113,7 @@ func TestEgressOfATaintedTaskIsDecidedAsTainted(t *testing.T) {
 		g.tasks = newTaskCache(&fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true, Tainted: tainted}}, clock.Real{}, nil)
 		g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
 		p := &egressProxy{g: g, server: "tool", session: "s1", egressConfig: egressConfig{allowed: []string{"api.example.com:443"}}}
-		reason := p.decide("api.example.com:443")
+		_, reason := p.decide("api.example.com:443")
 		if (reason != "") != tainted {
 			t.Fatalf("tainted=%v: refusal %q", tainted, reason)
 		}

@@ -98,10 +98,11 @@ func (g *Gateway) recordViolation(server, session string, v sandbox.Violation) {
 		return
 	}
 	_, tainted, err := g.tasks.src.ReportOutput(ctx, task, agent, policy.ToolServer(server), why)
-	switch {
-	case err != nil:
+	if err != nil {
+		// This gateway treats the task as tainted all the same.
 		g.logger.Error("could not taint the task of a sandbox violation", "task", task, "err", err)
-	case tainted:
+	}
+	if err != nil || tainted {
 		g.tasks.markTainted(task)
 	}
 }

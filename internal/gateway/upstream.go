@@ -191,16 +191,24 @@ func (g *Gateway) outbound(ctx context.Context, s *Server, out outbound, in http
 		req.Header.Set("Content-Type", out.contentType)
 	}
 	if cr := s.Credentials; cr != nil {
-		v, err := g.secrets.get(ctx, cr.Secret)
-		if err != nil {
+		if err := g.injectCredential(ctx, req.Header, cr); err != nil {
 			return nil, err
 		}
-		if bytes.ContainsAny(v, "\r\n\x00") {
-			return nil, fmt.Errorf("gateway: credential %q holds a line break and cannot be sent as a header", cr.Secret)
-		}
-		req.Header.Set(cr.Header, strings.Replace(cr.Format, "{secret}", string(v), 1))
 	}
 	return req, nil
+}
+
+// injectCredential sets cr's header, its secret in its format, on h.
+func (g *Gateway) injectCredential(ctx context.Context, h http.Header, cr *Credentials) error {
+	v, err := g.secrets.get(ctx, cr.Secret)
+	if err != nil {
+		return err
+	}
+	if bytes.ContainsAny(v, "\r\n\x00") {
+		return fmt.Errorf("gateway: credential %q holds a line break and cannot be sent as a header", cr.Secret)
+	}
+	h.Set(cr.Header, strings.Replace(cr.Format, "{secret}", string(v), 1))
+	return nil
 }
 
 // copyResponseHeaders passes upstream headers to the agent, minus

@@ -42,8 +42,8 @@ func MaybeInit() {
 	if os.Getenv(envInit) == "" {
 		return
 	}
-	// Capabilities, no_new_privs and Landlock are per thread: every step
-	// and the final exec run on this one.
+	// Capabilities, no_new_privs and Landlock are per thread: every step,
+	// and the fork of the command, run on this one.
 	runtime.LockOSThread()
 	err := initSandbox()
 	fmt.Fprintf(os.Stderr, "bulkhead sandbox: %v\n", err)

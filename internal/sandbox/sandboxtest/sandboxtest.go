@@ -14,14 +14,7 @@ import (
 // which sandboxes replace with their own; it is removed when t ends.
 func Stage(t testing.TB, src, name string) (dir, bin string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("/var/tmp", "bulkhead-sandbox-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir = readableDir(t)
 	bin = filepath.Join(dir, name)
 	if err := copyFile(src, bin); err != nil {
 		t.Fatal(err)
@@ -38,16 +31,8 @@ func Stage(t testing.TB, src, name string) (dir, bin string) {
 // are made world-readable; files keep their modes.
 func StageTree(t testing.TB, src string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/var/tmp", "bulkhead-sandbox-tree-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	to := filepath.Join(dir, filepath.Base(src))
-	err = filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+	to := filepath.Join(readableDir(t), filepath.Base(src))
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -97,4 +82,20 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// readableDir makes a new directory under /var/tmp (not /tmp, which
+// sandboxes replace with their own) that a sandbox's unprivileged user
+// can read; it is removed when t ends.
+func readableDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "bulkhead-sandbox-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
