@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -34,13 +35,19 @@ const ActionEgress = "gateway.connect"
 // egressDialTimeout bounds a connection's set-up.
 const egressDialTimeout = 10 * time.Second
 
-// egressProxy serves one sandbox's proxy listener.
+// egressProxy serves one sandbox's proxy listener and DNS stub.
 type egressProxy struct {
 	g       *Gateway
 	server  string
 	session string
 	egressConfig
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu sync.Mutex
+	// answered maps each address the DNS stub gave out to its name, so
+	// that a CONNECT to the address is decided as one to the name.
+	answered map[netip.Addr]string
+	refused  int // names the DNS stub refused
 }
 
 // egressConfig is what a server's sandbox may reach.
@@ -50,11 +57,16 @@ type egressConfig struct {
 	bytes   int64                   // the cap on bytes out per agent per task; 0: none
 }
 
-// serveEgress serves l until it is closed.
-func (g *Gateway) serveEgress(server, session string, cfg egressConfig, l net.Listener) {
-	p := &egressProxy{g: g, server: server, session: session, egressConfig: cfg, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext}
+// serveEgress serves a sandbox's proxy listener l, and its DNS stub's
+// socket dns if there is one, until they are closed.
+func (g *Gateway) serveEgress(server, session string, cfg egressConfig, l net.Listener, dns net.PacketConn) {
+	p := &egressProxy{g: g, server: server, session: session, egressConfig: cfg, dial: (&net.Dialer{Timeout: egressDialTimeout}).DialContext,
+		answered: map[netip.Addr]string{}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if dns != nil {
+		wg.Go(func() { p.serveDNS(dns) })
+	}
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -78,6 +90,9 @@ func (p *egressProxy) handle(c net.Conn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	target, err := egressTarget(req)
+	if err == nil {
+		target = p.named(target)
+	}
 	if err != nil {
 		fmt.Fprintf(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 		return
@@ -183,54 +198,98 @@ func egressTarget(r *http.Request) (string, error) {
 	return net.JoinHostPort(strings.ToLower(host), port), nil
 }
 
-// decide allows target only if the server's sandbox lists it and the
-// policy allows the agent whose session runs the process to connect to
-// it (Action::"connect" on Host::"SERVER/host:port"), and records the
-// decision first, like a tool call's. It returns that agent as a caller,
-// and why not, or "".
+// named is target with an address the DNS stub gave out replaced by
+// the name it was given for.
+func (p *egressProxy) named(target string) string {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return target
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return target
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if name, ok := p.answered[addr.Unmap()]; ok {
+		return net.JoinHostPort(name, port)
+	}
+	return target
+}
+
+// owner is the agent whose session runs the sandbox's process, as a
+// caller in its task, or nil.
+func (p *egressProxy) owner() *caller {
+	agent, task := p.g.sessions.agentOf(p.server, p.session)
+	id, err := spiffeid.FromString(agent)
+	if agent == "" || err != nil {
+		return nil
+	}
+	return &caller{id: id, claims: &token.Claims{Subject: agent, Task: task}}
+}
+
+// evaluate decides whether c may reach target: only if the server's
+// sandbox lists it and the policy allows c Action::"connect" on
+// Host::"SERVER/host:port", decided with the task's state (its taint,
+// manifest and grants) as the session's calls are. Reasons say why a
+// destination was refused before the policy; failed is set when no
+// decision could be made.
+func (p *egressProxy) evaluate(ctx context.Context, c *caller, target string) (d policy.Decision, latency time.Duration, reasons []string, failed bool) {
+	err := p.g.loadTask(ctx, c)
+	if err == nil {
+		d, latency, err = p.g.decide(ctx, c, policy.ActionConnect, policy.Host(p.server, target), []byte("{}"))
+	}
+	switch {
+	case err != nil:
+		d.Allowed, reasons, failed = false, []string{"decision failed: " + err.Error()}, true
+	case !slices.Contains(p.allowed, target):
+		d.Allowed, reasons = false, []string{"destination " + target + " is not in the server's sandbox egress list"}
+	}
+	return d, latency, reasons, failed
+}
+
+// decide evaluates target for the agent whose session runs the process
+// and records the decision first, like a tool call's; a refusal taints
+// the task. It returns that agent as a caller, and why not, or "".
 func (p *egressProxy) decide(target string) (*caller, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), egressDialTimeout)
 	defer cancel()
 	resource := policy.Host(p.server, target)
-	detail := map[string]string{"server_session": p.session}
-	agent, task := p.g.sessions.agentOf(p.server, p.session)
-	id, err := spiffeid.FromString(agent)
-	if agent == "" || err != nil {
-		ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: ActionEgress,
-			Target: resource.String(), Decision: audit.Deny, Reasons: []string{"no agent session owns this process"},
-			Detail: map[string]string{"gateway": p.g.cfg.Name, "server": p.server, "server_session": p.session}}
-		if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
-			p.g.logger.Error("could not record a refused egress connection", "server", p.server, "err", err)
-		}
+	c := p.owner()
+	if c == nil {
+		p.recordOrphan(ctx, ActionEgress, resource.String(), nil)
 		return nil, "no agent session owns this process"
 	}
-	c := &caller{id: id, claims: &token.Claims{Subject: agent, Task: task}}
-	// Decided with the task's state, as the session's calls are: its
-	// taint, manifest and grants.
-	var d policy.Decision
-	var latency time.Duration
-	err = p.g.loadTask(ctx, c)
-	if err == nil {
-		d, latency, err = p.g.decide(ctx, c, policy.ActionConnect, resource, []byte("{}"))
-	}
-	var reasons []string
-	switch {
-	case err != nil:
-		d.Allowed, reasons = false, []string{"decision failed: " + err.Error()}
-	case !slices.Contains(p.allowed, target):
-		d.Allowed, reasons = false, []string{"destination " + target + " is not in the server's sandbox egress list"}
-	}
-	if rerr := p.g.recordDecision(ctx, c, p.server, policy.ActionConnect, resource, nil, d, latency, reasons, detail); rerr != nil {
+	d, latency, reasons, failed := p.evaluate(ctx, c, target)
+	if rerr := p.g.recordDecision(ctx, c, p.server, policy.ActionConnect, resource, nil, d, latency, reasons, map[string]string{"server_session": p.session}); rerr != nil {
 		p.g.logger.Error("could not record an egress connection; refusing", "server", p.server, "target", target, "err", rerr)
 		return c, "the audit log is unavailable"
 	}
-	if !d.Allowed {
-		if len(reasons) > 0 {
-			return c, reasons[0] + " (decision " + d.ID + ")"
-		}
-		return c, "denied by policy (decision " + d.ID + ")"
+	if d.Allowed {
+		return c, ""
 	}
-	return c, ""
+	why := "denied by policy (decision " + d.ID + ")"
+	if len(reasons) > 0 {
+		why = reasons[0] + " (decision " + d.ID + ")"
+	}
+	if !failed {
+		p.g.distrust(ctx, c.id.String(), c.claims.Task, p.server, "the sandbox's egress proxy refused a connection to "+target)
+	}
+	return c, why
+}
+
+// recordOrphan records the refusal of what a sandboxed process asked
+// while no agent's session owned it.
+func (p *egressProxy) recordOrphan(ctx context.Context, action, target string, extra map[string]string) {
+	detail := map[string]string{"gateway": p.g.cfg.Name, "server": p.server, "server_session": p.session}
+	for k, v := range extra {
+		detail[k] = v
+	}
+	ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: action,
+		Target: target, Decision: audit.Deny, Reasons: []string{"no agent session owns this process"}, Detail: detail}
+	if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
+		p.g.logger.Error("could not record a refused egress", "server", p.server, "err", err)
+	}
 }
 
 // withCredential sends a plain-HTTP request to target with the

@@ -49,7 +49,7 @@ func BenchmarkEgressProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	target := strings.TrimPrefix(up.URL, "http://")
-	go g.serveEgress("tool", "s1", egressConfig{allowed: []string{target}}, ln)
+	go g.serveEgress("tool", "s1", egressConfig{allowed: []string{target}}, ln, nil)
 	defer ln.Close()
 	proxy, _ := url.Parse("http://" + ln.Addr().String())
 	for _, c := range []struct {

@@ -31,6 +31,17 @@ func (r *keptRecorder) Record(_ context.Context, ev audit.Event) (audit.Event, e
 	return ev, nil
 }
 
+// egressGateway is a gateway with what its egress proxy uses, and the
+// sandboxed session s1 on server "tool" run for alpha in task-1.
+func egressGateway(t testing.TB, dec Decider, rec Recorder, tasks *fakeTasks) *Gateway {
+	g := &Gateway{cfg: &Config{Name: "test"}, logger: storetest.Logger(t), sessions: newSessions(clock.Real{}),
+		budgets: &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "test"},
+		deps:    Deps{Decider: dec, Audit: rec, Revocations: NewRevocations(storetest.Logger(t)), Clock: clock.Real{}}}
+	g.tasks = newTaskCache(tasks, clock.Real{}, nil)
+	g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
+	return g
+}
+
 // A compromised tool tries to exfiltrate a megabyte through an allowed
 // destination: the egress budget (64 KiB per agent per task) cuts the
 // stream, the destination receives no more than the budget, and the
@@ -53,18 +64,14 @@ func TestEgressBudgetCutsExfiltration(t *testing.T) {
 		received <- n
 	}()
 	rec := &keptRecorder{added: make(chan audit.Event, 16)}
-	g := &Gateway{cfg: &Config{Name: "test"}, logger: storetest.Logger(t), sessions: newSessions(clock.Real{}),
-		budgets: &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "test"},
-		deps:    Deps{Decider: benchDecider{}, Audit: rec, Revocations: NewRevocations(storetest.Logger(t)), Clock: clock.Real{}}}
-	g.tasks = newTaskCache(&fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true}}, clock.Real{}, nil)
-	g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
+	g := egressGateway(t, benchDecider{}, rec, &fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	target := sink.Addr().String()
-	go g.serveEgress("tool", "s1", egressConfig{allowed: []string{target}, bytes: limit}, ln)
+	go g.serveEgress("tool", "s1", egressConfig{allowed: []string{target}, bytes: limit}, ln, nil)
 
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -107,11 +114,7 @@ func (taintAware) Decide(_ context.Context, q Decision) (policy.Decision, error)
 func TestEgressOfATaintedTaskIsDecidedAsTainted(t *testing.T) {
 	for _, tainted := range []bool{false, true} {
 		rec := &keptRecorder{added: make(chan audit.Event, 16)}
-		g := &Gateway{cfg: &Config{Name: "test"}, logger: storetest.Logger(t), sessions: newSessions(clock.Real{}),
-			budgets: &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "test"},
-			deps:    Deps{Decider: taintAware{}, Audit: rec, Revocations: NewRevocations(storetest.Logger(t)), Clock: clock.Real{}}}
-		g.tasks = newTaskCache(&fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true, Tainted: tainted}}, clock.Real{}, nil)
-		g.sessions.bind("tool", "s1", "spiffe://bulkhead.local/agent/alpha", "task-1")
+		g := egressGateway(t, taintAware{}, rec, &fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true, Tainted: tainted}})
 		p := &egressProxy{g: g, server: "tool", session: "s1", egressConfig: egressConfig{allowed: []string{"api.example.com:443"}}}
 		_, reason := p.decide("api.example.com:443")
 		if (reason != "") != tainted {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -108,6 +109,8 @@ type Gateway struct {
 	mcp      *mcpState
 	tasks    *taskCache
 	closers  []io.Closer
+	// lookup resolves the names a sandbox's DNS stub answers.
+	lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
 type runtime struct {
@@ -123,7 +126,7 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
 		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource},
-		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock)}
+		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock), lookup: net.DefaultResolver.LookupNetIP}
 	if deps.Tasks != nil {
 		g.tasks = newTaskCache(deps.Tasks, deps.Clock, nil)
 	}
@@ -142,7 +145,9 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 			// environment the configuration gives it.
 			name := s.Name
 			confine, err := confinement(s.MCP, func(session string, v sandbox.Violation) { g.recordViolation(name, session, v) },
-				func(session string, proxy egressConfig, l net.Listener) { g.serveEgress(name, session, proxy, l) })
+				func(session string, proxy egressConfig, l net.Listener, dns net.PacketConn) {
+					g.serveEgress(name, session, proxy, l, dns)
+				})
 			if err != nil {
 				g.Close()
 				return nil, fmt.Errorf("gateway: server %q: %w", s.Name, err)

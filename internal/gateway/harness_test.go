@@ -56,6 +56,7 @@ type harness struct {
 	Files *gatewaytest.FilesServer
 	Rec   *recorder
 	Dec   *decider
+	G     *gateway.Gateway
 
 	ca     *ca.Authority
 	signer jose.Signer
@@ -204,7 +205,7 @@ servers:
 		ClientCAs: pool, NextProtos: []string{"h2", "http/1.1"}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return &harness{URL: srv.URL, Files: files, Rec: rec, Dec: dec, ca: authority, signer: signer, clock: clk}
+	return &harness{URL: srv.URL, Files: files, Rec: rec, Dec: dec, G: g, ca: authority, signer: signer, clock: clk}
 }
 
 // leaf issues an SVID (key and chain) for id.

@@ -17,7 +17,7 @@ import (
 // confinement returns how a stdio server's processes are confined: by
 // its sandbox profile (strict unless configured), or nil for sandbox:
 // none. A profile this kernel cannot enforce refuses the configuration.
-func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, proxy egressConfig, l net.Listener)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
+func confinement(m *MCP, violated func(session string, v sandbox.Violation), egress func(session string, proxy egressConfig, l net.Listener, dns net.PacketConn)) (func(*exec.Cmd, string) (func() error, func(), error), error) {
 	sb := m.Sandbox
 	if sb == nil {
 		sb = &Sandbox{}
@@ -68,7 +68,9 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 		}
 		c.OnViolation = func(v sandbox.Violation) { violated(session, v) }
 		if len(allowed) > 0 {
-			c.ServeEgress = func(l net.Listener) { egress(session, egressConfig{allowed, creds, sb.EgressBytes}, l) }
+			c.ServeEgress = func(l net.Listener, dns net.PacketConn) {
+				egress(session, egressConfig{allowed, creds, sb.EgressBytes}, l, dns)
+			}
 		}
 		return c.Started, c.Close, nil
 	}, nil
@@ -94,6 +96,13 @@ func (g *Gateway) recordViolation(server, session string, v sandbox.Violation) {
 		g.logger.Error("could not record a sandbox violation", "server", server, "syscall", v.Syscall, "err", err)
 	}
 	g.logger.Warn("sandbox violation", "server", server, "agent", actor.ID, "syscall", v.Syscall)
+	g.distrust(ctx, agent, task, server, why)
+}
+
+// distrust taints the task an agent's session on server serves, because
+// that session's process tried what its sandbox refuses: what it returns
+// can no longer be trusted.
+func (g *Gateway) distrust(ctx context.Context, agent, task, server, why string) {
 	if task == "" || agent == "" || g.tasks == nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,14 +118,23 @@ type fakeTasks struct {
 	state TaskState
 	reads atomic.Int64
 	err   error
+
+	mu       sync.Mutex
+	suspects []string // what reports of suspect output said
 }
 
 func (f *fakeTasks) TaskState(context.Context, string) (TaskState, error) {
 	f.reads.Add(1)
 	return f.state, f.err
 }
-func (f *fakeTasks) ReportOutput(context.Context, string, string, cedar.EntityUID, string) (bool, bool, error) {
-	return false, false, nil
+func (f *fakeTasks) ReportOutput(_ context.Context, _, _ string, _ cedar.EntityUID, suspect string) (bool, bool, error) {
+	if suspect == "" {
+		return false, false, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.suspects = append(f.suspects, suspect)
+	return true, true, nil
 }
 func (f *fakeTasks) UseGrant(context.Context, string, GrantUse) error { return nil }
 

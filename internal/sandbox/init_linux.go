@@ -82,10 +82,13 @@ func initSandbox() error {
 	if err != nil {
 		return err
 	}
-	var proxy *os.File
+	var proxy, dns *os.File
 	if s.Profile.Egress == EgressProxy {
 		if proxy, err = listenProxy(); err != nil {
 			return fmt.Errorf("egress proxy: %w", err)
+		}
+		if dns, err = listenDNS(); err != nil {
+			return fmt.Errorf("dns stub: %w", err)
 		}
 	}
 	if err := restrictLandlock(s.Profile); err != nil {
@@ -99,16 +102,18 @@ func initSandbox() error {
 		return err
 	}
 	// The supervisor outside answers and reports what the filter refers
-	// to it, and serves the egress proxy: it gets their sockets on fd 4.
+	// to it, and serves the egress proxy and DNS stub: it gets their
+	// sockets on fd 4.
 	fds := []int{int(listener.Fd())}
 	if proxy != nil {
-		fds = append(fds, int(proxy.Fd()))
+		fds = append(fds, int(proxy.Fd()), int(dns.Fd()))
 	}
 	sock := os.NewFile(4, "supervisor")
 	err = unix.Sendmsg(int(sock.Fd()), []byte{1}, unix.UnixRights(fds...), nil, 0)
 	listener.Close()
 	if proxy != nil {
 		proxy.Close()
+		dns.Close()
 	}
 	sock.Close()
 	if err != nil {
@@ -207,6 +212,11 @@ func buildRoot(s spec) error {
 			}
 		}
 	}
+	if !s.WideRoot && s.Profile.Egress == EgressProxy {
+		if err := resolvConf(root); err != nil {
+			return err
+		}
+	}
 	if err := mkdirMount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}
@@ -247,6 +257,38 @@ func buildRoot(s spec) error {
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("root read-only: %w", err)
+	}
+	return nil
+}
+
+// resolvConfPath is where resolvers look for their name server.
+const resolvConfPath = "/etc/resolv.conf"
+
+// resolvConf points the sandbox's resolvers at the DNS stub: a file in
+// the new root, bound over the host's if the profile brought /etc in.
+// A host file that is a symbolic link (systemd-resolved's) leads nowhere
+// inside and is left: names then do not resolve at all.
+func resolvConf(root string) error {
+	const conf = "# bulkhead sandbox: the gateway's DNS stub answers names the policy allows\nnameserver 127.0.0.1\n"
+	target := filepath.Join(root, resolvConfPath)
+	fi, err := os.Lstat(target)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(target, []byte(conf), 0o644)
+	case err != nil:
+		return err
+	case !fi.Mode().IsRegular():
+		return nil
+	}
+	own := filepath.Join(root, ".resolv.conf")
+	if err := os.WriteFile(own, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	if err := unix.Mount(own, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind resolv.conf: %w", err)
 	}
 	return nil
 }
@@ -342,6 +384,11 @@ func restrictLandlock(p Profile) error {
 			}
 		}
 	}
+	if p.Egress == EgressProxy {
+		if _, err := os.Stat(resolvConfPath); err == nil {
+			roFiles = append(roFiles, resolvConfPath)
+		}
+	}
 	devs := make([]string, len(devices))
 	for i, d := range devices {
 		devs[i] = "/dev/" + d
@@ -428,4 +475,18 @@ func listenProxy() (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "egress-proxy"), nil
+}
+
+// listenDNS binds the DNS stub's socket, DNSAddr, on the namespace's
+// loopback (brought up by listenProxy); it is served from outside.
+func listenDNS() (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: DNSPort, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "dns-stub"), nil
 }

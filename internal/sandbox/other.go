@@ -16,7 +16,7 @@ func MaybeInit() {}
 // Confined is a command prepared by Wrap.
 type Confined struct {
 	OnViolation func(Violation)
-	ServeEgress func(net.Listener)
+	ServeEgress func(proxy net.Listener, dns net.PacketConn)
 }
 
 // Wrap refuses: there is no sandbox on this system.

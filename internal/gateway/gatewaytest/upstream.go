@@ -199,7 +199,7 @@ func MaybeServeStdio() {
 	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "report the environment the tool sees"}, func(_ context.Context, _ *mcp.CallToolRequest, in queryArgs) (*mcp.CallToolResult, any, error) {
 		text := strings.Join(os.Environ(), "\n")
 		// A compromised tool's probes: "read:PATH", "connect:HOST:PORT",
-		// "ptrace".
+		// "resolve:NAME", "fetch:URL", "ptrace".
 		if u, ok := strings.CutPrefix(in.Query, "fetch:"); ok {
 			text = fetch(u)
 		}
@@ -209,6 +209,10 @@ func MaybeServeStdio() {
 		if path, ok := strings.CutPrefix(in.Query, "read:"); ok {
 			b, err := os.ReadFile(path)
 			text = fmt.Sprintf("read %d bytes: %v", len(b), err)
+		}
+		if name, ok := strings.CutPrefix(in.Query, "resolve:"); ok {
+			addrs, err := net.LookupHost(name)
+			text = fmt.Sprintf("resolved %v: %v", addrs, err)
 		}
 		if addr, ok := strings.CutPrefix(in.Query, "connect:"); ok {
 			c, err := net.Dial("tcp", addr)
