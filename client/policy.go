@@ -112,3 +112,9 @@ func (c *Client) Tools(ctx context.Context) (api.ToolCatalog, error) {
 	var out api.ToolCatalog
 	return out, c.do(ctx, http.MethodGet, "/v1/tools", nil, &out)
 }
+
+// BlastRadius asks what agents can reach (see api.BlastRadiusRequest).
+func (c *Client) BlastRadius(ctx context.Context, req api.BlastRadiusRequest) (api.BlastRadius, error) {
+	var out api.BlastRadius
+	return out, c.do(ctx, http.MethodPost, "/v1/blast-radius", req, &out)
+}

@@ -67,16 +67,8 @@ func (s *Service) explain(ctx context.Context, pr *prepared, version int64) (Exp
 	if set == nil {
 		return ex, nil
 	}
-	v := &view{w: snap.world, actions: set.actions}
-	v.addAgent(req.Principal)
-	for _, e := range pr.extra {
-		v.extra = append(v.extra, &node{entity: e})
-	}
-	res := set.evaluate(v, req)
+	res := snap.evaluateWith(set, &view{}, pr, req)
 	manifest, scoped := pr.requestManifest()
-	if scoped {
-		res = snap.withManaged(v, req, manifest, res)
-	}
 	ex.Version = set.version
 	ex.Allowed, ex.Reasons, ex.Errors = conclude(res)
 	if err := snap.world.checkPathArgs(req.Action, req.Resource, pr.ctx[ctxInput]); err != nil {

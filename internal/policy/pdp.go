@@ -291,24 +291,13 @@ func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 		return d, req, nil
 	}
 	v := &pr.view
-	v.reset(snap.world)
 	live := snap.live
-	if live == nil || !v.linked(live.index, req.Principal) {
-		v.addAgent(req.Principal)
-	}
-	for _, e := range pr.extra {
-		v.extra = append(v.extra, &node{entity: e})
-	}
+	res := snap.evaluateWith(live, v, pr, req)
 	if live == nil {
 		// Nothing applied yet: deny by default.
 		return d, req, nil
 	}
-	v.useActions(live.actions)
-	res := live.evaluate(v, req)
 	manifest, scoped := pr.requestManifest()
-	if scoped {
-		res = snap.withManaged(v, req, manifest, res)
-	}
 	d.Version = live.version
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
 	d.ReadOnly = d.Allowed && snap.world.readOnly[req.Resource]
@@ -322,6 +311,29 @@ func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 		p.shadowRec.observe(snap.shadow.version, d, sAllowed, sReasons, req, now)
 	}
 	return d, req, nil
+}
+
+// evaluateWith evaluates req with set (nil: nothing applied, a deny by
+// default) and, for a request in a task, the manifest's managed set, over
+// snap's world seen through v: the one evaluation every decision takes
+// (Decide, Explain and the analyses of a Frozen PDP).
+func (snap *snapshot) evaluateWith(set *compiledSet, v *view, pr *prepared, req cedar.Request) result {
+	v.reset(snap.world)
+	if set == nil || !v.linked(set.index, req.Principal) {
+		v.addAgent(req.Principal)
+	}
+	for _, e := range pr.extra {
+		v.extra = append(v.extra, &node{entity: e})
+	}
+	if set == nil {
+		return result{decision: cedar.Deny}
+	}
+	v.useActions(set.actions)
+	res := set.evaluate(v, req)
+	if manifest, scoped := pr.requestManifest(); scoped {
+		res = snap.withManaged(v, req, manifest, res)
+	}
+	return res
 }
 
 // current returns the snapshot if it is fresh enough to decide with.

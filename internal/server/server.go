@@ -27,6 +27,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/metrics"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/reach"
 	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/secret"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
@@ -200,6 +201,7 @@ func (s *Server) Handler() http.Handler {
 	s.identity.ComponentRoutes(mux, s.logger)
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
+	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
 		p, _ := peer.FromContext(r.Context())
 		return p.Actor()

@@ -1,0 +1,70 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// An operator asks what each agent can reach, and what a candidate
+// policy set would add before it is applied: the diff fails the gate
+// unless the growth is allowed.
+func TestBlastRadiusThroughTheCLI(t *testing.T) {
+	srv := testenv.Start(t)
+	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
+	must := mustRun(t, env)
+	for _, a := range [][2]string{{"alpha", "reader"}, {"beta", "reader"}, {"root", "admin"}} {
+		must("agent", "create", a[0])
+		must("agent", "role", "add", a[0], a[1])
+	}
+	must("tool", "apply", "-f", examples+"/tools.yaml")
+	must("policy", "apply", "-f", examples+"/live")
+
+	out := must("blast-radius", "alpha")
+	for _, want := range []string{`call_tool  Tool::"docs/search"`, `call_tool  Tool::"files/read_file"`, "baseline", "risk 100",
+		`forbid forbid-etc: when { context.input has path && context.input.path like "/etc/*" }`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("blast-radius alpha lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "vault") || strings.Contains(out, "wiki") || strings.Contains(out, "delete_page") {
+		t.Errorf("a reader reaches beyond the docs:\n%s", out)
+	}
+	var fleet api.BlastRadius
+	if err := json.Unmarshal([]byte(must("blast-radius", "--json")), &fleet); err != nil {
+		t.Fatal(err)
+	}
+	scores := map[string]float64{}
+	for _, r := range fleet.Fleet.Agents {
+		scores[strings.TrimPrefix(r.Agent, "spiffe://bulkhead.local/agent/")] = r.Score
+	}
+	// alpha and beta share one analysis; root, an admin, reaches more.
+	if fleet.Fleet.Analyses != 2 || scores["alpha"] != scores["beta"] || scores["root"] <= scores["alpha"] || fleet.Version != 1 {
+		t.Fatalf("fleet: %d analyses, scores %v, version %d", fleet.Fleet.Analyses, scores, fleet.Version)
+	}
+
+	// The candidate gives readers the wiki: the gate fails at growth 0.
+	code, stdout, errs := run(t, env, "blast-radius", "--diff", examples+"/candidate")
+	if code == 0 || !strings.Contains(errs, "over --max-growth 0") {
+		t.Fatalf("the gate passed a growth: exit %d %s", code, errs)
+	}
+	for _, want := range []string{`+  spiffe://bulkhead.local/agent/alpha  call_tool  Tool::"wiki/edit_page"`, `+  spiffe://bulkhead.local/agent/beta   call_tool  Tool::"wiki/search"`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the diff lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "root") {
+		t.Errorf("the diff changes an admin's reach:\n%s", stdout)
+	}
+	must("blast-radius", "--diff", examples+"/candidate", "--max-growth", "1000")
+	// Nothing was applied.
+	if out := must("policy", "versions"); strings.Contains(out, " 2 ") {
+		t.Fatalf("the diff applied the candidate: %s", out)
+	}
+	if code, _, errs := run(t, env, "blast-radius", "nobody"); code == 0 || !strings.Contains(errs, "no active agent") {
+		t.Fatalf("an unknown agent: exit %d %s", code, errs)
+	}
+}

@@ -1,0 +1,118 @@
+package reach
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/cedar-policy/cedar-go"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+)
+
+// Freezer holds the PDP still (*policy.Service).
+type Freezer interface {
+	Freeze(candidate *policy.Set) (*policy.Frozen, error)
+}
+
+// ManifestSource lists the task manifests (*elevation.Service).
+type ManifestSource interface {
+	Manifests(ctx context.Context) ([]elevation.StoredManifest, error)
+}
+
+// maxBody bounds a request: a candidate set at its limit, JSON escaped.
+const maxBody = 2*policy.MaxSetBytes + 1<<20
+
+// Routes registers POST /v1/blast-radius, for operators only: what an
+// agent can reach is the map an attacker would want.
+func Routes(mux *http.ServeMux, guard peer.Guard, pdp Freezer, manifests ManifestSource, clk clock.Clock, logger *slog.Logger) {
+	mux.Handle("POST /v1/blast-radius", guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req api.BlastRadiusRequest
+		if err := httpx.DecodeJSON(w, r, maxBody, &req); err != nil {
+			httpx.WriteError(w, r, logger, err)
+			return
+		}
+		out, err := Answer(r.Context(), pdp, manifests, req, clk)
+		if err != nil {
+			httpx.WriteError(w, r, logger, err)
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, out)
+	})))
+}
+
+// Answer computes what req asks, from the live state.
+func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, req api.BlastRadiusRequest, clk clock.Clock) (api.BlastRadius, error) {
+	live, err := pdp.Freeze(nil)
+	if err != nil {
+		return api.BlastRadius{}, err
+	}
+	stored, err := manifests.Manifests(ctx)
+	if err != nil {
+		return api.BlastRadius{}, err
+	}
+	opts := Options{At: clk.Now()}
+	if req.At != nil {
+		opts.At = *req.At
+	}
+	for _, m := range stored {
+		opts.Manifests = append(opts.Manifests, m.Manifest)
+	}
+	out := api.BlastRadius{Version: live.Version(), At: opts.At}
+	fleet := func(f *policy.Frozen) (Fleet, error) {
+		if req.Agent == "" {
+			return All(f, opts)
+		}
+		uid, err := findAgent(f, req.Agent)
+		if err != nil {
+			return Fleet{}, err
+		}
+		rep, err := Agent(f, uid, opts)
+		return Fleet{Agents: []Report{rep}, Score: rep.Score, Analyses: 1}, err
+	}
+	if out.Fleet, err = fleet(live); err != nil {
+		return api.BlastRadius{}, err
+	}
+	if len(req.Candidate) > 0 {
+		files := make([]policy.File, len(req.Candidate))
+		for i, f := range req.Candidate {
+			files[i] = policy.File{Name: f.Name, Content: f.Content}
+		}
+		set, err := policy.Compile(files)
+		if err != nil {
+			return api.BlastRadius{}, err
+		}
+		cand, err := pdp.Freeze(set)
+		if err != nil {
+			return api.BlastRadius{}, err
+		}
+		after, err := fleet(cand)
+		if err != nil {
+			return api.BlastRadius{}, err
+		}
+		d := Compare(out.Fleet, after)
+		out.Diff = &d
+	}
+	return out, nil
+}
+
+// findAgent resolves an agent's name or SPIFFE ID among the registered
+// agents.
+func findAgent(f *policy.Frozen, name string) (cedar.EntityUID, error) {
+	for _, a := range f.Agents() {
+		id := string(a.ID)
+		if id == name || strings.HasSuffix(id, "/agent/"+name) {
+			return a, nil
+		}
+	}
+	return cedar.EntityUID{}, fmt.Errorf("%w: no active agent %q holds a role", fault.NotFound, name)
+}
