@@ -118,3 +118,15 @@ func (c *Client) BlastRadius(ctx context.Context, req api.BlastRadiusRequest) (a
 	var out api.BlastRadius
 	return out, c.do(ctx, http.MethodPost, "/v1/blast-radius", req, &out)
 }
+
+// Assess asks which tier each control surface reaches.
+func (c *Client) Assess(ctx context.Context) (api.Assessment, error) {
+	var out api.Assessment
+	return out, c.do(ctx, http.MethodGet, "/v1/assess", nil, &out)
+}
+
+// Status fetches the one-screen summary.
+func (c *Client) Status(ctx context.Context) (api.Status, error) {
+	var out api.Status
+	return out, c.do(ctx, http.MethodGet, "/v1/status", nil, &out)
+}

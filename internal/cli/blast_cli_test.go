@@ -64,7 +64,51 @@ func TestBlastRadiusThroughTheCLI(t *testing.T) {
 	if out := must("policy", "versions"); strings.Contains(out, " 2 ") {
 		t.Fatalf("the diff applied the candidate: %s", out)
 	}
+	// Applying it says the same.
+	if out := must("policy", "apply", "-f", examples+"/candidate"); !strings.Contains(out, "blast radius: 4 items added and 0 removed across 2 agents; fleet score 43 -> 57") {
+		t.Fatalf("policy apply: %s", out)
+	}
 	if code, _, errs := run(t, env, "blast-radius", "nobody"); code == 0 || !strings.Contains(errs, "no active agent") {
 		t.Fatalf("an unknown agent: exit %d %s", code, errs)
+	}
+}
+
+// 'bulkhead assess' judges the live deployment and gates CI: with no
+// gateway reporting, isolation is below Foundation and names why; with no
+// manifest, every privilege is standing.
+func TestAssessThroughTheCLI(t *testing.T) {
+	srv := testenv.Start(t)
+	env := map[string]string{"BULKHEAD_SERVER": srv.URL, "BULKHEAD_CREDENTIALS": srv.Server.OperatorDir()}
+	must := mustRun(t, env)
+	for _, a := range [][2]string{{"alpha", "reader"}, {"root", "admin"}} {
+		must("agent", "create", a[0])
+		must("agent", "role", "add", a[0], a[1])
+	}
+	must("tool", "apply", "-f", examples+"/tools.yaml")
+	must("policy", "apply", "-f", examples+"/live")
+	out := must("assess")
+	for _, want := range []string{"stage 1: Foundation agency and containment (in progress)", "no gateway has reported what it serves",
+		"no manifest declares an escalation trigger", "to complete stage 1:", "access tokens live 5m0s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("assess lacks %q:\n%s", want, out)
+		}
+	}
+	code, _, errs := run(t, env, "assess", "--require", "foundation")
+	if code == 0 || !strings.Contains(errs, "below foundation: isolation (none)") {
+		t.Fatalf("--require foundation: exit %d %s", code, errs)
+	}
+	if code, _, errs := run(t, env, "assess", "--require", "platinum"); code == 0 || !strings.Contains(errs, "is not foundation, enterprise or advanced") {
+		t.Fatalf("--require platinum: exit %d %s", code, errs)
+	}
+	var a api.Assessment
+	if err := json.Unmarshal([]byte(must("assess", "--json")), &a); err != nil || a.Stage != 1 || len(a.Surfaces) != 5 {
+		t.Fatalf("assess --json: %+v %v", a, err)
+	}
+	out = strings.Join(strings.Fields(must("status")), " ")
+	for _, want := range []string{"agents 2 active", "gateways none", "tiers identity enterprise; service auth foundation;", "stage 1: Foundation agency",
+		"replicas 127.0.0.1:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
 	}
 }

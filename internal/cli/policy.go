@@ -58,6 +58,9 @@ differences are recorded ('bulkhead policy shadow-report'). Promote it with
 			for _, f := range files {
 				req.Files = append(req.Files, api.PolicyFile(f))
 			}
+			// What the set changes in the fleet's reach, asked before it is
+			// applied (after, it is the live set).
+			reach, reachErr := c.BlastRadius(cmd.Context(), api.BlastRadiusRequest{Candidate: req.Files})
 			v, err := c.ApplyPolicy(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -70,6 +73,17 @@ differences are recorded ('bulkhead policy shadow-report'). Promote it with
 				role = "shadow candidate"
 			}
 			fmt.Fprintf(e.stdout, "applied version %d (%d policies from %d files, %s) as the %s version\n", v.Version, v.Policies, len(files), v.Digest, role)
+			switch {
+			case reachErr != nil:
+				fmt.Fprintf(e.stdout, "blast radius: not computed: %v\n", reachErr)
+			case reach.Diff != nil:
+				added, removed := 0, 0
+				for _, ch := range reach.Diff.Changes {
+					added, removed = added+len(ch.Added), removed+len(ch.Removed)
+				}
+				fmt.Fprintf(e.stdout, "blast radius: %d items added and %d removed across %d agents; fleet score %g -> %g (bulkhead blast-radius --diff %s shows each)\n",
+					added, removed, len(reach.Diff.Changes), reach.Diff.Before, reach.Diff.After, dir)
+			}
 			return nil
 		},
 	}

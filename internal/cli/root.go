@@ -100,7 +100,7 @@ other commands find it and its operator credential without any setting.`,
 	root.AddCommand(e.auditCmd())
 	root.AddCommand(e.policyCmd(), e.toolCmd())
 	root.AddCommand(e.secretCmd(), e.backupCmd(), e.restoreCmd())
-	root.AddCommand(e.connectCmd(), e.sandboxCmd(), e.blastRadiusCmd())
+	root.AddCommand(e.connectCmd(), e.sandboxCmd(), e.blastRadiusCmd(), e.assessCmd(), e.statusCmd())
 	root.AddCommand(e.manifestCmd(), e.taskCmd(), e.elevationCmd(), e.operatorCmd())
 	return root
 }

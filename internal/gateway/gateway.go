@@ -26,6 +26,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
@@ -385,4 +386,58 @@ func (g *Gateway) Server(tlsCfg *tls.Config) *http.Server {
 		ConnState:      g.ConnState,
 		ErrorLog:       slog.NewLogLogger(g.logger.Handler(), slog.LevelDebug),
 	}
+}
+
+// ActionStart records a gateway's start and what it serves.
+const ActionStart = "gateway.start"
+
+// Report describes what the gateway serves and how: the evidence an
+// assessment reads (see api.GatewayReport).
+func (g *Gateway) Report() api.GatewayReport {
+	r := api.GatewayReport{Name: g.cfg.Name, Resource: g.cfg.Resource}
+	for _, s := range g.cfg.Servers {
+		sr := api.GatewayServerReport{Name: s.Name, Callers: s.Callers, BudgetCalls: s.Budget.Calls, BudgetBytes: s.Budget.ResponseBytes,
+			RatePerSecond: s.RateLimit.PerSecond}
+		switch {
+		case s.HTTP != nil:
+			sr.Transport = "http"
+		case s.MCP != nil && len(s.MCP.Command) > 0:
+			sr.Transport = "mcp-stdio"
+			sr.Sandbox = "strict"
+			if sb := s.MCP.Sandbox; sb != nil {
+				switch {
+				case sb.None:
+					sr.Sandbox = "none"
+				case sb.Profile != "":
+					sr.Sandbox = sb.Profile
+				}
+				sr.Egress = sb.Egress
+				for _, c := range sb.EgressCredentials {
+					sr.Credentials = append(sr.Credentials, c.Secret)
+				}
+			}
+		default:
+			sr.Transport = "mcp-http"
+		}
+		if s.Credentials != nil {
+			sr.Credentials = append(sr.Credentials, s.Credentials.Secret)
+		}
+		r.Servers = append(r.Servers, sr)
+	}
+	return r
+}
+
+// RecordStart records the gateway's start with its Report, so that the
+// control plane knows what it serves from the audit log.
+func (g *Gateway) RecordStart(ctx context.Context) error {
+	b, err := json.Marshal(g.Report())
+	if err != nil {
+		return err
+	}
+	ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}, Action: ActionStart,
+		Target: g.cfg.Resource, Decision: audit.Allow, Detail: map[string]string{"gateway": g.cfg.Name, "config": string(b)}}
+	if _, err := g.deps.Audit.Record(ctx, ev); err != nil {
+		return fmt.Errorf("gateway: record start: %w", err)
+	}
+	return nil
 }

@@ -258,3 +258,12 @@ func FreezeWorld(td spiffeid.TrustDomain, set *Set, agents []AgentRoles, cat Cat
 	}
 	return freeze(snap, snap.live), nil
 }
+
+// Policies lists the frozen set's policies (the operator's, not the
+// manifests'), in file order.
+func (f *Frozen) Policies() []PolicyInfo {
+	if f.set == nil {
+		return nil
+	}
+	return f.set.Policies()
+}

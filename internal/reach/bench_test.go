@@ -8,6 +8,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/reach"
+	"github.com/bulkhead-dev/bulkhead/internal/reach/reachtest"
 )
 
 // fleet builds 1,000 agents over 500 tools: 20 servers of 25 tools, a
@@ -17,7 +18,7 @@ import (
 func fleet(b *testing.B) (*policy.Frozen, []elevation.Manifest) {
 	var cat strings.Builder
 	cat.WriteString("servers:\n")
-	var files []policy.File
+	policies := map[string]string{}
 	for s := range 20 {
 		fmt.Fprintf(&cat, "  - name: srv%d\n    sensitivity: %s\n    tools:\n", s, []string{"low", "medium", "high"}[s%3])
 		for t := range 25 {
@@ -27,53 +28,32 @@ func fleet(b *testing.B) (*policy.Frozen, []elevation.Manifest) {
 			}
 			fmt.Fprintf(&cat, "      - { name: tool%d, effects: %s }\n", t, effects)
 		}
-		files = append(files, policy.File{Name: fmt.Sprintf("role%d.cedar", s), Content: fmt.Sprintf(
-			`permit (principal in Role::"role%d", action == Action::"call_tool", resource in ToolServer::"srv%d");`, s, s)})
+		policies[fmt.Sprintf("role%d.cedar", s)] = fmt.Sprintf(
+			`permit (principal in Role::"role%d", action == Action::"call_tool", resource in ToolServer::"srv%d");`, s, s)
 	}
-	files = append(files, policy.File{Name: "guardrail.cedar", Content: `forbid (principal, action, resource)
+	policies["guardrail.cedar"] = `forbid (principal, action, resource)
 when { context.tainted && resource has effects && resource.effects == "write" };
 forbid (principal, action, resource == Tool::"srv1/tool0")
-when { context.time.toTime() < duration("9h") };`})
+when { context.time.toTime() < duration("9h") };`
 	var agents []policy.AgentRoles
 	for i := range 1000 {
 		id := fmt.Sprintf("spiffe://bulkhead.local/agent/a%d", i)
 		agents = append(agents, policy.AgentRoles{Name: fmt.Sprintf("a%d", i), SPIFFEID: id, Roles: []string{fmt.Sprintf("role%d", i%20)}})
 		if i%20 == 7 {
-			files = append(files, policy.File{Name: fmt.Sprintf("own%d.cedar", i), Content: fmt.Sprintf(
-				`permit (principal == Agent::%q, action == Action::"call_tool", resource == Tool::"srv%d/tool3");`, id, (i+1)%20)})
+			policies[fmt.Sprintf("own%d.cedar", i)] = fmt.Sprintf(
+				`permit (principal == Agent::%q, action == Action::"call_tool", resource == Tool::"srv%d/tool3");`, id, (i+1)%20)
 		}
 	}
-	set, err := policy.Compile(files)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := policy.ParseCatalog("tools.yaml", []byte(cat.String()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var manifests []elevation.Manifest
-	var managed []policy.ManagedSet
+	var manifests []string
 	for m := range 2 {
-		mf, err := elevation.ParseManifest(fmt.Appendf(nil, `name: m%d
+		manifests = append(manifests, fmt.Sprintf(`name: m%d
 approved_actions: [{ actions: [call_tool], resources: [srv%d] }]
 escalation_triggers:
   - { name: t1, grants: [{ actions: [call_tool], resources: [srv%d/tool1] }], approval: human }
   - { name: t2, grants: [{ actions: [call_tool], resources: [srv%d] }], approval: policy }
 `, m, m, m+5, m+10))
-		if err != nil {
-			b.Fatal(err)
-		}
-		ms, err := elevation.Compile(mf, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		manifests, managed = append(manifests, mf), append(managed, ms)
 	}
-	f, err := policy.FreezeWorld(td, set, agents, c, managed)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return f, manifests
+	return reachtest.World{Policies: policies, Catalog: cat.String(), Agents: agents, Manifests: manifests}.Freeze(b)
 }
 
 // BenchmarkFleetBlastRadius computes the whole fleet's blast radius, with

@@ -8,14 +8,12 @@ import (
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/reach"
+	"github.com/bulkhead-dev/bulkhead/internal/reach/reachtest"
 )
-
-var td = spiffeid.RequireTrustDomainFromString("bulkhead.local")
 
 const catalogYAML = `servers:
   - name: docs
@@ -78,41 +76,21 @@ type world struct {
 
 func build(t testing.TB, extra map[string]string) world {
 	t.Helper()
-	var files []policy.File
+	policies := map[string]string{}
 	for name, text := range basePolicies {
-		files = append(files, policy.File{Name: name, Content: text})
+		policies[name] = text
 	}
 	for name, text := range extra {
-		files = append(files, policy.File{Name: name, Content: text})
+		policies[name] = text
 	}
-	set, err := policy.Compile(files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat, err := policy.ParseCatalog("tools.yaml", []byte(catalogYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := elevation.ParseManifest([]byte(manifestYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	managed, err := elevation.Compile(m, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agents := []policy.AgentRoles{
+	f, ms := reachtest.World{Policies: policies, Catalog: catalogYAML, Manifests: []string{manifestYAML}, Agents: []policy.AgentRoles{
 		{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
 		{Name: "beta", SPIFFEID: "spiffe://bulkhead.local/agent/beta", Roles: []string{"reader"}},
 		{Name: "gamma", SPIFFEID: "spiffe://bulkhead.local/agent/gamma", Roles: []string{"admin"}},
 		{Name: "delta", SPIFFEID: "spiffe://bulkhead.local/agent/delta"},
 		{Name: "eve", SPIFFEID: "spiffe://bulkhead.local/agent/eve", Roles: []string{"reader"}},
-	}
-	f, err := policy.FreezeWorld(td, set, agents, cat, []policy.ManagedSet{managed})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return world{frozen: f, manifests: []elevation.Manifest{m}}
+	}}.Freeze(t)
+	return world{frozen: f, manifests: ms}
 }
 
 func agent(name string) cedar.EntityUID {

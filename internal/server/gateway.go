@@ -181,7 +181,13 @@ func (s *Server) gatewayComponents() []run.Component {
 				}
 			})
 		}),
-		run.Func("gateway", func(ctx context.Context) error { return httpx.ServeTLSUntil(ctx, srv, g.listener) }),
+		run.Func("gateway", func(ctx context.Context) error {
+			if err := g.gw.RecordStart(ctx); err != nil {
+				// Evidence missing, not safety: every decision is still recorded first.
+				s.logger.Error("the gateway's start is not on record; assessments will not see what it serves", "err", err)
+			}
+			return httpx.ServeTLSUntil(ctx, srv, g.listener)
+		}),
 		run.Func("gateway-credential", g.cred.refresh),
 		run.Func("gateway-witness", g.witness.Run),
 		run.Func("gateway-close", func(ctx context.Context) error { <-ctx.Done(); g.gw.Close(); return nil }),

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/assess"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
@@ -202,6 +203,8 @@ func (s *Server) Handler() http.Handler {
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.clock, s.logger)
+	assess.Routes(mux, s.identity.Guard(s.logger), assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev,
+		Grants: s.elev, TokenTTL: s.token.TTL()}, s.db, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
 		p, _ := peer.FromContext(r.Context())
 		return p.Actor()

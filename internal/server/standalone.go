@@ -140,7 +140,13 @@ func (sa *StandaloneGateway) Run(ctx context.Context) error {
 		})
 	}
 	return run.Group(ctx, logger, run.Func("credential", rot.Run), run.Func("witness", witness.Run), run.Func("jwks", jwks.Run),
-		run.Func("revocations", feed), run.Func("gateway", func(ctx context.Context) error { return httpx.ServeTLSUntil(ctx, srv, ln) }))
+		run.Func("revocations", feed), run.Func("gateway", func(ctx context.Context) error {
+			if err := g.RecordStart(ctx); err != nil {
+				// Evidence missing, not safety: every decision is still recorded first.
+				logger.Error("the gateway's start is not on record; assessments will not see what it serves", "err", err)
+			}
+			return httpx.ServeTLSUntil(ctx, srv, ln)
+		}))
 }
 
 func discoverIssuer(ctx context.Context, hc *http.Client, serverURL string) (string, error) {

@@ -290,3 +290,6 @@ func boundTo(c *Claims, cert *x509.Certificate) bool {
 func (s *Service) Key(_ context.Context, kid string) (any, bool) {
 	return s.keys.verifier(s.clock.Now())(kid)
 }
+
+// TTL is the lifetime of the access tokens the service issues.
+func (s *Service) TTL() time.Duration { return s.ttl }
