@@ -3,12 +3,14 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/assess"
+	"github.com/bulkhead-dev/bulkhead/internal/report"
 )
 
 // stages names the migration path's stages.
@@ -21,8 +23,8 @@ var stages = []string{
 
 func (e *env) assessCmd() *cobra.Command {
 	var (
-		require string
-		asJSON  bool
+		require, html string
+		asJSON        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "assess [--require TIER]",
@@ -54,9 +56,12 @@ throttle (and so count toward no tier) follow.
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			switch {
+			case html != "":
+				err = writeHTML(e.stdout, html, func(w io.Writer) error { return report.Assessment(w, a) })
+			case asJSON:
 				err = printJSON(e.stdout, a)
-			} else {
+			default:
 				err = printAssessment(e.stdout, a)
 			}
 			if err != nil {
@@ -77,6 +82,7 @@ throttle (and so count toward no tier) follow.
 		},
 	}
 	cmd.Flags().StringVar(&require, "require", "", "exit non-zero if any surface is below this tier")
+	cmd.Flags().StringVar(&html, "html", "", "write the assessment as a self-contained HTML page to this file")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -198,4 +204,22 @@ func printStatus(w io.Writer, st api.Status) error {
 		fmt.Fprintf(w, "  - %s\n", a)
 	}
 	return nil
+}
+
+// writeHTML writes a page to path (0644: a report, not a secret, though
+// operators may want to keep it to themselves) and says so.
+func writeHTML(w io.Writer, path string, render func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := render(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "wrote %s\n", path)
+	return err
 }

@@ -10,13 +10,14 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/report"
 )
 
 func (e *env) blastRadiusCmd() *cobra.Command {
 	var (
-		diff, at      string
-		maxGrowth     float64
-		asJSON, asDOT bool
+		diff, at, html string
+		maxGrowth      float64
+		asJSON, asDOT  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "blast-radius [AGENT] [--diff CANDIDATE_POLICY_DIR]",
@@ -73,6 +74,8 @@ the fleet is over --max-growth (default 0: any growth).
 				return err
 			}
 			switch {
+			case html != "":
+				err = writeHTML(e.stdout, html, func(w io.Writer) error { return report.BlastRadius(w, out) })
 			case asJSON:
 				err = printJSON(e.stdout, out)
 			case asDOT:
@@ -98,6 +101,7 @@ the fleet is over --max-growth (default 0: any growth).
 	cmd.Flags().StringVar(&at, "at", "", "decide at this time (RFC 3339) instead of now")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&asDOT, "dot", false, "print a Graphviz graph of agents and what they reach")
+	cmd.Flags().StringVar(&html, "html", "", "write the report as a self-contained HTML page to this file")
 	return cmd
 }
 
