@@ -64,6 +64,11 @@ type ReachReport struct {
 	// Findings are what should not be: a sub-agent reaching more than its
 	// parent.
 	Findings []string `json:"findings,omitempty"`
+	// Secrets are the secrets gateways inject into the servers it
+	// reaches, and Egress the destinations those servers' sandboxes may
+	// reach: what it uses without holding.
+	Secrets []string `json:"secrets,omitempty"`
+	Egress  []string `json:"egress,omitempty"`
 }
 
 // Count returns how many items are reached first by via.

@@ -16,7 +16,6 @@ package assess
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -75,10 +74,6 @@ type Deps struct {
 	// TokenTTL is the access token lifetime the control plane issues.
 	TokenTTL time.Duration
 }
-
-// gatewayStart is the record a gateway makes when it starts, with what it
-// serves (gateway.ActionStart).
-const gatewayStart = "gateway.start"
 
 // Limits the criteria hold deployments to.
 const (
@@ -193,7 +188,7 @@ func gather(ctx context.Context, d Deps, at time.Time) (*evidence, error) {
 		return nil, fmt.Errorf("assess: agents: %w", err)
 	}
 	rows, err := d.Events.Events(ctx, audit.Query{AfterSeq: -1, Decision: audit.Allow,
-		Actions: []string{audit.ActionSVIDIssue, audit.ActionSVIDRenew, audit.ActionSVIDRevoke, audit.ActionAgentRevoke, gatewayStart}})
+		Actions: []string{audit.ActionSVIDIssue, audit.ActionSVIDRenew, audit.ActionSVIDRevoke, audit.ActionAgentRevoke}})
 	if err != nil {
 		return nil, fmt.Errorf("assess: audit log: %w", err)
 	}
@@ -211,12 +206,10 @@ func gather(ctx context.Context, d Deps, at time.Time) (*evidence, error) {
 			ev.renewed[e.Target]++
 		case audit.ActionSVIDRevoke, audit.ActionAgentRevoke:
 			ev.revoked++
-		case gatewayStart:
-			var rep api.GatewayReport
-			if json.Unmarshal([]byte(e.Detail["config"]), &rep) == nil && rep.Name != "" {
-				ev.gateways[rep.Name] = rep
-			}
 		}
+	}
+	if ev.gateways, err = reach.GatewayReports(ctx, d.Events); err != nil {
+		return nil, fmt.Errorf("assess: %w", err)
 	}
 	rows, err = d.Events.Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{"gateway.call_tool", "gateway.connect"}, Limit: sampleDecisions, Newest: true})
 	if err != nil {

@@ -126,6 +126,12 @@ func printReach(w io.Writer, r api.ReachReport) error {
 	if err := table(w, []string{"ACTION", "RESOURCE", "HOW", "WEIGHT", "UNLESS"}, rows); err != nil {
 		return err
 	}
+	for _, s := range r.Secrets {
+		fmt.Fprintf(w, "uses secret %s\n", s)
+	}
+	for _, h := range r.Egress {
+		fmt.Fprintf(w, "reaches %s\n", h)
+	}
 	for _, f := range r.Findings {
 		fmt.Fprintf(w, "finding: %s\n", f)
 	}

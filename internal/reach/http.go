@@ -34,14 +34,14 @@ const maxBody = 2*policy.MaxSetBytes + 1<<20
 
 // Routes registers POST /v1/blast-radius, for operators only: what an
 // agent can reach is the map an attacker would want.
-func Routes(mux *http.ServeMux, guard peer.Guard, pdp Freezer, manifests ManifestSource, clk clock.Clock, logger *slog.Logger) {
+func Routes(mux *http.ServeMux, guard peer.Guard, pdp Freezer, manifests ManifestSource, events audit.Reader, clk clock.Clock, logger *slog.Logger) {
 	mux.Handle("POST /v1/blast-radius", guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req api.BlastRadiusRequest
 		if err := httpx.DecodeJSON(w, r, maxBody, &req); err != nil {
 			httpx.WriteError(w, r, logger, err)
 			return
 		}
-		out, err := Answer(r.Context(), pdp, manifests, req, clk)
+		out, err := Answer(r.Context(), pdp, manifests, events, req, clk)
 		if err != nil {
 			httpx.WriteError(w, r, logger, err)
 			return
@@ -50,8 +50,9 @@ func Routes(mux *http.ServeMux, guard peer.Guard, pdp Freezer, manifests Manifes
 	})))
 }
 
-// Answer computes what req asks, from the live state.
-func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, req api.BlastRadiusRequest, clk clock.Clock) (api.BlastRadius, error) {
+// Answer computes what req asks, from the live state: the PDP, the
+// manifests, and what gateways reported they serve.
+func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, events audit.Reader, req api.BlastRadiusRequest, clk clock.Clock) (api.BlastRadius, error) {
 	live, err := pdp.Freeze(nil)
 	if err != nil {
 		return api.BlastRadius{}, err
@@ -81,6 +82,13 @@ func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, req api.
 	}
 	if out.Fleet, err = fleet(live); err != nil {
 		return api.BlastRadius{}, err
+	}
+	gateways, err := GatewayReports(ctx, events)
+	if err != nil {
+		return api.BlastRadius{}, err
+	}
+	for i := range out.Fleet.Agents {
+		Indirect(&out.Fleet.Agents[i], gateways)
 	}
 	if len(req.Candidate) > 0 {
 		files := make([]policy.File, len(req.Candidate))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cedar-policy/cedar-go"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/reach"
@@ -379,4 +380,24 @@ func elevatedForOthers(ctx policy.Context, a cedar.EntityUID, ms []elevation.Man
 		}
 	}
 	return false
+}
+
+// What an agent uses without holding it: the secrets injected into the
+// servers it reaches, and their sandboxes' egress; nothing of servers it
+// does not reach.
+func TestIndirectReach(t *testing.T) {
+	w := build(t, nil)
+	r, err := reach.Agent(w.frozen, agent("beta"), reach.Options{At: office, Manifests: w.manifests})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reach.Indirect(&r, map[string]api.GatewayReport{"gw": {Name: "gw", Servers: []api.GatewayServerReport{
+		{Name: "docs", Credentials: []string{"docs-api-key"}},
+		{Name: "fs", Egress: []string{"backup.internal:443"}, Credentials: []string{"fs-token"}},
+		{Name: "github", Credentials: []string{"github-token"}}, // beta does not reach it
+	}}})
+	want := []string{"docs-api-key (injected by gateway gw into server docs)", "fs-token (injected by gateway gw into server fs)"}
+	if !slices.Equal(r.Secrets, want) || !slices.Equal(r.Egress, []string{"backup.internal:443 (from server fs's sandbox, gateway gw)"}) {
+		t.Fatalf("secrets %q, egress %q", r.Secrets, r.Egress)
+	}
 }

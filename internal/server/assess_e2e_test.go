@@ -52,4 +52,12 @@ func TestAssessmentReadsWhatTheGatewayReported(t *testing.T) {
 	if c := crit["continuous authorization per action"]; !strings.Contains(c.Evidence, "recent per-call decisions") || strings.HasPrefix(c.Evidence, "0 ") {
 		t.Fatalf("the agent's call is not among the decisions: %+v", c)
 	}
+	// The blast radius knows the secret the gateway injects for alpha.
+	br, err := e.Operator.BlastRadius(ctx, api.BlastRadiusRequest{Agent: "alpha"})
+	if err != nil || len(br.Fleet.Agents) != 1 {
+		t.Fatal(err)
+	}
+	if s := br.Fleet.Agents[0].Secrets; len(s) != 1 || !strings.Contains(s[0], "injected by gateway") || !strings.Contains(s[0], "into server files") {
+		t.Fatalf("secrets alpha uses: %q", s)
+	}
 }

@@ -202,7 +202,7 @@ func (s *Server) Handler() http.Handler {
 	s.identity.ComponentRoutes(mux, s.logger)
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
-	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.clock, s.logger)
+	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.db, s.clock, s.logger)
 	assess.Routes(mux, s.identity.Guard(s.logger), assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev,
 		Grants: s.elev, TokenTTL: s.token.TTL()}, s.db, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
