@@ -3,11 +3,15 @@ package api
 import "time"
 
 // BlastRadiusRequest asks what agents can reach: one agent (a name or
-// SPIFFE ID) or, without Agent, the whole fleet; with Candidate, also what
-// that policy set would add and remove if it were applied.
+// SPIFFE ID) or, without Agent, the whole fleet; with Candidate (and/or
+// CandidateManifests), also what they would add and remove if they were
+// applied.
 type BlastRadiusRequest struct {
 	Agent     string       `json:"agent,omitempty"`
 	Candidate []PolicyFile `json:"candidate,omitempty"`
+	// CandidateManifests are task manifests (YAML) to analyse in place of
+	// the stored ones of the same names (or beside them, for new names).
+	CandidateManifests []string `json:"candidate_manifests,omitempty"`
 	// At is the time decisions are made at; default now.
 	At *time.Time `json:"at,omitempty"`
 }

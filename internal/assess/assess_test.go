@@ -53,7 +53,7 @@ func (w world) Standing(context.Context) (elevation.Standing, error) {
 
 type frozen struct{ f *policy.Frozen }
 
-func (f frozen) Freeze(*policy.Set) (*policy.Frozen, error) { return f.f, nil }
+func (f frozen) Freeze(*policy.Set, ...policy.ManagedSet) (*policy.Frozen, error) { return f.f, nil }
 
 type manifests []elevation.Manifest
 

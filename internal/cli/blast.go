@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ func (e *env) blastRadiusCmd() *cobra.Command {
 	var (
 		diff, at, html string
 		maxGrowth      float64
+		diffManifests  []string
 		asJSON, asDOT  bool
 	)
 	cmd := &cobra.Command{
@@ -38,7 +40,9 @@ policy names share one analysis.
 
 --diff DIR is the review gate for a policy change: the same analysis with
 the policy set in DIR in place of the live one, and what it would add or
-remove for every agent. It exits non-zero when the weight it adds across
+remove for every agent. --diff-manifest FILE does the same for a task
+manifest (in place of the stored one of its name): a new escalation
+trigger is reach too. Either exits non-zero when the weight added across
 the fleet is over --max-growth (default 0: any growth).
 
   bulkhead blast-radius alpha
@@ -55,6 +59,13 @@ the fleet is over --max-growth (default 0: any growth).
 					return fmt.Errorf("--at: %w", err)
 				}
 				req.At = &t
+			}
+			for _, path := range diffManifests {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				req.CandidateManifests = append(req.CandidateManifests, string(b))
 			}
 			if diff != "" {
 				files, err := policy.LoadDir(diff)
@@ -97,7 +108,8 @@ the fleet is over --max-growth (default 0: any growth).
 		},
 	}
 	cmd.Flags().StringVar(&diff, "diff", "", "candidate policy directory: show what it would add and remove")
-	cmd.Flags().Float64Var(&maxGrowth, "max-growth", 0, "with --diff, fail when the added weight is over this")
+	cmd.Flags().StringArrayVar(&diffManifests, "diff-manifest", nil, "candidate task manifest (YAML; repeatable): show what it would add and remove")
+	cmd.Flags().Float64Var(&maxGrowth, "max-growth", 0, "with --diff or --diff-manifest, fail when the added weight is over this")
 	cmd.Flags().StringVar(&at, "at", "", "decide at this time (RFC 3339) instead of now")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&asDOT, "dot", false, "print a Graphviz graph of agents and what they reach")

@@ -2,6 +2,8 @@ package cli_test
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -60,6 +62,19 @@ func TestBlastRadiusThroughTheCLI(t *testing.T) {
 		t.Errorf("the diff changes an admin's reach:\n%s", stdout)
 	}
 	must("blast-radius", "--diff", examples+"/candidate", "--max-growth", "1000")
+	// A candidate manifest whose trigger the approval policy may grant
+	// alone adds its grant to the agents that may open its tasks.
+	manifest := filepath.Join(t.TempDir(), "oncall.yaml")
+	writeFile(t, manifest, `name: oncall
+agents: ["spiffe://bulkhead.local/agent/alpha"]
+approved_actions: [{ actions: [call_tool], resources: [docs] }]
+escalation_triggers:
+  - { name: peek, grants: [{ actions: [call_tool], resources: [wiki/edit_page] }], approval: policy }
+`)
+	code, stdout, errs = run(t, env, "blast-radius", "--diff-manifest", manifest)
+	if code == 0 || !strings.Contains(stdout, `+  spiffe://bulkhead.local/agent/alpha  call_tool  Tool::"wiki/edit_page"  elevation`) || strings.Contains(stdout, "agent/beta") {
+		t.Fatalf("--diff-manifest: exit %d\n%s\n%s", code, stdout, errs)
+	}
 	// Nothing was applied.
 	if out := must("policy", "versions"); strings.Contains(out, " 2 ") {
 		t.Fatalf("the diff applied the candidate: %s", out)
@@ -99,6 +114,13 @@ func TestAssessThroughTheCLI(t *testing.T) {
 	}
 	if code, _, errs := run(t, env, "assess", "--require", "platinum"); code == 0 || !strings.Contains(errs, "is not foundation, enterprise or advanced") {
 		t.Fatalf("--require platinum: exit %d %s", code, errs)
+	}
+	page := filepath.Join(t.TempDir(), "assess.html")
+	if out := must("assess", "--html", page); !strings.Contains(out, "wrote "+page) {
+		t.Fatalf("assess --html: %s", out)
+	}
+	if b, err := os.ReadFile(page); err != nil || !strings.Contains(string(b), "no gateway has reported what it serves") {
+		t.Fatalf("the page: %v\n%s", err, b)
 	}
 	var a api.Assessment
 	if err := json.Unmarshal([]byte(must("assess", "--json")), &a); err != nil || a.Stage != 1 || len(a.Surfaces) != 5 {

@@ -28,9 +28,10 @@ type Frozen struct {
 }
 
 // Freeze returns the PDP's current state, with candidate (if not nil) in
-// place of the live set: what the fleet could do if candidate were
-// applied.
-func (p *PDP) Freeze(candidate *Set) (*Frozen, error) {
+// place of the live set and each of managed in place of the manifest of
+// its name (or beside the others, for a new one): what the fleet could do
+// if they were applied.
+func (p *PDP) Freeze(candidate *Set, managed ...ManagedSet) (*Frozen, error) {
 	snap, _, err := p.current()
 	if err != nil {
 		return nil, err
@@ -38,6 +39,26 @@ func (p *PDP) Freeze(candidate *Set) (*Frozen, error) {
 	set := snap.live
 	if candidate != nil {
 		set = newCompiledSet(candidate)
+	}
+	if len(managed) > 0 {
+		// A snapshot of its own: the PDP's is shared and never changes.
+		own := &snapshot{generation: snap.generation, live: snap.live, shadow: snap.shadow, world: snap.world,
+			managed: make(map[string]*managedEntry, len(snap.managed)+len(managed))}
+		for name, e := range snap.managed {
+			own.managed[name] = e
+		}
+		schema := set
+		if schema == nil {
+			schema = &compiledSet{}
+		}
+		for _, m := range managed {
+			cs, err := compileManaged(schema.Set, m)
+			if err != nil {
+				return nil, fmt.Errorf("policy: manifest %s: %w", m.Name, err)
+			}
+			own.managed[m.Name] = &managedEntry{set: cs}
+		}
+		snap = own
 	}
 	return freeze(snap, set), nil
 }

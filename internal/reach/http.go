@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/cedar-policy/cedar-go"
@@ -21,7 +22,7 @@ import (
 
 // Freezer holds the PDP still (*policy.Service).
 type Freezer interface {
-	Freeze(candidate *policy.Set) (*policy.Frozen, error)
+	Freeze(candidate *policy.Set, managed ...policy.ManagedSet) (*policy.Frozen, error)
 }
 
 // ManifestSource lists the task manifests (*elevation.Service).
@@ -69,7 +70,7 @@ func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, events a
 		opts.Manifests = append(opts.Manifests, m.Manifest)
 	}
 	out := api.BlastRadius{Version: live.Version(), At: opts.At}
-	fleet := func(f *policy.Frozen) (Fleet, error) {
+	fleet := func(f *policy.Frozen, opts Options) (Fleet, error) {
 		if req.Agent == "" {
 			return All(f, opts)
 		}
@@ -80,7 +81,7 @@ func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, events a
 		rep, err := Agent(f, uid, opts)
 		return Fleet{Agents: []Report{rep}, Score: rep.Score, Analyses: 1}, err
 	}
-	if out.Fleet, err = fleet(live); err != nil {
+	if out.Fleet, err = fleet(live, opts); err != nil {
 		return api.BlastRadius{}, err
 	}
 	gateways, err := GatewayReports(ctx, events)
@@ -90,26 +91,46 @@ func Answer(ctx context.Context, pdp Freezer, manifests ManifestSource, events a
 	for i := range out.Fleet.Agents {
 		Indirect(&out.Fleet.Agents[i], gateways)
 	}
+	if len(req.Candidate) == 0 && len(req.CandidateManifests) == 0 {
+		return out, nil
+	}
+	var set *policy.Set
 	if len(req.Candidate) > 0 {
 		files := make([]policy.File, len(req.Candidate))
 		for i, f := range req.Candidate {
 			files[i] = policy.File{Name: f.Name, Content: f.Content}
 		}
-		set, err := policy.Compile(files)
-		if err != nil {
+		if set, err = policy.Compile(files); err != nil {
 			return api.BlastRadius{}, err
 		}
-		cand, err := pdp.Freeze(set)
-		if err != nil {
-			return api.BlastRadius{}, err
-		}
-		after, err := fleet(cand)
-		if err != nil {
-			return api.BlastRadius{}, err
-		}
-		d := Compare(out.Fleet, after)
-		out.Diff = &d
 	}
+	// Candidate manifests replace the stored ones of their names.
+	candOpts := opts
+	candOpts.Manifests = slices.Clone(opts.Manifests)
+	var managed []policy.ManagedSet
+	for _, y := range req.CandidateManifests {
+		m, err := elevation.ParseManifest([]byte(y))
+		if err != nil {
+			return api.BlastRadius{}, err
+		}
+		ms, err := elevation.Compile(m, 0)
+		if err != nil {
+			return api.BlastRadius{}, err
+		}
+		managed = append(managed, ms)
+		candOpts.Manifests = slices.DeleteFunc(candOpts.Manifests, func(o elevation.Manifest) bool { return o.Name == m.Name })
+		candOpts.Manifests = append(candOpts.Manifests, m)
+	}
+	cand, err := pdp.Freeze(set, managed...)
+	if err != nil {
+		return api.BlastRadius{}, err
+	}
+	after, err := fleet(cand, candOpts)
+	if err != nil {
+		return api.BlastRadius{}, err
+	}
+	d := Compare(out.Fleet, after)
+	out.Diff = &d
 	return out, nil
 }
 
