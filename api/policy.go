@@ -169,6 +169,8 @@ type AuthZENDecisionContext struct {
 	Errors        []string `json:"errors,omitempty"`
 	// ReadOnly says the allowed resource is declared effects: read.
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Sensitivity is the allowed resource's sensitivity in the catalog.
+	Sensitivity string `json:"sensitivity,omitempty"`
 	// Error is set when an item of a batch could not be evaluated.
 	Error *AuthZENError `json:"error,omitempty"`
 }

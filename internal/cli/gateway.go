@@ -19,7 +19,7 @@ import (
 func init() {
 	// The gateway's structured settings live in the same config file as
 	// its flags.
-	sections["servers"], sections["limits"] = true, true
+	sections["servers"], sections["limits"], sections["sensitive"] = true, true, true
 }
 
 func (e *env) gatewayCmd() *cobra.Command {

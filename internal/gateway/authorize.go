@@ -44,6 +44,8 @@ type authorized struct {
 	// record still being written: the call may be forwarded meanwhile,
 	// but no answer is released until it is durable.
 	record *pendingRecord
+	// spend is what the call spends budgets for; its answer's bytes too.
+	spend use
 }
 
 // pendingRecord is a decision record written while its call is
@@ -133,7 +135,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		}
 		return authorized{}, refuse(fault.Forbidden, d.ID, "denied by policy")
 	}
-	ok := authorized{decisionID: d.ID}
+	ok := authorized{decisionID: d.ID, spend: g.spendOf(c, a, d)}
 	record := func() error {
 		return g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, nil, extra)
 	}
@@ -161,7 +163,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 	}
 	var adm *admission
 	if a.metered {
-		adm, err = g.budgets.admit(ctx, a.server, c.id.String(), c.taskID(), c.taskLimits())
+		adm, err = g.budgets.admit(ctx, ok.spend)
 		var spent limitError
 		switch {
 		case errors.As(err, &spent):
@@ -194,6 +196,20 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		}
 	}
 	return ok, nil
+}
+
+// spendOf is what an allowed call spends budgets for: the server's, the
+// task's, and, when the decision says its resource's sensitivity is at
+// the gateway's sensitive level, the sensitive limits, counting the
+// resource with its arguments as one touched.
+func (g *Gateway) spendOf(c *caller, a action, d policy.Decision) use {
+	u := use{s: a.server, agent: c.id.String(), task: c.taskID(), lim: c.taskLimits()}
+	if d.Sensitivity != "" && g.cfg.Sensitive.counts(d.Sensitivity) {
+		u.sensitive = true
+		u.resource = audit.Digest(append([]byte(a.resource.String()+"\n"), a.input...))
+		u.day = g.deps.Clock.Now().UTC().Format(time.DateOnly)
+	}
+	return u
 }
 
 // withDetail returns a copy of m with k set to v.

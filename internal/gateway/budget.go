@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type budgets struct {
 	// (the gateway's resource): gateways serving the same resource share
 	// counters, another deployment's server of the same name does not.
 	scope string
+	// sensitive are the gateway's limits on reads of sensitive tools.
+	sensitive Sensitive
 
 	mu    sync.Mutex
 	rates map[rateKey]*rate.Limiter
@@ -56,9 +59,24 @@ type counter struct {
 	spent string
 }
 
-// counters returns the call and response-byte budgets that apply to a
-// call to s by agent in task (task "" outside one).
-func (b *budgets) counters(s *Server, agent, task string, lim TaskLimits) (calls, bytes []counter, err error) {
+// use is what one call spends budgets for: a call to s by agent in task
+// ("" outside one) under the task's limits. sensitive says its resource
+// counts toward the gateway's sensitive limits; resource then names what
+// it touches (the resource and a digest of the arguments), and day the
+// UTC day of the call.
+type use struct {
+	s         *Server
+	agent     string
+	task      string
+	lim       TaskLimits
+	sensitive bool
+	resource  string
+	day       string
+}
+
+// counters returns the call and response-byte budgets that apply to u.
+func (b *budgets) counters(u use) (calls, bytes []counter, err error) {
+	s, agent, task, lim := u.s, u.agent, u.task, u.lim
 	add := func(to *[]counter, limit int64, spent string, parts ...string) {
 		if limit <= 0 || err != nil {
 			return
@@ -76,10 +94,75 @@ func (b *budgets) counters(s *Server, agent, task string, lim TaskLimits) (calls
 		add(&calls, lim.Calls, fmt.Sprintf("the task's call budget of %d (its manifest's scope_limits) is spent", lim.Calls), "task", task, "calls")
 		add(&bytes, lim.ResponseBytes, fmt.Sprintf("the task's response budget of %d bytes (its manifest's scope_limits) is spent", lim.ResponseBytes), "task", task, "bytes")
 	}
+	if u.sensitive {
+		sv := b.sensitive
+		if task != "" {
+			add(&bytes, sv.BytesPerTask, fmt.Sprintf("the budget of %d bytes read from %s-sensitivity tools in this task is spent; it does not refill", sv.BytesPerTask, sv.Level),
+				"sensitive", b.scope, agent, "task", task, "bytes")
+		}
+		add(&bytes, sv.BytesPerAgentDay, fmt.Sprintf("the budget of %d bytes read from %s-sensitivity tools today (UTC) is spent", sv.BytesPerAgentDay, sv.Level),
+			"sensitive", b.scope, agent, "day", u.day, "bytes")
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway: budget: %w", err)
 	}
 	return calls, bytes, nil
+}
+
+// touch counts a sensitive call's resource as touched, once per task and
+// once per agent and day: the first touch of a resource spends one of the
+// distinct-resource budget (bulk enumeration), a touch again spends
+// nothing. It returns the keys it spent, to give back if the call is not
+// forwarded.
+func (b *budgets) touch(ctx context.Context, u use) ([]string, error) {
+	if !u.sensitive {
+		return nil, nil
+	}
+	sv := b.sensitive
+	var spent []string
+	undo := func() {
+		if len(spent) > 0 {
+			_ = b.store.ReleaseBudget(context.WithoutCancel(ctx), spent, 1)
+		}
+	}
+	for _, sc := range []struct {
+		limit    int64
+		kind, id string
+		words    string
+	}{
+		{sv.ResourcesPerTask, "task", u.task, fmt.Sprintf("this task has touched %d distinct %s-sensitivity resources, its limit; it does not refill", sv.ResourcesPerTask, sv.Level)},
+		{sv.ResourcesPerAgentDay, "day", u.day, fmt.Sprintf("%d distinct %s-sensitivity resources touched today (UTC), the limit", sv.ResourcesPerAgentDay, sv.Level)},
+	} {
+		if sc.limit <= 0 || sc.id == "" {
+			continue
+		}
+		seen, err := budget.Key("sensitive", b.scope, u.agent, sc.kind, sc.id, "seen", u.resource)
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("gateway: budget: %w", err)
+		}
+		distinct, err := budget.Key("sensitive", b.scope, u.agent, sc.kind, sc.id, "resources")
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("gateway: budget: %w", err)
+		}
+		// A counter of one per resource: spendable once, so only the first
+		// touch gets through to the distinct count.
+		if _, err := b.store.SpendBudget(ctx, []budget.Counter{{Key: seen, Limit: 1}}, 1, true); budget.IsExhausted(err) {
+			continue
+		} else if err != nil {
+			undo()
+			return nil, fmt.Errorf("budgets could not be checked: %w", err)
+		}
+		spent = append(spent, seen)
+		cs := []counter{{budget.Counter{Key: distinct, Limit: sc.limit}, sc.words}}
+		if _, err := b.store.SpendBudget(ctx, plain(cs), 1, true); err != nil {
+			undo()
+			return nil, refusalOf(err, cs)
+		}
+		spent = append(spent, distinct)
+	}
+	return spent, nil
 }
 
 // egressMeter starts metering the bytes a server's sandboxed process
@@ -137,17 +220,22 @@ func refusalOf(err error, cs []counter) error {
 // task's manifest scope_limits across servers) in one atomic spend, and
 // refuses a call whose response budget is already spent. The returned
 // admission gives the call back if it is then not forwarded.
-func (b *budgets) admit(ctx context.Context, s *Server, agent, task string, lim TaskLimits) (*admission, error) {
-	if s.RateLimit.PerSecond > 0 && !b.allowRate(s, agent) {
+func (b *budgets) admit(ctx context.Context, u use) (*admission, error) {
+	s := u.s
+	if s.RateLimit.PerSecond > 0 && !b.allowRate(s, u.agent) {
 		return nil, limitError{fmt.Sprintf("rate limit of %.3g calls/s on %s exceeded", s.RateLimit.PerSecond, s.Name)}
 	}
-	calls, bytes, err := b.counters(s, agent, task, lim)
+	calls, bytes, err := b.counters(u)
 	if err != nil {
 		return nil, err
 	}
 	all := append(calls, bytes...)
 	if len(all) == 0 {
-		return &admission{}, nil
+		touched, err := b.touch(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		return &admission{b: b, touched: touched}, nil
 	}
 	// One byte of each response budget is spent with the call, so a call
 	// whose response budget is gone is refused before it is forwarded;
@@ -160,7 +248,14 @@ func (b *budgets) admit(ctx context.Context, s *Server, agent, task string, lim 
 			return nil, fmt.Errorf("budgets could not be checked: %w", err)
 		}
 	}
-	return &admission{b: b, calls: keys(calls)}, nil
+	adm := &admission{b: b, calls: keys(calls)}
+	if adm.touched, err = b.touch(ctx, u); err != nil {
+		if rerr := adm.refund(ctx); rerr != nil {
+			return nil, fmt.Errorf("budgets could not be checked: %w", rerr)
+		}
+		return nil, err
+	}
+	return adm, nil
 }
 
 func (b *budgets) allowRate(s *Server, agent string) bool {
@@ -181,16 +276,17 @@ func (b *budgets) allowRate(s *Server, agent string) bool {
 
 // admission is a call counted against its budgets.
 type admission struct {
-	b     *budgets
-	calls []string
+	b       *budgets
+	calls   []string
+	touched []string // the distinct-resource counters the call spent
 }
 
 // refund gives back the call, which was then not forwarded.
 func (a *admission) refund(ctx context.Context) error {
-	if a == nil || len(a.calls) == 0 {
+	if a == nil || len(a.calls)+len(a.touched) == 0 {
 		return nil
 	}
-	return a.b.store.ReleaseBudget(ctx, a.calls, 1)
+	return a.b.store.ReleaseBudget(ctx, append(slices.Clone(a.calls), a.touched...), 1)
 }
 
 // meter charges one response's bytes to its response budgets, reserving
@@ -205,9 +301,9 @@ type meter struct {
 	used     int64
 }
 
-// meter starts metering a response to a call to s by agent in task.
-func (b *budgets) meter(ctx context.Context, s *Server, agent, task string, lim TaskLimits) *meter {
-	_, bytes, err := b.counters(s, agent, task, lim)
+// meter starts metering the response to the call u.
+func (b *budgets) meter(ctx context.Context, u use) *meter {
+	_, bytes, err := b.counters(u)
 	return &meter{ctx: ctx, b: b, counters: bytes, err: err}
 }
 

@@ -30,6 +30,32 @@ type Config struct {
 	Resource string   `yaml:"resource"`
 	Servers  []Server `yaml:"servers"`
 	Limits   Limits   `yaml:"limits"`
+	// Sensitive bounds what an agent reads from sensitive tools in total,
+	// across servers, in budgets that do not refill.
+	Sensitive Sensitive `yaml:"sensitive"`
+}
+
+// Sensitive bounds what an agent reads from the tools and routes whose
+// catalog sensitivity is at least Level: the bytes of their answers and
+// the distinct resources (tool and arguments) it touches, per task and
+// per agent and UTC day. Like every budget they do not refill: slow
+// exfiltration, spread over hours under any rate limit, stops at the same
+// total as a fast one. 0 means no limit.
+type Sensitive struct {
+	// Level is medium or high (the default): the least sensitivity that
+	// counts.
+	Level                string `yaml:"level"`
+	BytesPerTask         int64  `yaml:"bytes_per_task"`
+	BytesPerAgentDay     int64  `yaml:"bytes_per_agent_day"`
+	ResourcesPerTask     int64  `yaml:"resources_per_task"`
+	ResourcesPerAgentDay int64  `yaml:"resources_per_agent_day"`
+}
+
+// counts reports whether a resource of sensitivity counts toward the
+// limits.
+func (s Sensitive) counts(sensitivity string) bool {
+	rank := map[string]int{policy.SensitivityLow: 1, policy.SensitivityMedium: 2, policy.SensitivityHigh: 3}
+	return rank[sensitivity] >= rank[s.Level]
 }
 
 // Server is one upstream: an MCP server (streamable HTTP or a stdio
@@ -230,6 +256,16 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Servers) == 0 {
 		bad("no servers")
+	}
+	switch c.Sensitive.Level {
+	case "":
+		c.Sensitive.Level = policy.SensitivityHigh
+	case policy.SensitivityMedium, policy.SensitivityHigh:
+	default:
+		bad("sensitive.level %q must be medium or high", c.Sensitive.Level)
+	}
+	if c.Sensitive.BytesPerTask < 0 || c.Sensitive.BytesPerAgentDay < 0 || c.Sensitive.ResourcesPerTask < 0 || c.Sensitive.ResourcesPerAgentDay < 0 {
+		bad("sensitive limits must not be negative")
 	}
 	seen := map[string]bool{}
 	for i := range c.Servers {

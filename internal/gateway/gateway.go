@@ -126,7 +126,7 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: verifier, revocations, decider, audit log, budgets, clock and logger are required")
 	}
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
-		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource},
+		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource, sensitive: cfg.Sensitive},
 		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock), lookup: net.DefaultResolver.LookupNetIP}
 	if deps.Tasks != nil {
 		g.tasks = newTaskCache(deps.Tasks, deps.Clock, nil)

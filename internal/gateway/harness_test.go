@@ -124,12 +124,16 @@ func (r *recorder) actions() []string {
 }
 
 // decider allows every call, and declares read-only the tools named in
-// readOnly, as a catalog would.
-type decider struct{ readOnly map[string]bool }
+// readOnly and the sensitivity of those in sensitivity, as a catalog
+// would.
+type decider struct {
+	readOnly    map[string]bool
+	sensitivity map[string]string
+}
 
 func (d *decider) Decide(_ context.Context, q gateway.Decision) (policy.Decision, error) {
 	_, tool, _ := strings.Cut(string(q.Resource.ID), "/")
-	return policy.Decision{ID: "d-" + tool, Allowed: true, Version: 1, ReadOnly: d.readOnly[tool]}, nil
+	return policy.Decision{ID: "d-" + tool, Allowed: true, Version: 1, ReadOnly: d.readOnly[tool], Sensitivity: d.sensitivity[tool]}, nil
 }
 
 type keys struct{ pub crypto.PublicKey }

@@ -132,7 +132,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	if query.encoded != "" {
 		target += "?" + query.encoded
 	}
-	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType, recorded: auth.record}, nil)
+	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType, recorded: auth.record, spend: auth.spend}, nil)
 }
 
 // decisionError is a refusal's error, naming the decision for the agent.

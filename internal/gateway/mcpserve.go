@@ -179,7 +179,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 	// The canonical encoding of what was decided, never the bytes that
 	// arrived.
 	g.forward(w, r, c, rt, outbound{method: http.MethodPost, target: rt.target, body: out.Encode(), contentType: "application/json",
-		header: header, modern: rev.modern, recorded: auth.record}, ex)
+		header: header, modern: rev.modern, recorded: auth.record, spend: auth.spend}, ex)
 }
 
 // narrowListen keeps, of a subscriptions/listen request's notification

@@ -37,6 +37,9 @@ type outbound struct {
 	// recorded is the decision record of a read-only call, written while
 	// the call is forwarded: the answer waits for it.
 	recorded *pendingRecord
+	// spend is what the call spent budgets for (zero: no decision made
+	// it), which its answer's bytes are charged to.
+	spend use
 }
 
 // exchange is one MCP request and what its answer must be checked for.
@@ -125,7 +128,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		w.Header().Del("Mcp-Session-Id")
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	m := g.budgets.meter(ctx, s, c.id.String(), c.taskID(), c.taskLimits())
+	spend := out.spend
+	if spend.s == nil {
+		spend = use{s: s, agent: c.id.String(), task: c.taskID(), lim: c.taskLimits()}
+	}
+	m := g.budgets.meter(ctx, spend)
 	defer m.close()
 	inspect := ex != nil && ex.inspected()
 	switch {

@@ -59,6 +59,9 @@ func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision,
 	out := policy.Decision{Allowed: resp.Decision}
 	if rc := resp.Context; rc != nil {
 		out.ID, out.Version, out.Reasons, out.ReadOnly = rc.ID, rc.PolicyVersion, rc.Reasons, rc.ReadOnly && resp.Decision
+		if resp.Decision {
+			out.Sensitivity = rc.Sensitivity
+		}
 		if rc.Error != nil || len(rc.Errors) > 0 {
 			out.Allowed = false
 		}

@@ -25,32 +25,32 @@ func TestTaskBudgets(t *testing.T) {
 	lim := TaskLimits{Calls: 3, ResponseBytes: 100}
 	// The task's limit counts across servers.
 	for i, s := range []*Server{files, wiki, files} {
-		if _, err := b.admit(ctx, s, "a", "tk", lim); err != nil {
+		if _, err := b.admit(ctx, use{s: s, agent: "a", task: "tk", lim: lim}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	if _, err := b.admit(ctx, wiki, "a", "tk", lim); err == nil || !strings.Contains(err.Error(), "scope_limits") {
+	if _, err := b.admit(ctx, use{s: wiki, agent: "a", task: "tk", lim: lim}); err == nil || !strings.Contains(err.Error(), "scope_limits") {
 		t.Fatalf("fourth call in the task: %v", err)
 	}
 	// Calls outside the task do not count against it.
-	if _, err := b.admit(ctx, files, "a", "", TaskLimits{}); err != nil {
+	if _, err := b.admit(ctx, use{s: files, agent: "a", task: "", lim: TaskLimits{}}); err != nil {
 		t.Fatal(err)
 	}
 	// Bytes: the stream is cut once the task's byte budget is spent.
-	if m := b.meter(ctx, files, "a", "other", TaskLimits{}); !m.charge(500) {
+	if m := b.meter(ctx, use{s: files, agent: "a", task: "other", lim: TaskLimits{}}); !m.charge(500) {
 		t.Fatal("a task without limits was cut")
 	}
 	b2 := newBudgets()
-	adm, err := b2.admit(ctx, files, "a", "tk", lim)
+	adm, err := b2.admit(ctx, use{s: files, agent: "a", task: "tk", lim: lim})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := b2.meter(ctx, files, "a", "tk", lim)
+	m := b2.meter(ctx, use{s: files, agent: "a", task: "tk", lim: lim})
 	if !m.charge(60) || m.charge(60) {
 		t.Fatal("the task's byte budget was not enforced")
 	}
 	m.close()
-	if _, err := b2.admit(ctx, files, "a", "tk", lim); err == nil {
+	if _, err := b2.admit(ctx, use{s: files, agent: "a", task: "tk", lim: lim}); err == nil {
 		t.Fatal("admitted after the byte budget was spent")
 	}
 	// A refunded call is given back.
@@ -58,7 +58,7 @@ func TestTaskBudgets(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new task starts anew.
-	if _, err := b.admit(ctx, wiki, "a", "tk2", lim); err != nil {
+	if _, err := b.admit(ctx, use{s: wiki, agent: "a", task: "tk2", lim: lim}); err != nil {
 		t.Fatalf("in a new task: %v", err)
 	}
 }
@@ -71,13 +71,13 @@ func TestMeterGivesBackWhatItDidNotSend(t *testing.T) {
 	b := &budgets{clock: clock.NewFake(time.Unix(0, 0)), store: store, scope: "https://gw"}
 	s := &Server{Name: "files", Budget: Budget{ResponseBytes: 1 << 20}}
 	for range 3 {
-		m := b.meter(ctx, s, "a", "", TaskLimits{})
+		m := b.meter(ctx, use{s: s, agent: "a", task: "", lim: TaskLimits{}})
 		if !m.charge(1000) {
 			t.Fatal("cut within the budget")
 		}
 		m.close()
 	}
-	m := b.meter(ctx, s, "a", "", TaskLimits{})
+	m := b.meter(ctx, use{s: s, agent: "a", task: "", lim: TaskLimits{}})
 	if !m.charge(1<<20 - 3000) {
 		t.Fatal("the rest of the budget was not available: unused reservations were kept")
 	}
@@ -93,14 +93,14 @@ func TestBudgetStoreFailureRefuses(t *testing.T) {
 	ctx := context.Background()
 	b := &budgets{clock: clock.NewFake(time.Unix(0, 0)), store: failingBudgets{}, scope: "https://gw"}
 	s := &Server{Name: "files", Budget: Budget{Calls: 5, ResponseBytes: 100}}
-	if _, err := b.admit(ctx, s, "a", "", TaskLimits{}); err == nil {
+	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "", lim: TaskLimits{}}); err == nil {
 		t.Fatal("admitted without its budget")
 	}
-	if b.meter(ctx, s, "a", "", TaskLimits{}).charge(1) {
+	if b.meter(ctx, use{s: s, agent: "a", task: "", lim: TaskLimits{}}).charge(1) {
 		t.Fatal("bytes charged without the budget")
 	}
 	// A server without budgets needs no store.
-	if _, err := b.admit(ctx, &Server{Name: "free"}, "a", "", TaskLimits{}); err != nil {
+	if _, err := b.admit(ctx, use{s: &Server{Name: "free"}, agent: "a", task: "", lim: TaskLimits{}}); err != nil {
 		t.Fatal(err)
 	}
 }

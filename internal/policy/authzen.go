@@ -275,7 +275,7 @@ func (s *Service) evaluateAuthZEN(ctx context.Context, by audit.Actor, b *authze
 			if err != nil {
 				return nil, err
 			}
-			dc := &api.AuthZENDecisionContext{ID: d.ID, PolicyVersion: d.Version, Reasons: d.Reasons, ReadOnly: d.ReadOnly}
+			dc := &api.AuthZENDecisionContext{ID: d.ID, PolicyVersion: d.Version, Reasons: d.Reasons, ReadOnly: d.ReadOnly, Sensitivity: d.Sensitivity}
 			for _, e := range d.Errors {
 				dc.Errors = append(dc.Errors, e.PolicyID+": "+e.Message)
 			}

@@ -325,6 +325,22 @@ func (c Catalog) readOnly() map[cedar.EntityUID]bool {
 	return out
 }
 
+// sensitivities returns the sensitivity of every tool, route and host.
+func (c Catalog) sensitivities() map[cedar.EntityUID]string {
+	out := map[cedar.EntityUID]string{}
+	for _, s := range c.Servers {
+		for _, l := range []struct {
+			uid     func(string, string) cedar.EntityUID
+			entries []ToolEntry
+		}{{Tool, s.Tools}, {Route, s.Routes}, {Host, s.Hosts}} {
+			for _, t := range l.entries {
+				out[l.uid(s.Name, t.Name)] = t.Sensitivity
+			}
+		}
+	}
+	return out
+}
+
 // untrusted reads an untrusted_output flag; unset counts as untrusted.
 func untrusted(b *bool) bool { return b == nil || *b }
 

@@ -118,6 +118,9 @@ func (f *Frozen) Decide(req Request, at time.Time) (Decision, error) {
 	d.Version = f.Version()
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
 	d.ReadOnly = d.Allowed && f.snap.world.readOnly[r.Resource]
+	if d.Allowed {
+		d.Sensitivity = f.snap.world.sensitivity[r.Resource]
+	}
 	return d, nil
 }
 

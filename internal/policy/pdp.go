@@ -301,6 +301,9 @@ func (p *PDP) decideUnobserved(pr *prepared) (Decision, cedar.Request, error) {
 	d.Version = live.version
 	d.Allowed, d.Reasons, d.Errors = conclude(res)
 	d.ReadOnly = d.Allowed && snap.world.readOnly[req.Resource]
+	if d.Allowed {
+		d.Sensitivity = snap.world.sensitivity[req.Resource]
+	}
 	if snap.shadow != nil {
 		v.useActions(snap.shadow.actions)
 		sres := snap.shadow.evaluate(v, req)

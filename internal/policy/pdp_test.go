@@ -202,9 +202,10 @@ func TestPathArgsMustBeCanonical(t *testing.T) {
 	}
 }
 
-// The catalog's effects reach the decision: only an allowed call to a
-// tool declared read-only is one; a denial never is, and a tool the
-// catalog does not describe is a write.
+// The catalog's effects and sensitivity reach the decision: only an
+// allowed call to a tool declared read-only is one; a denial never is,
+// and a tool the catalog does not describe is a write of no known
+// sensitivity.
 func TestDecisionsCarryDeclaredEffects(t *testing.T) {
 	f := newFixture(t, storetest.Backends()[0])
 	dir := t.TempDir()
@@ -216,18 +217,21 @@ func TestDecisionsCarryDeclaredEffects(t *testing.T) {
 	for _, c := range []struct {
 		agent, server, tool string
 		allowed, readOnly   bool
+		sensitivity         string
 	}{
-		{"alpha", "files", "read_file", true, true},
-		{"alpha", "files", "write_file", true, false},
-		{"beta", "files", "read_file", false, false},
-		{"alpha", "files", "not-in-catalog", true, false},
+		{"alpha", "files", "read_file", true, true, "medium"},
+		{"alpha", "files", "write_file", true, false, "medium"},
+		{"alpha", "vault", "get_secret", true, false, "high"},
+		{"beta", "files", "read_file", false, false, ""},
+		{"alpha", "files", "not-in-catalog", true, false, ""},
 	} {
 		d, err := f.svc.Decide(context.Background(), callTool(agentUID(c.agent), c.server, c.tool, cedar.RecordMap{"path": cedar.String("/srv/a")}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Allowed != c.allowed || d.ReadOnly != c.readOnly {
-			t.Errorf("%s: %s/%s: allowed %v read-only %v, want %v %v", c.agent, c.server, c.tool, d.Allowed, d.ReadOnly, c.allowed, c.readOnly)
+		if d.Allowed != c.allowed || d.ReadOnly != c.readOnly || d.Sensitivity != c.sensitivity {
+			t.Errorf("%s: %s/%s: allowed %v read-only %v sensitivity %q, want %v %v %q", c.agent, c.server, c.tool, d.Allowed, d.ReadOnly, d.Sensitivity,
+				c.allowed, c.readOnly, c.sensitivity)
 		}
 	}
 	for _, bad := range []string{"delete", "READ", "none"} {

@@ -67,6 +67,9 @@ type Decision struct {
 	// ReadOnly says an allowed request's resource is declared effects:
 	// read in the catalog the decision used.
 	ReadOnly bool
+	// Sensitivity is an allowed request's resource's sensitivity in that
+	// catalog (low, medium, high); empty for a resource it lacks.
+	Sensitivity string
 }
 
 // EvalError is a policy that failed to evaluate for a request.

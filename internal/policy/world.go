@@ -50,10 +50,13 @@ type world struct {
 	pathArgs map[cedar.EntityUID][]string
 	// readOnly are the tools and routes declared effects: read.
 	readOnly map[cedar.EntityUID]bool
+	// sensitivity is every tool's, route's and host's sensitivity.
+	sensitivity map[cedar.EntityUID]string
 }
 
 func newWorld(td spiffeid.TrustDomain, agents []AgentRoles, cat Catalog) *world {
-	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}, pathArgs: cat.pathArgs(), readOnly: cat.readOnly()}
+	w := &world{td: td, agents: map[cedar.EntityUID]*node{}, others: map[cedar.EntityUID]*node{}, pathArgs: cat.pathArgs(), readOnly: cat.readOnly(),
+		sensitivity: cat.sensitivities()}
 	ents := cedar.EntityMap{}
 	add := func(e cedar.Entity) { ents[e.UID] = e }
 	for _, a := range agents {

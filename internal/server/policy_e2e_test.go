@@ -132,6 +132,9 @@ func TestAuthZENDecisions(t *testing.T) {
 						if d.Context.ReadOnly != c.allowed {
 							t.Fatalf("read_only = %v for an allowed=%v decision", d.Context.ReadOnly, c.allowed)
 						}
+						if (d.Context.Sensitivity != "") != c.allowed {
+							t.Fatalf("sensitivity = %q for an allowed=%v decision", d.Context.Sensitivity, c.allowed)
+						}
 						ev := lastEvent(t, env, policy.ActionDecision)
 						if ev.Detail["decision_id"] != d.Context.ID || ev.Detail["policy_version"] != fmt.Sprint(live) ||
 							ev.Actor.ID != caller.Source().ID().String() || (ev.Decision == audit.Allow) != c.allowed {
