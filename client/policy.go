@@ -130,3 +130,9 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	var out api.Status
 	return out, c.do(ctx, http.MethodGet, "/v1/status", nil, &out)
 }
+
+// AgentBaseline fetches an agent's behaviour learned from the audit log.
+func (c *Client) AgentBaseline(ctx context.Context, name string) (api.AgentBaseline, error) {
+	var out api.AgentBaseline
+	return out, c.do(ctx, http.MethodGet, "/v1/agents/"+url.PathEscape(name)+"/baseline", nil, &out)
+}

@@ -20,7 +20,7 @@ func (e *env) agentCmd() *cobra.Command {
 	cmd.AddCommand(e.agentScopesCmd())
 	cmd.AddCommand(e.agentCreateCmd(), e.agentListCmd(), e.agentShowCmd(), e.agentJoinTokenCmd(),
 		e.agentEnrollCmd(), e.agentRenewCmd(), e.agentRevokeCmd(), e.agentSetEnabledCmd(false), e.agentSetEnabledCmd(true))
-	cmd.AddCommand(e.agentRoleCmd())
+	cmd.AddCommand(e.agentRoleCmd(), e.agentBaselineCmd())
 	return cmd
 }
 

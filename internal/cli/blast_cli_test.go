@@ -25,6 +25,10 @@ func TestBlastRadiusThroughTheCLI(t *testing.T) {
 	must("tool", "apply", "-f", examples+"/tools.yaml")
 	must("policy", "apply", "-f", examples+"/live")
 
+	// No call yet: alpha is learning.
+	if out := must("agent", "baseline", "alpha"); !strings.Contains(out, "0 calls") || !strings.Contains(out, "(learning)") {
+		t.Fatalf("agent baseline: %s", out)
+	}
 	out := must("blast-radius", "alpha")
 	for _, want := range []string{`call_tool  Tool::"docs/search"`, `call_tool  Tool::"files/read_file"`, "baseline", "risk 100",
 		`forbid forbid-etc: when { context.input has path && context.input.path like "/etc/*" }`} {

@@ -52,6 +52,11 @@ func TestAssessmentReadsWhatTheGatewayReported(t *testing.T) {
 	if c := crit["continuous authorization per action"]; !strings.Contains(c.Evidence, "recent per-call decisions") || strings.HasPrefix(c.Evidence, "0 ") {
 		t.Fatalf("the agent's call is not among the decisions: %+v", c)
 	}
+	// The agent's baseline is learned from the same records.
+	bl, err := e.Operator.AgentBaseline(ctx, "alpha")
+	if err != nil || bl.Calls != 1 || bl.Tools[`Tool::"files/read_file"`] != 1 || !bl.Learning {
+		t.Fatalf("baseline %+v %v", bl, err)
+	}
 	// The blast radius knows the secret the gateway injects for alpha.
 	br, err := e.Operator.BlastRadius(ctx, api.BlastRadiusRequest{Agent: "alpha"})
 	if err != nil || len(br.Fleet.Agents) != 1 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/assess"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
@@ -203,6 +204,7 @@ func (s *Server) Handler() http.Handler {
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.db, s.clock, s.logger)
+	baseline.Routes(mux, s.identity.Guard(s.logger), s.identity, s.db, s.logger)
 	assess.Routes(mux, s.identity.Guard(s.logger), assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev,
 		Grants: s.elev, TokenTTL: s.token.TTL()}, s.db, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {

@@ -1,0 +1,24 @@
+package api
+
+import "time"
+
+// AgentBaseline is an agent's behaviour learned from the audit log.
+type AgentBaseline struct {
+	Agent string    `json:"agent"`
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	Calls int       `json:"calls"`
+	// Tools counts allowed and denied calls by resource.
+	Tools map[string]int `json:"tools"`
+	// Hours and Weekdays count calls by UTC hour of day and weekday.
+	Hours    [24]int `json:"hours"`
+	Weekdays [7]int  `json:"weekdays"`
+	// PerHour is the mean number of calls in an hour the agent was
+	// active; PeakPerHour the most in any hour.
+	PerHour     float64 `json:"per_hour"`
+	PeakPerHour int     `json:"peak_per_hour"`
+	Denials     int     `json:"denials"`
+	// Learning says the baseline is not yet long or large enough to judge
+	// by.
+	Learning bool `json:"learning"`
+}
