@@ -47,7 +47,8 @@ type egressProxy struct {
 	// answered maps each address the DNS stub gave out to its name, so
 	// that a CONNECT to the address is decided as one to the name.
 	answered map[netip.Addr]string
-	refused  int // names the DNS stub refused
+	refused  int  // names the DNS stub refused
+	tainted  bool // a refused name has tainted the owning session's task
 }
 
 // egressConfig is what a server's sandbox may reach.

@@ -152,10 +152,20 @@ func (p *egressProxy) resolvable(ctx context.Context, name string) string {
 // refuseName records a refused name (up to dnsRefusalsRecorded per
 // sandbox) and taints the task.
 func (p *egressProxy) refuseName(ctx context.Context, name, qtype, why string) {
+	c := p.owner()
 	p.mu.Lock()
 	p.refused++
 	n := p.refused
+	// The first refusal while an agent's session owns the process taints
+	// its task, whatever the record cap and earlier orphan refusals.
+	taint := c != nil && !p.tainted
+	if taint {
+		p.tainted = true
+	}
 	p.mu.Unlock()
+	if taint {
+		defer p.g.distrust(ctx, c.id.String(), c.claims.Task, p.server, "the sandbox's DNS stub refused the name "+name)
+	}
 	if n > dnsRefusalsRecorded+1 {
 		return
 	}
@@ -167,7 +177,6 @@ func (p *egressProxy) refuseName(ctx context.Context, name, qtype, why string) {
 		why = "more names refused; no more are recorded for this sandbox"
 	}
 	target := policy.Host(p.server, name).String()
-	c := p.owner()
 	if c == nil {
 		p.recordOrphan(ctx, ActionResolve, target, map[string]string{"name": name, "type": qtype})
 		return
@@ -176,9 +185,6 @@ func (p *egressProxy) refuseName(ctx context.Context, name, qtype, why string) {
 		Decision: audit.Deny, Reasons: []string{why}, Task: c.claims.Task, Detail: detail}
 	if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
 		p.g.logger.Error("could not record a refused name", "server", p.server, "err", err)
-	}
-	if n == 1 {
-		p.g.distrust(ctx, c.id.String(), c.claims.Task, p.server, "the sandbox's DNS stub refused the name "+name)
 	}
 }
 

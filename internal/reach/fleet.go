@@ -72,6 +72,10 @@ func compareReports(before, after Report) Change {
 			grown := it
 			grown.Weight = it.Weight - prev.Weight
 			c.Added = append(c.Added, grown)
+		case lostConditions(prev.Unless, it.Unless):
+			// The same reach with fewer conditions against it (a guardrail
+			// removed) is a loosening: it counts in full.
+			c.Added = append(c.Added, it)
 		}
 	}
 	for _, it := range before.Items {
@@ -80,4 +84,14 @@ func compareReports(before, after Report) Change {
 		}
 	}
 	return c
+}
+
+// lostConditions reports whether a condition of before is gone in after.
+func lostConditions(before, after []string) bool {
+	for _, u := range before {
+		if !slices.Contains(after, u) {
+			return true
+		}
+	}
+	return false
 }

@@ -401,3 +401,23 @@ func TestIndirectReach(t *testing.T) {
 		t.Fatalf("secrets %q, egress %q", r.Secrets, r.Egress)
 	}
 }
+
+// Removing a guardrail adds no item and no weight, but takes a condition
+// away from each item it guarded: the review gate counts that too.
+func TestDiffSeesARemovedGuardrail(t *testing.T) {
+	before, err := reach.All(build(t, nil).frozen, reach.Options{At: office, Manifests: build(t, nil).manifests})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw := build(t, map[string]string{"guardrail.cedar": "// removed\n"})
+	after, err := reach.All(cw.frozen, reach.Options{At: office, Manifests: cw.manifests})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := reach.Compare(before, after)
+	if d.Grew() == 0 || !slices.ContainsFunc(d.Changes, func(c reach.Change) bool {
+		return slices.ContainsFunc(c.Added, func(it reach.Item) bool { return it.Key() == `call_tool Tool::"fs/write_file"` })
+	}) {
+		t.Fatalf("removing the taint guardrail went unseen: %+v", d)
+	}
+}
