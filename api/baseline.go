@@ -10,6 +10,10 @@ type AgentBaseline struct {
 	Calls int       `json:"calls"`
 	// Tools counts allowed and denied calls by resource.
 	Tools map[string]int `json:"tools"`
+	// Shapes counts the shapes of the arguments of each resource's calls
+	// (e.g. "path=path:/srv/docs;q=str:16"); "*" marks a resource called
+	// with too many shapes to judge by.
+	Shapes map[string]map[string]int `json:"shapes,omitempty"`
 	// Hours and Weekdays count calls by UTC hour of day and weekday.
 	Hours    [24]int `json:"hours"`
 	Weekdays [7]int  `json:"weekdays"`

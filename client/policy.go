@@ -136,3 +136,10 @@ func (c *Client) AgentBaseline(ctx context.Context, name string) (api.AgentBasel
 	var out api.AgentBaseline
 	return out, c.do(ctx, http.MethodGet, "/v1/agents/"+url.PathEscape(name)+"/baseline", nil, &out)
 }
+
+// Baseline fetches the baseline of the agent with this SPIFFE ID (for
+// operators and gateways).
+func (c *Client) Baseline(ctx context.Context, agent string) (api.AgentBaseline, error) {
+	var out api.AgentBaseline
+	return out, c.do(ctx, http.MethodGet, "/v1/baselines?agent="+url.QueryEscape(agent), nil, &out)
+}

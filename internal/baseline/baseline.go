@@ -9,7 +9,6 @@ package baseline
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/api"
@@ -20,23 +19,23 @@ import (
 type Call struct {
 	Agent    string
 	Resource string // e.g. Tool::"docs/search"
-	Time     time.Time
-	Denied   bool
+	// Shape is the shape of its arguments (see Shape); empty if unknown.
+	Shape  string
+	Time   time.Time
+	Denied bool
 }
 
 // FromEvent reads a gateway decision record (gateway.call_tool, or an
 // HTTP route's); ok is false for any other event.
 func FromEvent(e audit.Event) (Call, bool) {
-	if e.Actor.Kind != audit.ActorAgent || len(e.Action) < len("gateway.") || e.Action[:len("gateway.")] != "gateway." || e.Target == "" {
+	if e.Actor.Kind != audit.ActorAgent || e.Target == "" || !slices.Contains(decisionActions, e.Action) {
 		return Call{}, false
 	}
-	switch e.Action {
-	case "gateway.call_tool", "gateway.GET", "gateway.POST", "gateway.PUT", "gateway.PATCH", "gateway.DELETE":
-	default:
-		return Call{}, false
-	}
-	return Call{Agent: e.Actor.ID, Resource: e.Target, Time: e.Time, Denied: e.Decision == audit.Deny}, true
+	return Call{Agent: e.Actor.ID, Resource: e.Target, Shape: e.Detail["shape"], Time: e.Time, Denied: e.Decision == audit.Deny}, true
 }
+
+// decisionActions are the gateway records a baseline learns from.
+var decisionActions = []string{"gateway.call_tool", "gateway.GET", "gateway.POST", "gateway.PUT", "gateway.PATCH", "gateway.DELETE"}
 
 // Config bounds learning.
 type Config struct {
@@ -52,45 +51,104 @@ var DefaultConfig = Config{MinCalls: 50, MinSpan: 24 * time.Hour}
 // Baseline is an agent's learned behaviour (the API's type).
 type Baseline = api.AgentBaseline
 
-// Learn replays an agent's calls (any order) into its baseline.
-func Learn(agent string, calls []Call, cfg Config) Baseline {
-	b := Baseline{Agent: agent, Tools: map[string]int{}}
-	hours := map[int64]int{}
-	for _, c := range calls {
-		if c.Agent != agent {
-			continue
+// maxShapes bounds the argument shapes kept per resource: a resource
+// called with more is marked as taking any shape (ShapeAny), and no shape
+// of it is novel.
+const maxShapes = 64
+
+// ShapeAny marks a resource seen with more than maxShapes shapes.
+const ShapeAny = "*"
+
+// learner is a baseline being learned, with what it needs to go on
+// learning from later events: it is what the store keeps.
+type learner struct {
+	B Baseline `json:"baseline"`
+	// ActiveHours counts the hours with calls; Hour is the newest of
+	// them (Unix hours) and HourCalls its calls so far.
+	ActiveHours int   `json:"active_hours"`
+	Hour        int64 `json:"hour"`
+	HourCalls   int   `json:"hour_calls"`
+}
+
+func newLearner(agent string) *learner {
+	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, Shapes: map[string]map[string]int{}}}
+}
+
+// add learns one call. Calls come in about the order they were made (the
+// log's); one older than the newest hour counts in that hour.
+func (l *learner) add(c Call) {
+	b := &l.B
+	t := c.Time.UTC()
+	if b.Calls == 0 || t.Before(b.Since) {
+		b.Since = t
+	}
+	if t.After(b.Until) {
+		b.Until = t
+	}
+	b.Calls++
+	b.Tools[c.Resource]++
+	b.Hours[t.Hour()]++
+	b.Weekdays[t.Weekday()]++
+	if c.Denied {
+		b.Denials++
+	}
+	if h := t.Unix() / 3600; l.ActiveHours == 0 || h > l.Hour {
+		l.ActiveHours, l.Hour, l.HourCalls = l.ActiveHours+1, h, 1
+	} else {
+		l.HourCalls++
+	}
+	b.PeakPerHour = max(b.PeakPerHour, l.HourCalls)
+	if c.Shape != "" {
+		shapes := b.Shapes[c.Resource]
+		if shapes == nil {
+			shapes = map[string]int{}
+			b.Shapes[c.Resource] = shapes
 		}
-		t := c.Time.UTC()
-		if b.Calls == 0 || t.Before(b.Since) {
-			b.Since = t
-		}
-		if t.After(b.Until) {
-			b.Until = t
-		}
-		b.Calls++
-		b.Tools[c.Resource]++
-		b.Hours[t.Hour()]++
-		b.Weekdays[t.Weekday()]++
-		hours[t.Unix()/3600]++
-		if c.Denied {
-			b.Denials++
+		switch {
+		case shapes[c.Shape] > 0 || len(shapes) < maxShapes:
+			shapes[c.Shape]++
+		default:
+			shapes[ShapeAny]++
 		}
 	}
-	for _, n := range hours {
-		b.PeakPerHour = max(b.PeakPerHour, n)
-	}
-	if len(hours) > 0 {
-		b.PerHour = float64(b.Calls) / float64(len(hours))
+}
+
+// baseline is what was learned, judged by cfg.
+func (l *learner) baseline(cfg Config) Baseline {
+	b := l.B
+	if l.ActiveHours > 0 {
+		b.PerHour = float64(b.Calls) / float64(l.ActiveHours)
 	}
 	b.Learning = b.Calls < cfg.MinCalls || b.Until.Sub(b.Since) < cfg.MinSpan
 	return b
 }
 
+// Learn replays an agent's calls (any order) into its baseline.
+func Learn(agent string, calls []Call, cfg Config) Baseline {
+	mine := make([]Call, 0, len(calls))
+	for _, c := range calls {
+		if c.Agent == agent {
+			mine = append(mine, c)
+		}
+	}
+	slices.SortStableFunc(mine, func(a, b Call) int { return a.Time.Compare(b.Time) })
+	l := newLearner(agent)
+	for _, c := range mine {
+		l.add(c)
+	}
+	return l.baseline(cfg)
+}
+
 // Recent is an agent's activity in the last hour, which a gateway keeps
 // in memory: enough to judge rate and denials without reading the store.
+// It counts by minute, so its size is fixed whatever the agent's rate.
 type Recent struct {
-	calls   []time.Time // allowed and denied, oldest first
-	denials []time.Time
+	buckets [window / time.Minute]bucket
+}
+
+type bucket struct {
+	minute         int64 // Unix minute the counts are of
+	calls, denials int
 }
 
 // window is how far back Recent looks.
@@ -98,25 +156,33 @@ const window = time.Hour
 
 // Observe adds a decided call.
 func (r *Recent) Observe(c Call) {
-	r.calls = append(r.calls, c.Time)
+	m := c.Time.Unix() / 60
+	b := &r.buckets[m%int64(len(r.buckets))]
+	if b.minute != m {
+		*b = bucket{minute: m}
+	}
+	b.calls++
 	if c.Denied {
-		r.denials = append(r.denials, c.Time)
+		b.denials++
 	}
 }
 
-// trim drops what is older than the window before now.
-func (r *Recent) trim(now time.Time) {
-	cut := now.Add(-window)
-	drop := func(ts []time.Time) []time.Time {
-		i := sort.Search(len(ts), func(i int) bool { return ts[i].After(cut) })
-		return slices.Delete(ts, 0, i)
+// last returns the calls and denials of the hour before now.
+func (r *Recent) last(now time.Time) (calls, denials int) {
+	m := now.Unix() / 60
+	for _, b := range r.buckets {
+		if b.minute > m-int64(len(r.buckets)) && b.minute <= m {
+			calls += b.calls
+			denials += b.denials
+		}
 	}
-	r.calls, r.denials = drop(r.calls), drop(r.denials)
+	return calls, denials
 }
 
 // Weights of the reasons a call is risky.
 const (
 	novelTool    = 35
+	novelShape   = 20
 	highRate     = 30
 	offHours     = 15
 	perDenial    = 10
@@ -130,34 +196,61 @@ const (
 	rareHour = 0.01
 )
 
-// Score is a call's risk, 0 to 100, and why: a tool the agent never used,
-// a rate far above its busiest hour, an hour of day it is rarely active,
-// recent denials, a tainted session. While the agent is learning, only
-// denials and taint count. The call itself is not yet in recent.
-func Score(b Baseline, recent *Recent, c Call, tainted bool) (int, []string) {
-	var score int
-	var reasons []string
-	add := func(n int, format string, args ...any) {
-		score += n
-		reasons = append(reasons, fmt.Sprintf(format, args...))
-	}
-	recent.trim(c.Time)
-	if !b.Learning {
+// The codes of a risk's reasons, which policies read in
+// context.risk_reasons.
+const (
+	ReasonNovelTool  = "novel_tool"
+	ReasonNovelArgs  = "novel_arguments"
+	ReasonHighRate   = "high_rate"
+	ReasonOffHours   = "off_hours"
+	ReasonDenials    = "denials"
+	ReasonTainted    = "tainted"
+	ReasonLearning   = "learning"    // no points: the baseline is too young to judge by
+	ReasonNoBaseline = "no_baseline" // no points: the baseline could not be read
+)
+
+// Risk is a call's risk: a score from 0 to 100, the codes of what raised
+// it (context.risk_reasons) and, for the record, why in words.
+type Risk struct {
+	Score   int
+	Reasons []string
+	Why     []string
+}
+
+func (r *Risk) add(points int, code, format string, args ...any) {
+	r.Score = min(r.Score+points, 100)
+	r.Reasons = append(r.Reasons, code)
+	r.Why = append(r.Why, fmt.Sprintf(format, args...))
+}
+
+// Score is a call's risk: a tool the agent never used (or used with
+// arguments of another shape), a rate far above
+// its busiest hour, an hour of day it is rarely active, recent denials, a
+// tainted session. While the agent is learning, only denials and taint
+// count. The call itself is not yet in recent.
+func Score(b Baseline, recent *Recent, c Call, tainted bool) Risk {
+	var r Risk
+	calls, denials := recent.last(c.Time)
+	if b.Learning {
+		r.add(0, ReasonLearning, "the baseline is still learning (%d calls)", b.Calls)
+	} else {
 		if b.Tools[c.Resource] == 0 {
-			add(novelTool, "novel tool %s", c.Resource)
+			r.add(novelTool, ReasonNovelTool, "novel tool %s", c.Resource)
+		} else if known := b.Shapes[c.Resource]; c.Shape != "" && len(known) > 0 && known[c.Shape] == 0 && known[ShapeAny] == 0 {
+			r.add(novelShape, ReasonNovelArgs, "arguments shaped %s, never seen for %s", c.Shape, c.Resource)
 		}
-		if n := len(recent.calls) + 1; float64(n) > rateFactor*float64(b.PeakPerHour) {
-			add(highRate, "%d calls in the last hour, over %d× its busiest learned hour (%d)", n, rateFactor, b.PeakPerHour)
+		if n := calls + 1; float64(n) > rateFactor*float64(b.PeakPerHour) {
+			r.add(highRate, ReasonHighRate, "%d calls in the last hour, over %d× its busiest learned hour (%d)", n, rateFactor, b.PeakPerHour)
 		}
 		if h := c.Time.UTC().Hour(); float64(b.Hours[h]) < rareHour*float64(b.Calls) {
-			add(offHours, "off-profile hour %02d:00 UTC (%d of %d learned calls)", h, b.Hours[h], b.Calls)
+			r.add(offHours, ReasonOffHours, "off-profile hour %02d:00 UTC (%d of %d learned calls)", h, b.Hours[h], b.Calls)
 		}
 	}
-	if n := len(recent.denials); n > 0 {
-		add(min(n*perDenial, maxDenials), "%d denials in the last hour", n)
+	if n := denials; n > 0 {
+		r.add(min(n*perDenial, maxDenials), ReasonDenials, "%d denials in the last hour", n)
 	}
 	if tainted {
-		add(taintedScore, "the session has read untrusted output")
+		r.add(taintedScore, ReasonTainted, "the session has read untrusted output")
 	}
-	return min(score, 100), reasons
+	return r
 }

@@ -1,7 +1,10 @@
 package baseline_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,9 +66,9 @@ func TestScoreByReplay(t *testing.T) {
 	var recent baseline.Recent
 	for _, c := range history(2) {
 		c.Time = c.Time.AddDate(0, 0, 14)
-		if s, reasons := baseline.Score(b, &recent, c, false); s > worst && !c.Denied {
-			worst = s
-			t.Logf("highest so far %d: %v", s, reasons)
+		if r := baseline.Score(b, &recent, c, false); r.Score > worst && !c.Denied {
+			worst = r.Score
+			t.Logf("highest so far %d: %v", r.Score, r.Why)
 		}
 		recent.Observe(c)
 	}
@@ -81,20 +84,21 @@ func TestScoreByReplay(t *testing.T) {
 		taint  bool
 		min    int
 		reason string
+		code   string
 	}{
-		{"a new tool", nil, baseline.Call{Agent: alpha, Resource: `Tool::"vault/get_secret"`, Time: monday10}, false, 35, "novel tool"},
-		{"off hours", nil, baseline.Call{Agent: alpha, Resource: search, Time: monday10.Add(-7 * time.Hour)}, false, 15, "off-profile hour 03:00"},
+		{"a new tool", nil, baseline.Call{Agent: alpha, Resource: `Tool::"vault/get_secret"`, Time: monday10}, false, 35, "novel tool", baseline.ReasonNovelTool},
+		{"off hours", nil, baseline.Call{Agent: alpha, Resource: search, Time: monday10.Add(-7 * time.Hour)}, false, 15, "off-profile hour 03:00", baseline.ReasonOffHours},
 		{"ten times the rate", func(r *baseline.Recent) {
 			for i := range 80 {
 				r.Observe(baseline.Call{Agent: alpha, Resource: read, Time: monday10.Add(-time.Duration(80-i) * 30 * time.Second)})
 			}
-		}, baseline.Call{Agent: alpha, Resource: read, Time: monday10}, false, 30, "calls in the last hour"},
+		}, baseline.Call{Agent: alpha, Resource: read, Time: monday10}, false, 30, "calls in the last hour", baseline.ReasonHighRate},
 		{"denied again and again", func(r *baseline.Recent) {
 			for i := range 5 {
 				r.Observe(baseline.Call{Agent: alpha, Resource: `Tool::"docs/delete_page"`, Time: monday10.Add(-time.Duration(5-i) * time.Minute), Denied: true})
 			}
-		}, baseline.Call{Agent: alpha, Resource: search, Time: monday10}, false, 30, "5 denials"},
-		{"tainted, at night, a new tool", nil, baseline.Call{Agent: alpha, Resource: `Tool::"billing/refunds"`, Time: monday10.Add(13 * time.Hour)}, true, 70, "untrusted output"},
+		}, baseline.Call{Agent: alpha, Resource: search, Time: monday10}, false, 30, "5 denials", baseline.ReasonDenials},
+		{"tainted, at night, a new tool", nil, baseline.Call{Agent: alpha, Resource: `Tool::"billing/refunds"`, Time: monday10.Add(13 * time.Hour)}, true, 70, "untrusted output", baseline.ReasonTainted},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -102,9 +106,9 @@ func TestScoreByReplay(t *testing.T) {
 			if c.before != nil {
 				c.before(&r)
 			}
-			s, reasons := baseline.Score(b, &r, c.call, c.taint)
-			if s < c.min || !strings.Contains(strings.Join(reasons, "; "), c.reason) {
-				t.Fatalf("score %d %v, want at least %d with %q", s, reasons, c.min, c.reason)
+			got := baseline.Score(b, &r, c.call, c.taint)
+			if got.Score < c.min || !strings.Contains(strings.Join(got.Why, "; "), c.reason) || !slices.Contains(got.Reasons, c.code) {
+				t.Fatalf("score %+v, want at least %d with %q (%s)", got, c.min, c.reason, c.code)
 			}
 		})
 	}
@@ -113,8 +117,8 @@ func TestScoreByReplay(t *testing.T) {
 	for i := range 80 {
 		r.Observe(baseline.Call{Agent: alpha, Resource: read, Time: monday10.Add(time.Duration(i) * 30 * time.Second)})
 	}
-	if s, reasons := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: read, Time: monday10.Add(2 * time.Hour)}, false); s != 0 {
-		t.Fatalf("an hour after a burst: %d %v", s, reasons)
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: read, Time: monday10.Add(2 * time.Hour)}, false); got.Score != 0 || len(got.Reasons) != 0 {
+		t.Fatalf("an hour after a burst: %+v", got)
 	}
 }
 
@@ -123,11 +127,11 @@ func TestScoreByReplay(t *testing.T) {
 func TestLearningScoresOnlyWhatNeedsNoBaseline(t *testing.T) {
 	b := baseline.Learn(alpha, nil, baseline.DefaultConfig)
 	var r baseline.Recent
-	if s, reasons := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: `Tool::"vault/get_secret"`, Time: start.Add(3 * time.Hour)}, false); s != 0 {
-		t.Fatalf("a new agent scored %d %v", s, reasons)
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: `Tool::"vault/get_secret"`, Time: start.Add(3 * time.Hour)}, false); got.Score != 0 || !slices.Equal(got.Reasons, []string{baseline.ReasonLearning}) {
+		t.Fatalf("a new agent scored %+v", got)
 	}
-	if s, _ := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: search, Time: start}, true); s != 20 {
-		t.Fatalf("taint while learning: %d", s)
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: search, Time: start}, true); got.Score != 20 {
+		t.Fatalf("taint while learning: %+v", got)
 	}
 }
 
@@ -169,5 +173,132 @@ func BenchmarkScore(b *testing.B) {
 			baseline.Learn(alpha, calls, baseline.DefaultConfig)
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(calls)), "ns/call")
+	})
+}
+
+func TestShape(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`{"path":"/srv/docs/a.md"}`, "path=path:/srv/docs"},
+		{`{"path":"/srv/docs/deep/b.md"}`, "path=path:/srv/docs"},
+		{`{"path":"/srv/a"}`, "path=path:/srv"},
+		{`{"path":"/home/u/.ssh/id_rsa"}`, "path=path:/home/u"},
+		{`{"query":"q","limit":3}`, "limit=num;query=str:16"},
+		{`{"query":"` + strings.Repeat("w", 300) + `"}`, "query=str:long"},
+		{`{"url":"https://evil.example/x?y"}`, "url=url:https://evil.example"},
+		{`{"opts":{"a":1},"tags":[],"on":true,"n":null}`, "n=null;on=bool;opts=obj;tags=arr"},
+		{`{}`, ""}, {``, ""}, {`[1]`, ""}, {`{"broken"`, ""},
+	} {
+		if got := baseline.Shape([]byte(c.in)); got != c.want {
+			t.Errorf("Shape(%s) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// An agent that reads its docs starts reading elsewhere with the same
+// tool: the tool is not new, its arguments' shape is.
+func TestNovelArgumentShape(t *testing.T) {
+	var calls []baseline.Call
+	for _, c := range history(1) {
+		c.Shape = "path=path:/srv/docs"
+		calls = append(calls, c)
+	}
+	b := baseline.Learn(alpha, calls, baseline.DefaultConfig)
+	at := start.AddDate(0, 0, 21).Add(10 * time.Hour)
+	var r baseline.Recent
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: read, Shape: "path=path:/srv/docs", Time: at}, false); got.Score != 0 {
+		t.Fatalf("the usual shape: %+v", got)
+	}
+	got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: read, Shape: "path=path:/home/u", Time: at}, false)
+	if got.Score != 20 || !slices.Equal(got.Reasons, []string{baseline.ReasonNovelArgs}) {
+		t.Fatalf("a new shape: %+v", got)
+	}
+}
+
+// A resource called with too many shapes to judge by takes any.
+func TestTooManyShapes(t *testing.T) {
+	var calls []baseline.Call
+	for i, c := range history(1) {
+		c.Shape = fmt.Sprintf("q=%d", i)
+		calls = append(calls, c)
+	}
+	b := baseline.Learn(alpha, calls, baseline.DefaultConfig)
+	if len(b.Shapes[search]) != 65 || b.Shapes[search][baseline.ShapeAny] == 0 {
+		t.Fatalf("%d shapes of search", len(b.Shapes[search]))
+	}
+	var r baseline.Recent
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: search, Shape: "q=new", Time: start.AddDate(0, 0, 21).Add(10 * time.Hour)}, false); got.Score != 0 {
+		t.Fatalf("any shape: %+v", got)
+	}
+}
+
+// Shaping a call's arguments is in the gateway's hot path too: beside
+// decoding them with encoding/json alone, in one run.
+func BenchmarkShape(b *testing.B) {
+	in := []byte(`{"path":"/srv/docs/guide.md","limit":20,"query":"release notes for the gateway"}`)
+	b.Run("shape", func(b *testing.B) {
+		for b.Loop() {
+			baseline.Shape(in)
+		}
+	})
+	b.Run("json-decode", func(b *testing.B) {
+		for b.Loop() {
+			var m map[string]any
+			_ = json.Unmarshal(in, &m)
+		}
+	})
+}
+
+// Shape reads arguments without decoding them; for any valid object it
+// must agree with a reading by encoding/json.
+func FuzzShape(f *testing.F) {
+	for _, s := range []string{`{"path":"/srv/docs/a.md"}`, `{"q":"a\"b","n":1.5e3,"o":{"x":[1,"]"]}}`, `{"k\u00e9":"\u002fetc/x"}`, `{}`, `[]`, `{"a":}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got := baseline.Shape(in)
+		var m map[string]json.RawMessage
+		if !json.Valid(in) || json.Unmarshal(in, &m) != nil {
+			return
+		}
+		if strings.Count(got, "=") != min(len(m), 16) && got != "" {
+			return // duplicate names: encoding/json keeps one
+		}
+		names := make([]string, 0, len(m))
+		for k := range m {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		if len(names) > 16 {
+			names = names[:16]
+		}
+		var want []string
+		for _, k := range names {
+			v := m[k]
+			var kind string
+			switch v[0] {
+			case '{':
+				kind = "obj"
+			case '[':
+				kind = "arr"
+			case 't', 'f':
+				kind = "bool"
+			case 'n':
+				kind = "null"
+			case '"':
+				var s string
+				_ = json.Unmarshal(v, &s)
+				kind = baseline.Shape([]byte(`{"x":` + string(v) + `}`))[2:]
+				_ = s
+			default:
+				kind = "num"
+			}
+			if len(k) > 32 {
+				k = k[:32]
+			}
+			want = append(want, k+"="+kind)
+		}
+		if w := strings.Join(want, ";"); got != w {
+			t.Fatalf("Shape(%q) = %q, encoding/json reads %q", in, got, w)
+		}
 	})
 }

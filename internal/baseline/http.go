@@ -2,11 +2,17 @@ package baseline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
@@ -17,40 +23,106 @@ type Agents interface {
 	GetAgent(ctx context.Context, name string) (identity.Agent, error)
 }
 
-// decisionActions are the gateway records a baseline learns from.
-var decisionActions = []string{"gateway.call_tool", "gateway.GET", "gateway.POST", "gateway.PUT", "gateway.PATCH", "gateway.DELETE"}
-
-// Of learns the baseline of a registered agent from the audit log.
-func Of(ctx context.Context, agents Agents, events audit.Reader, name string, cfg Config) (Baseline, error) {
+// Of learns the baseline of a registered agent.
+func Of(ctx context.Context, agents Agents, src Source, name string) (Baseline, error) {
 	a, err := agents.GetAgent(ctx, name)
 	if err != nil {
 		return Baseline{}, err
 	}
-	rows, err := events.Events(ctx, audit.Query{AfterSeq: -1, Subject: a.SPIFFEID, Actions: decisionActions})
+	return src.Baseline(ctx, a.SPIFFEID)
+}
+
+// Store keeps what was learned of each agent (*store.DB), so that the
+// next read replays only the events after it — and baselines outlive the
+// events, once the log is pruned.
+type Store interface {
+	Baseline(ctx context.Context, agent string) (state []byte, through int64, err error)
+	PutBaseline(ctx context.Context, agent string, through int64, state []byte, at time.Time) error
+}
+
+// StoredSource learns baselines from the audit log, from where the
+// stored state left off, and stores what it learned (a Source).
+type StoredSource struct {
+	Store  Store
+	Events audit.Reader
+	Config Config
+	Clock  clock.Clock
+	Logger *slog.Logger
+}
+
+// replayBatch is how many events a read replays at a time.
+const replayBatch = 5000
+
+// Baseline replays the decision records of the agent with this SPIFFE ID
+// after its stored state, and stores the result. Failing to store it is
+// logged, not returned: the baseline learned is right either way.
+func (s StoredSource) Baseline(ctx context.Context, agent string) (Baseline, error) {
+	raw, through, err := s.Store.Baseline(ctx, agent)
 	if err != nil {
-		return Baseline{}, fmt.Errorf("baseline: audit log: %w", err)
+		return Baseline{}, fmt.Errorf("baseline: %w", err)
 	}
-	calls := make([]Call, 0, len(rows))
-	for _, r := range rows {
-		e, err := audit.EventFromRow(r)
+	l := newLearner(agent)
+	if raw != nil {
+		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.Shapes == nil {
+			// Not a state this version can continue: learn anew.
+			s.Logger.Warn("stored baseline unreadable; learning it again from the log", "agent", agent, "err", err)
+			l, through = newLearner(agent), -1
+		}
+	}
+	from := through
+	for {
+		rows, err := s.Events.Events(ctx, audit.Query{AfterSeq: through, Subject: agent, Actions: decisionActions, Limit: replayBatch})
 		if err != nil {
 			return Baseline{}, fmt.Errorf("baseline: audit log: %w", err)
 		}
-		if c, ok := FromEvent(e); ok {
-			calls = append(calls, c)
+		for _, r := range rows {
+			e, err := audit.EventFromRow(r)
+			if err != nil {
+				return Baseline{}, fmt.Errorf("baseline: audit log: %w", err)
+			}
+			if c, ok := FromEvent(e); ok && c.Agent == agent {
+				l.add(c)
+			}
+			through = r.Seq
+		}
+		if len(rows) < replayBatch {
+			break
 		}
 	}
-	return Learn(a.SPIFFEID, calls, cfg), nil
+	if through > from {
+		state, err := json.Marshal(l)
+		if err == nil {
+			err = s.Store.PutBaseline(ctx, agent, through, state, s.Clock.Now())
+		}
+		if err != nil {
+			s.Logger.Warn("could not store a baseline", "agent", agent, "err", err)
+		}
+	}
+	return l.baseline(s.Config), nil
 }
 
-// Routes registers GET /v1/agents/{name}/baseline, for operators only.
-func Routes(mux *http.ServeMux, guard peer.Guard, agents Agents, events audit.Reader, logger *slog.Logger) {
-	mux.Handle("GET /v1/agents/{name}/baseline", guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := Of(r.Context(), agents, events, r.PathValue("name"), DefaultConfig)
+// Routes registers GET /v1/agents/{name}/baseline, for operators, and
+// GET /v1/baselines?agent=SPIFFE-ID for the callers readers admits
+// (operators and the gateways, which score calls against baselines).
+func Routes(mux *http.ServeMux, guard peer.Guard, readers peer.Rule, agents Agents, src Source, logger *slog.Logger) {
+	answer := func(w http.ResponseWriter, r *http.Request, b Baseline, err error) {
 		if err != nil {
 			httpx.WriteError(w, r, logger, err)
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, b)
+	}
+	mux.Handle("GET /v1/agents/{name}/baseline", guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := Of(r.Context(), agents, src, r.PathValue("name"))
+		answer(w, r, b, err)
+	})))
+	mux.Handle("GET /v1/baselines", guard.Require(readers, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := spiffeid.FromString(r.URL.Query().Get("agent"))
+		if err != nil {
+			answer(w, r, Baseline{}, fmt.Errorf("%w: agent must be a SPIFFE ID: %w", fault.Invalid, err))
+			return
+		}
+		b, err := src.Baseline(r.Context(), id.String())
+		answer(w, r, b, err)
 	})))
 }

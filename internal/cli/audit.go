@@ -36,6 +36,7 @@ type auditServeOptions struct {
 	interval      time.Duration
 	webhook       string
 	webhookFormat string
+	alertWebhook  string
 	witnessURL    string
 }
 
@@ -44,12 +45,13 @@ func (o *auditServeOptions) flags(f *pflag.FlagSet) {
 	f.DurationVar(&o.interval, "audit-checkpoint-interval", 0, "sign an audit checkpoint at least this often while the log grows (default 5s)")
 	f.StringVar(&o.webhook, "audit-webhook", "", "stream every audit event to this URL (POSTed JSON lines, retried until acknowledged)")
 	f.StringVar(&o.webhookFormat, "audit-webhook-format", "ocsf", "audit webhook line format: ocsf or json")
+	f.StringVar(&o.alertWebhook, "alert-webhook", "", "send the gateways' anomaly records (OCSF Detection Findings) to this URL, retried until acknowledged")
 	f.StringVar(&o.witnessURL, "audit-witness-url", "", "POST every newly signed audit checkpoint (a signed note) to this URL, a copy outside the database")
 }
 
 func (o auditServeOptions) apply(cfg *server.Config) {
 	cfg.AuditCheckpointEvery, cfg.AuditCheckpointInterval = o.every, o.interval
-	cfg.AuditWebhook, cfg.AuditWebhookFormat, cfg.AuditWitnessURL = o.webhook, o.webhookFormat, o.witnessURL
+	cfg.AuditWebhook, cfg.AuditWebhookFormat, cfg.AuditWitnessURL, cfg.AlertWebhook = o.webhook, o.webhookFormat, o.witnessURL, o.alertWebhook
 }
 
 func (e *env) auditCmd() *cobra.Command {

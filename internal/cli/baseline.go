@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -13,8 +14,9 @@ func (e *env) agentBaselineCmd() *cobra.Command {
 		Use:   "baseline NAME",
 		Short: "Show an agent's behaviour learned from the audit log",
 		Long: `Replay the gateway's decision records of an agent into its baseline: the
-tools it calls, how often (per active hour and at its busiest), at which
-UTC hours and weekdays, and how often it is denied. Until it has 50 calls
+tools it calls and the shapes of their arguments, how often (per active
+hour and at its busiest), at which UTC hours and weekdays, and how often
+it is denied. Until it has 50 calls
 over a day it is learning. See docs/baselines.md.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -42,9 +44,9 @@ over a day it is learning. See docs/baselines.md.`,
 			slices.Sort(tools)
 			var rows [][]string
 			for _, t := range tools {
-				rows = append(rows, []string{t, fmt.Sprint(b.Tools[t])})
+				rows = append(rows, []string{t, fmt.Sprint(b.Tools[t]), shapes(b.Shapes[t])})
 			}
-			if err := table(e.stdout, []string{"RESOURCE", "CALLS"}, rows); err != nil {
+			if err := table(e.stdout, []string{"RESOURCE", "CALLS", "ARGUMENT SHAPES"}, rows); err != nil {
 				return err
 			}
 			fmt.Fprint(e.stdout, "hours (UTC):")
@@ -59,4 +61,25 @@ over a day it is learning. See docs/baselines.md.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// shapes lists a resource's argument shapes, the most used first (at most
+// three, and how many more).
+func shapes(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			return m[b] - m[a]
+		}
+		return strings.Compare(a, b)
+	})
+	out := keys[:min(3, len(keys))]
+	s := strings.Join(out, ", ")
+	if more := len(keys) - len(out); more > 0 {
+		s += fmt.Sprintf(" (+%d)", more)
+	}
+	return s
 }

@@ -64,7 +64,7 @@ cases:
 		stderr string
 	}{
 		{"examples pass", []string{"policy", "test", examples + "/tests/live.yaml", examples + "/tests/candidate.yaml"}, 0,
-			[]string{"ok    ", "21 of 21 cases passed"}, ""},
+			[]string{"ok    ", "24 of 24 cases passed"}, ""},
 		{"failures exit 1", []string{"policy", "test", failing}, 1,
 			[]string{"ok    " + failing + ": passes", "FAIL  " + failing + ": wrong expectation\n      got deny, want allow",
 				"determining policies [reader-docs], want [admin-all]", "1 of 3 cases passed"}, "2 policy test case(s) failed"},
@@ -114,7 +114,7 @@ func TestPolicyLifecycleThroughTheCLI(t *testing.T) {
 	if out := must("tool", "list"); !strings.Contains(strings.Join(strings.Fields(out), " "), `Tool::"docs/delete_page" high false`) {
 		t.Fatalf("tool list: %s", out)
 	}
-	if out := must("policy", "apply", "-f", examples+"/live", "--description", "first"); !strings.Contains(out, "applied version 1 (8 policies from 2 files") {
+	if out := must("policy", "apply", "-f", examples+"/live", "--description", "first"); !strings.Contains(out, "applied version 1 (9 policies from 2 files") {
 		t.Fatalf("apply: %s", out)
 	}
 
@@ -133,14 +133,14 @@ func TestPolicyLifecycleThroughTheCLI(t *testing.T) {
 
 	out := must("policy", "explain", "--principal", "alpha", "--action", "call_tool", "--resource", `Tool::"files/read_file"`,
 		"--context", `{"risk": 0, "tainted": false, "input": {"path": "/etc/passwd"}}`)
-	for _, want := range []string{"DENY", "forbid forbid-etc (guardrails.cedar:", `context.input.path like "/etc/*"`, "of 8 policies"} {
+	for _, want := range []string{"DENY", "forbid forbid-etc (guardrails.cedar:", `context.input.path like "/etc/*"`, "of 9 policies"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain lacks %q:\n%s", want, out)
 		}
 	}
 
 	must("policy", "apply", "--shadow", "-f", examples+"/candidate")
-	if out := strings.Join(strings.Fields(must("policy", "versions")), " "); !strings.Contains(out, "1 live 8") || !strings.Contains(out, "2 shadow 9") {
+	if out := strings.Join(strings.Fields(must("policy", "versions")), " "); !strings.Contains(out, "1 live 9") || !strings.Contains(out, "2 shadow 10") {
 		t.Fatalf("versions: %s", out)
 	}
 	if out := must("policy", "shadow-report"); !strings.Contains(out, "shadow version 2: 0 requests evaluated, 0 would flip") {

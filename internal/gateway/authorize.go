@@ -40,6 +40,7 @@ type action struct {
 type authorized struct {
 	decisionID string
 	grants     []string // the names of the grants that allowed it
+	granted    []TaskGrant
 	// record, for a call the catalog declares read-only, is its decision
 	// record still being written: the call may be forwarded meanwhile,
 	// but no answer is released until it is durable.
@@ -125,6 +126,10 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 			extra = withDetail(extra, "grant", grantIDs(grants))
 		}
 	}
+	if a.cont == nil {
+		// One observation per call: a next round (MRTR) is the same call.
+		g.observeRisk(ctx, c, a.server.Name, a.name, a.resource, d.ID, !d.Allowed, c.risk)
+	}
 	if !d.Allowed {
 		if rec := g.recordDecision(ctx, c, a.server.Name, a.name, a.resource, a.input, d, latency, reasons, extra); rec != nil {
 			g.logger.Error("could not record a denial", "err", rec)
@@ -151,6 +156,7 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 	for _, gr := range grants {
 		ok.grants = append(ok.grants, gr.Name)
 	}
+	ok.granted = grants
 	if a.cont != nil {
 		// The next round of a call already counted: taint only.
 		ok.decisionID, ok.grants = a.cont.call, a.cont.grants
@@ -278,14 +284,20 @@ func (g *Gateway) spendGrant(ctx context.Context, c *caller, grants []TaskGrant,
 	return last
 }
 
-// decide asks the PDP; any error denies.
+// decide asks the PDP, with the request's risk (kept as c.risk); any
+// error denies.
 func (g *Gateway) decide(ctx context.Context, c *caller, action string, resource cedar.EntityUID, input json.RawMessage) (policy.Decision, time.Duration, error) {
 	start := time.Now()
 	q := Decision{Agent: c.id, Action: action, Resource: resource, Input: input}
 	if c.task != nil {
 		q.Task, q.Manifest, q.Tainted, q.Grants = c.task.ID, c.task.Manifest, c.task.Tainted, c.grantNames(g.deps.Clock.Now())
 	}
+	c.risk = g.riskOf(ctx, c, resource, input)
+	q.Risk, q.RiskReasons = c.risk.Score, c.risk.Reasons
 	d, err := g.deps.Decider.Decide(ctx, q)
+	if err == nil {
+		g.sawVersion(d.Version)
+	}
 	return d, time.Since(start), err
 }
 
@@ -301,6 +313,12 @@ func (g *Gateway) recordDecision(ctx context.Context, c *caller, server, action 
 		"policy_version": strconv.FormatInt(d.Version, 10), "latency_us": strconv.FormatInt(latency.Microseconds(), 10)}
 	for k, v := range extra {
 		detail[k] = v
+	}
+	if c.risk.Score > 0 || len(c.risk.Reasons) > 0 {
+		riskDetail(detail, c.risk)
+	}
+	if c.shape != "" {
+		detail["shape"] = c.shape
 	}
 	if age, stale := g.deps.Revocations.Stale(); stale {
 		// Decided while no control plane answered the feed: a revocation

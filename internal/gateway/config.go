@@ -33,6 +33,15 @@ type Config struct {
 	// Sensitive bounds what an agent reads from sensitive tools in total,
 	// across servers, in budgets that do not refill.
 	Sensitive Sensitive `yaml:"sensitive"`
+	// Risk configures the risk score of each call (context.risk).
+	Risk Risk `yaml:"risk"`
+}
+
+// Risk configures scoring calls against agents' baselines.
+type Risk struct {
+	// AlertAt is the score at which a call is recorded as an anomaly
+	// (gateway.anomaly); default 60, -1 for never.
+	AlertAt int `yaml:"alert_at"`
 }
 
 // Sensitive bounds what an agent reads from the tools and routes whose
@@ -266,6 +275,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Sensitive.BytesPerTask < 0 || c.Sensitive.BytesPerAgentDay < 0 || c.Sensitive.ResourcesPerTask < 0 || c.Sensitive.ResourcesPerAgentDay < 0 {
 		bad("sensitive limits must not be negative")
+	}
+	if c.Risk.AlertAt < -1 || c.Risk.AlertAt > 100 {
+		bad("risk.alert_at %d must be from 0 to 100, or -1 for never", c.Risk.AlertAt)
 	}
 	seen := map[string]bool{}
 	for i := range c.Servers {

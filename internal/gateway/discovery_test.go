@@ -22,6 +22,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
@@ -64,7 +65,7 @@ func testGateway(t *testing.T, resource string) *Gateway {
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	g, err := New(cfg, Deps{Verifier: &Verifier{Issuer: "https://cp.example", Audience: cfg.Resource, Keys: staticKeys{}, Clock: clock.Real{}},
-		Revocations: NewRevocations(logger), Decider: denyAll{}, Audit: discardRecorder{}, Budgets: &budget.Memory{}, Clock: clock.Real{}, Logger: logger,
+		Revocations: NewRevocations(logger), Decider: denyAll{}, Audit: discardRecorder{}, Budgets: &budget.Memory{}, Baselines: noBaselines, Clock: clock.Real{}, Logger: logger,
 		AuthorizationServer: "https://cp.example"})
 	if err != nil {
 		t.Fatal(err)
@@ -277,3 +278,8 @@ func TestWithServerAudienceOnlyForThatKindOfServer(t *testing.T) {
 		}
 	}
 }
+
+// noBaselines: every agent is still learning.
+var noBaselines = baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+	return baseline.Learn(agent, nil, baseline.DefaultConfig), nil
+})

@@ -10,3 +10,6 @@ import (
 func SetLookup(g *Gateway, f func(ctx context.Context, network, host string) ([]netip.Addr, error)) {
 	g.lookup = f
 }
+
+// OpenStreams is how many forwarded requests g keeps under their decision.
+func OpenStreams(g *Gateway) int { return g.streams.count() }

@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
@@ -28,6 +30,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
@@ -57,6 +60,10 @@ type Decision struct {
 	Grants   []string
 	// Input is the call's arguments as a JSON object.
 	Input json.RawMessage
+	// Risk is the request's risk score (0–100) and RiskReasons the
+	// codes of its reasons.
+	Risk        int
+	RiskReasons []string
 }
 
 // Decider answers decisions: the PDP in process (PDPDecider) or the
@@ -75,7 +82,8 @@ func (p PDPDecider) Decide(ctx context.Context, d Decision) (policy.Decision, er
 		return policy.Decision{}, err
 	}
 	return p.PDP.Decide(ctx, policy.Request{Principal: policy.Agent(d.Agent), Action: policy.Action(d.Action),
-		Resource: d.Resource, Context: policy.Context{Task: d.Task, Manifest: d.Manifest, Tainted: d.Tainted, Grants: d.Grants, Input: in}})
+		Resource: d.Resource, Context: policy.Context{Task: d.Task, Manifest: d.Manifest, Tainted: d.Tainted, Grants: d.Grants, Input: in,
+			Risk: int64(d.Risk), RiskReasons: d.RiskReasons}})
 }
 
 // Deps are the gateway's dependencies; all are required except Secrets,
@@ -91,8 +99,11 @@ type Deps struct {
 	// Budgets spends the budget counters every gateway shares (the
 	// control plane's store, directly or through its API).
 	Budgets budget.Store
-	Clock   clock.Clock
-	Logger  *slog.Logger
+	// Baselines are the agents' learned baselines each call's risk is
+	// scored against (the audit log, directly or through the API).
+	Baselines baseline.Source
+	Clock     clock.Clock
+	Logger    *slog.Logger
 	// AuthorizationServer is the control plane's issuer URL, advertised in
 	// the protected resource metadata.
 	AuthorizationServer string
@@ -112,6 +123,14 @@ type Gateway struct {
 	closers  []io.Closer
 	// lookup resolves the names a sandbox's DNS stub answers.
 	lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	risk   *baseline.Tracker
+	// streams are the forwarded requests whose answers still flow, and
+	// version the newest policy version a decision answered with.
+	streams *streams
+	version atomic.Int64
+	// stop ends the gateway's own goroutines, on Close.
+	stop      chan struct{}
+	closeOnce sync.Once
 }
 
 type runtime struct {
@@ -122,12 +141,17 @@ type runtime struct {
 
 // New builds a gateway for cfg (validated by ParseConfig or Validate).
 func New(cfg *Config, deps Deps) (*Gateway, error) {
-	if deps.Verifier == nil || deps.Revocations == nil || deps.Decider == nil || deps.Audit == nil || deps.Budgets == nil || deps.Clock == nil || deps.Logger == nil {
-		return nil, errors.New("gateway: verifier, revocations, decider, audit log, budgets, clock and logger are required")
+	if deps.Verifier == nil || deps.Revocations == nil || deps.Decider == nil || deps.Audit == nil || deps.Budgets == nil ||
+		deps.Baselines == nil || deps.Clock == nil || deps.Logger == nil {
+		return nil, errors.New("gateway: verifier, revocations, decider, audit log, budgets, baselines, clock and logger are required")
 	}
 	g := &Gateway{cfg: cfg, deps: deps, logger: deps.Logger, servers: map[string]*runtime{},
 		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource, sensitive: cfg.Sensitive},
-		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock), lookup: net.DefaultResolver.LookupNetIP}
+		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock), lookup: net.DefaultResolver.LookupNetIP,
+		risk:    baseline.NewTracker(baseline.TrackerConfig{Source: deps.Baselines, Clock: deps.Clock, Logger: deps.Logger, AlertAt: cfg.Risk.AlertAt}),
+		streams: newStreams(), stop: make(chan struct{})}
+	g.streams.check = g.recheck
+	deps.Revocations.OnChange(g.changed)
 	if deps.Tasks != nil {
 		g.tasks = newTaskCache(deps.Tasks, deps.Clock, nil)
 	}
@@ -173,11 +197,16 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 	return g, nil
 }
 
-// Close stops stdio servers.
+// Close stops stdio servers and the gateway's own goroutines.
 func (g *Gateway) Close() {
-	for _, c := range g.closers {
-		_ = c.Close()
-	}
+	g.closeOnce.Do(func() {
+		if g.stop != nil {
+			close(g.stop)
+		}
+		for _, c := range g.closers {
+			_ = c.Close()
+		}
+	})
 }
 
 // Config is the gateway's configuration.
@@ -238,6 +267,10 @@ type caller struct {
 	// that allowed the first round of the multi round-trip call it
 	// continues.
 	carried []string
+	// risk is the risk of the caller's last decided request, and shape
+	// the shape of its arguments.
+	risk  baseline.Risk
+	shape string
 }
 
 func (c *caller) actor() audit.Actor { return audit.Actor{Kind: audit.ActorAgent, ID: c.id.String()} }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
@@ -57,6 +59,7 @@ type harness struct {
 	Rec   *recorder
 	Dec   *decider
 	G     *gateway.Gateway
+	Rev   *gateway.Revocations
 
 	ca     *ca.Authority
 	signer jose.Signer
@@ -129,11 +132,53 @@ func (r *recorder) actions() []string {
 type decider struct {
 	readOnly    map[string]bool
 	sensitivity map[string]string
+	// denied tools are denied; at a risk of denyAt or more (when set),
+	// everything is.
+	denied map[string]bool
+	denyAt int
+	// baselines are the agents' learned baselines (default: none yet).
+	baselines baseline.Source
+	// risks sees the risk of each decision.
+	mu    sync.Mutex
+	risks []gateway.Decision
 }
 
 func (d *decider) Decide(_ context.Context, q gateway.Decision) (policy.Decision, error) {
 	_, tool, _ := strings.Cut(string(q.Resource.ID), "/")
+	d.mu.Lock()
+	d.risks = append(d.risks, q)
+	denied := d.denied[tool] || (d.denyAt > 0 && q.Risk >= d.denyAt)
+	d.mu.Unlock()
+	if denied {
+		return policy.Decision{ID: "d-" + tool, Version: 1}, nil
+	}
 	return policy.Decision{ID: "d-" + tool, Allowed: true, Version: 1, ReadOnly: d.readOnly[tool], Sensitivity: d.sensitivity[tool]}, nil
+}
+
+// deny denies tool from now on ("" is a server's own resource).
+func (d *decider) deny(tool string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.denied == nil {
+		d.denied = map[string]bool{}
+	}
+	d.denied[tool] = true
+}
+
+// decided returns the decisions asked for so far.
+func (d *decider) decided() []gateway.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.risks)
+}
+
+func (d *decider) source() baseline.Source {
+	if d.baselines != nil {
+		return d.baselines
+	}
+	return baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+		return baseline.Learn(agent, nil, baseline.DefaultConfig), nil
+	})
 }
 
 type keys struct{ pub crypto.PublicKey }
@@ -192,7 +237,7 @@ servers:
 	g, err := gateway.New(cfg, gateway.Deps{
 		Verifier:    &gateway.Verifier{Issuer: harnessIssuer, Audience: harnessResource, Keys: keys{signKey.Public()}, Clock: clk},
 		Revocations: rev, Decider: dec, Audit: rec, Secrets: secrets{"files": harnessSecret},
-		Budgets: &budget.Memory{}, Clock: clk, Logger: storetest.Logger(t), AuthorizationServer: harnessIssuer, Tasks: tasks})
+		Budgets: &budget.Memory{}, Baselines: dec.source(), Clock: clk, Logger: storetest.Logger(t), AuthorizationServer: harnessIssuer, Tasks: tasks})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +254,7 @@ servers:
 		ClientCAs: pool, NextProtos: []string{"h2", "http/1.1"}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return &harness{URL: srv.URL, Files: files, Rec: rec, Dec: dec, G: g, ca: authority, signer: signer, clock: clk}
+	return &harness{URL: srv.URL, Files: files, Rec: rec, Dec: dec, G: g, Rev: rev, ca: authority, signer: signer, clock: clk}
 }
 
 // leaf issues an SVID (key and chain) for id.

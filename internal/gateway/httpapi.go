@@ -122,7 +122,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	if body.value.Exists() {
 		in = in.With("body", body.value)
 	}
-	auth, rf := g.authorize(r.Context(), c, action{server: s, name: r.Method, resource: resource, input: in.Encode(),
+	input := in.Encode()
+	auth, rf := g.authorize(r.Context(), c, action{server: s, name: r.Method, resource: resource, input: input,
 		metered: true, detail: detail})
 	if rf != nil {
 		g.fail(w, r, decisionError(rf))
@@ -132,7 +133,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request, c *caller, r
 	if query.encoded != "" {
 		target += "?" + query.encoded
 	}
-	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType, recorded: auth.record, spend: auth.spend}, nil)
+	g.forward(w, r, c, rt, outbound{method: r.Method, target: target, body: body.forward, contentType: body.contentType, recorded: auth.record, spend: auth.spend,
+		standing: standing{server: s.Name, action: r.Method, resource: resource, input: input, decisionID: auth.decisionID, grants: auth.granted}}, nil)
 }
 
 // decisionError is a refusal's error, naming the decision for the agent.

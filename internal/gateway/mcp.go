@@ -178,6 +178,13 @@ func invalidParams(format string, args ...any) *rpcmsg.Error {
 	return &rpcmsg.Error{Code: rpcmsg.CodeInvalidParams, Message: fmt.Sprintf(format, args...)}
 }
 
+// listenCall is the decision a stream of the server's notifications
+// (subscriptions/listen, a legacy GET stream) is opened and kept under:
+// that the agent may read the server's lists.
+func listenCall(server string) mcpCall {
+	return mcpCall{action: policy.ActionListTools, resource: policy.ToolServer(server), input: []byte("{}")}
+}
+
 // classify maps an MCP message to the decision it needs. Everything the
 // policy sees is read from the parsed message whose encoding is forwarded.
 func classify(server string, m *rpcmsg.Message, rev revision) (mcpCall, *rpcmsg.Error) {
@@ -233,10 +240,12 @@ func classify(server string, m *rpcmsg.Message, rev revision) (mcpCall, *rpcmsg.
 			return mcpCall{}, invalidParams("taskId is required")
 		}
 		return mcpCall{task: id}, nil
-	case "tasks/list", "subscriptions/listen":
-		// Filtered: the caller's tasks only; subscriptions as narrowed by
-		// serveMCP.
+	case "tasks/list":
+		// Filtered: the caller's tasks only.
 		return mcpCall{}, nil
+	case "subscriptions/listen":
+		// Narrowed by serveMCP, and decided as reading the server.
+		return listenCall(server), nil
 	case "tools/call":
 		name, rerr := str("name")
 		if rerr != nil {

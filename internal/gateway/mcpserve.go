@@ -58,11 +58,23 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 			return
 		}
 		var ex *exchange
+		out := outbound{method: r.Method, target: rt.target}
 		if r.Method == http.MethodGet {
-			// The stream's messages are checked like any answer's.
+			// The stream's messages are checked like any answer's, and
+			// the stream itself lives under a decision to read the
+			// server, as subscriptions/listen does.
 			ex = &exchange{rev: rev, session: sid}
+			call := listenCall(s.Name)
+			auth, rf := g.authorize(r.Context(), c, action{server: s, name: call.action, resource: call.resource, input: call.input,
+				detail: map[string]string{"method": "GET stream"}})
+			if rf != nil {
+				g.fail(w, r, decisionError(rf))
+				return
+			}
+			out.recorded = auth.record
+			out.standing = standing{server: s.Name, action: call.action, resource: call.resource, input: call.input, decisionID: auth.decisionID}
 		}
-		g.forward(w, r, c, rt, outbound{method: r.Method, target: rt.target}, ex)
+		g.forward(w, r, c, rt, out, ex)
 		if r.Method == http.MethodDelete {
 			g.sessions.unbind(s.Name, sid)
 		}
@@ -178,8 +190,12 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 	}
 	// The canonical encoding of what was decided, never the bytes that
 	// arrived.
-	g.forward(w, r, c, rt, outbound{method: http.MethodPost, target: rt.target, body: out.Encode(), contentType: "application/json",
-		header: header, modern: rev.modern, recorded: auth.record, spend: auth.spend}, ex)
+	ob := outbound{method: http.MethodPost, target: rt.target, body: out.Encode(), contentType: "application/json",
+		header: header, modern: rev.modern, recorded: auth.record, spend: auth.spend}
+	if call.action != "" {
+		ob.standing = standing{server: s.Name, action: call.action, resource: call.resource, input: call.input, decisionID: auth.decisionID, grants: auth.granted}
+	}
+	g.forward(w, r, c, rt, ob, ex)
 }
 
 // narrowListen keeps, of a subscriptions/listen request's notification

@@ -40,6 +40,9 @@ type outbound struct {
 	// spend is what the call spent budgets for (zero: no decision made
 	// it), which its answer's bytes are charged to.
 	spend use
+	// standing is the decision the request was forwarded under, decided
+	// again while its answer flows (zero: none).
+	standing standing
 }
 
 // exchange is one MCP request and what its answer must be checked for.
@@ -91,6 +94,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		ctx, cancel = context.WithTimeout(ctx, g.cfg.Limits.UpstreamTimeout)
 	}
 	defer cancel()
+	ctx, cut := context.WithCancelCause(ctx)
+	defer cut(nil)
+	if out.standing.action != "" {
+		// Until its answer is delivered, a request stays under its
+		// decision: a new one that refuses it cuts it.
+		defer g.streams.open(&openStream{c: c, st: out.standing, cancel: cut})()
+	}
 	var msg *rpcmsg.Message
 	if ex != nil {
 		msg = ex.msg
@@ -113,6 +123,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 		return
 	}
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errDecidedAgain) {
+			g.upstreamFailed(w, r, msg, fmt.Errorf("%w: the call was decided again while it ran, and denied", fault.Forbidden))
+			return
+		}
 		g.upstreamFailed(w, r, msg, fmt.Errorf("%w: %s: %w", fault.Upstream, s.Name, err))
 		return
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/sse"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
@@ -28,9 +29,13 @@ type RemoteDecider struct{ Client *client.Client }
 
 // Decide implements Decider.
 func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision, error) {
-	// The same context the in-process PDP sees: no risk signal, and the
-	// task's manifest, taint and grants when the call is in a task.
-	c := map[string]any{"input": json.RawMessage(q.Input), "risk": 0, "tainted": q.Tainted}
+	// The same context the in-process PDP sees: the risk, and the task's
+	// manifest, taint and grants when the call is in a task.
+	reasons := q.RiskReasons
+	if reasons == nil {
+		reasons = []string{}
+	}
+	c := map[string]any{"input": json.RawMessage(q.Input), "risk": q.Risk, "risk_reasons": reasons, "tainted": q.Tainted}
 	if len(q.Input) == 0 {
 		c["input"] = map[string]any{}
 	}
@@ -65,6 +70,18 @@ func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision,
 		if rc.Error != nil || len(rc.Errors) > 0 {
 			out.Allowed = false
 		}
+	}
+	return out, nil
+}
+
+// RemoteBaselines reads agents' baselines from the control plane.
+type RemoteBaselines struct{ Client *client.Client }
+
+// Baseline implements baseline.Source.
+func (b RemoteBaselines) Baseline(ctx context.Context, agent string) (baseline.Baseline, error) {
+	out, err := b.Client.Baseline(ctx, agent)
+	if err != nil {
+		return baseline.Baseline{}, fmt.Errorf("gateway: remote baseline: %w", err)
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,8 @@ type Revocations struct {
 	agents   map[string]string // SPIFFE ID → "revoked" | "disabled"
 	jtis     map[string]bool
 	conns    map[net.Conn]connOwner
+	// onChange hears ChangeActions' records.
+	onChange []func(audit.Event)
 }
 
 type connOwner struct {
@@ -135,6 +138,10 @@ func (r *Revocations) Apply(ev audit.Event) {
 			// request with it is refused.
 		}
 	}
+	var notify []func(audit.Event)
+	if slices.Contains(ChangeActions, ev.Action) {
+		notify = r.onChange
+	}
 	var toClose []net.Conn
 	for c, o := range r.conns {
 		if (closeSerial != "" && o.serial == closeSerial) || (closeID != "" && isSelfOrDescendant(o.id, closeID)) {
@@ -147,7 +154,21 @@ func (r *Revocations) Apply(ev audit.Event) {
 		r.logger.Info("closing a revoked caller's connection", "spiffe_id", ev.Target, "action", ev.Action)
 		_ = c.Close()
 	}
+	for _, f := range notify {
+		f(ev)
+	}
 }
+
+// OnChange makes f hear each record of ChangeActions the feed applies (a
+// policy, role, catalog or task change). f must not block.
+func (r *Revocations) OnChange(f func(audit.Event)) {
+	r.mu.Lock()
+	r.onChange = append(r.onChange, f)
+	r.mu.Unlock()
+}
+
+// feedActions are what a feed follows.
+func feedActions() []string { return append(slices.Clone(RevocationActions), ChangeActions...) }
 
 func isSelfOrDescendant(id, ancestor string) bool {
 	return id == ancestor || strings.HasPrefix(id, ancestor+"/sub/")
@@ -256,7 +277,7 @@ type EventSource interface {
 func (r *Revocations) Feed(ctx context.Context, src EventSource, retry func(context.Context) bool) error {
 	for {
 		caughtUp := false
-		err := src.Follow(ctx, r.Seq(), RevocationActions, r.Apply, func() { caughtUp = true; r.SetReady() })
+		err := src.Follow(ctx, r.Seq(), feedActions(), r.Apply, func() { caughtUp = true; r.SetReady() })
 		if ctx.Err() != nil {
 			return nil
 		}

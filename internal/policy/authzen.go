@@ -199,7 +199,7 @@ func authzenAction(name string) (cedar.EntityUID, error) {
 
 // authzenContext converts an AuthZEN context to Cedar's. input is tool
 // arguments (plain data, no escapes); task may be a Task id; time is the
-// PDP's own and is replaced. Missing input and grants are empty.
+// PDP's own and is replaced. Missing input, grants and risk_reasons are empty.
 func authzenContext(raw json.RawMessage) (cedar.RecordMap, string, error) {
 	m := cedar.RecordMap{}
 	task := ""
@@ -251,6 +251,9 @@ func authzenContext(raw json.RawMessage) (cedar.RecordMap, string, error) {
 	}
 	if _, ok := m[ctxGrants]; !ok {
 		m[ctxGrants] = cedar.NewSet()
+	}
+	if _, ok := m[ctxRiskWhy]; !ok {
+		m[ctxRiskWhy] = cedar.NewSet()
 	}
 	return m, task, nil
 }

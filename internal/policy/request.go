@@ -36,8 +36,10 @@ type Context struct {
 	// Manifest names the task's manifest; empty for none. A request that
 	// names one is also evaluated against that manifest's policies.
 	Manifest string
-	// Risk is the agent's risk score, 0 to 100.
-	Risk int64
+	// Risk is the agent's risk score, 0 to 100, and RiskReasons the
+	// codes of what raised it.
+	Risk        int64
+	RiskReasons []string
 	// Tainted says the session has read untrusted output.
 	Tainted bool
 	// Grants names the elevations in force.
@@ -99,6 +101,7 @@ const (
 	ctxTask     = "task"
 	ctxManifest = "manifest"
 	ctxRisk     = "risk"
+	ctxRiskWhy  = "risk_reasons"
 	ctxTainted  = "tainted"
 	ctxTime     = "time"
 	ctxGrants   = "grants"
@@ -137,7 +140,7 @@ func (r Request) prepareInto(pr *prepared) error {
 	m := pr.ctx
 	for k, v := range r.Context.Extra {
 		switch k {
-		case ctxTask, ctxManifest, ctxRisk, ctxTainted, ctxTime, ctxGrants, ctxInput:
+		case ctxTask, ctxManifest, ctxRisk, ctxRiskWhy, ctxTainted, ctxTime, ctxGrants, ctxInput:
 			return fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
 		}
 		m[k] = v
@@ -149,15 +152,9 @@ func (r Request) prepareInto(pr *prepared) error {
 		m[ctxManifest] = cedar.String(r.Context.Manifest)
 	}
 	m[ctxRisk] = cedar.Long(r.Context.Risk)
+	m[ctxRiskWhy] = stringSet(r.Context.RiskReasons)
 	m[ctxTainted] = cedar.Boolean(r.Context.Tainted)
-	m[ctxGrants] = noGrants
-	if len(r.Context.Grants) > 0 {
-		grants := make([]cedar.Value, len(r.Context.Grants))
-		for i, g := range r.Context.Grants {
-			grants[i] = cedar.String(g)
-		}
-		m[ctxGrants] = cedar.NewSet(grants...)
-	}
+	m[ctxGrants] = stringSet(r.Context.Grants)
 	m[ctxInput] = r.Context.Input
 	for _, e := range r.Entities {
 		if managed[e.UID.Type] || isActionType(e.UID.Type) {
@@ -168,8 +165,20 @@ func (r Request) prepareInto(pr *prepared) error {
 	return nil
 }
 
-// noGrants is the (immutable) empty set of grants, shared, and boxed once.
-var noGrants cedar.Value = cedar.NewSet()
+// noStrings is the (immutable) empty set, shared, and boxed once.
+var noStrings cedar.Value = cedar.NewSet()
+
+// stringSet is ss as a Cedar set of strings.
+func stringSet(ss []string) cedar.Value {
+	if len(ss) == 0 {
+		return noStrings
+	}
+	vs := make([]cedar.Value, len(ss))
+	for i, s := range ss {
+		vs[i] = cedar.String(s)
+	}
+	return cedar.NewSet(vs...)
+}
 
 func checkUID(what string, uid cedar.EntityUID) error {
 	if uid.Type == "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/audit/ocsf"
 	"github.com/bulkhead-dev/bulkhead/internal/audit/webhook"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/run"
 )
@@ -27,6 +28,7 @@ type evidence struct {
 	checkpointer *audit.Checkpointer
 	api          *audit.API
 	sink         *webhook.Sink
+	alerts       *webhook.Sink
 }
 
 func (s *Server) buildEvidence(ctx context.Context) error {
@@ -72,20 +74,28 @@ func (s *Server) buildEvidence(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.AuditWebhook != "" {
-		format, err := ocsf.ParseFormat(cfg.AuditWebhookFormat)
-		if cfg.AuditWebhookFormat == "" {
-			format, err = ocsf.FormatOCSF, nil
-		}
-		if err != nil {
-			return fmt.Errorf("config: audit webhook: %w", err)
-		}
-		ev.sink, err = webhook.New(webhook.Config{URL: cfg.AuditWebhook, Format: format, Store: s.db, Log: s.audit,
+	format, err := ocsf.ParseFormat(cfg.AuditWebhookFormat)
+	if cfg.AuditWebhookFormat == "" {
+		format, err = ocsf.FormatOCSF, nil
+	}
+	if err != nil {
+		return fmt.Errorf("config: audit webhook: %w", err)
+	}
+	sink := func(url string, actions []string) (*webhook.Sink, error) {
+		return webhook.New(webhook.Config{URL: url, Format: format, Store: s.db, Log: s.audit, Actions: actions,
 			Clock: s.clock, Logger: s.logger, Mapper: ocsf.Mapper{LogName: cfg.AuditLogName()}})
-		if err != nil {
+	}
+	if cfg.AuditWebhook != "" {
+		if ev.sink, err = sink(cfg.AuditWebhook, nil); err != nil {
 			return err
 		}
 		s.logger.Info("streaming the audit log", "sink", ev.sink.Name(), "format", format)
+	}
+	if cfg.AlertWebhook != "" {
+		if ev.alerts, err = sink(cfg.AlertWebhook, []string{gateway.ActionAnomaly}); err != nil {
+			return fmt.Errorf("config: alert webhook: %w", err)
+		}
+		s.logger.Info("sending anomaly alerts", "sink", ev.alerts.Name(), "format", format)
 	}
 	return nil
 }
@@ -115,6 +125,9 @@ func (s *Server) evidenceComponents() []run.Component {
 	cs := []run.Component{s.exclusive("audit-checkpoints", s.evidence.checkpointer.Run)}
 	if s.evidence.sink != nil {
 		cs = append(cs, s.exclusive("audit-webhook", s.evidence.sink.Run))
+	}
+	if s.evidence.alerts != nil {
+		cs = append(cs, s.exclusive("alert-webhook", s.evidence.alerts.Run))
 	}
 	return cs
 }

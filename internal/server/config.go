@@ -54,6 +54,9 @@ type Config struct {
 	// AuditWebhookFormat (ocsf, the default, or json).
 	AuditWebhook       string
 	AuditWebhookFormat string
+	// AlertWebhook, if set, receives the gateways' anomaly records
+	// (gateway.anomaly) alone, in the same format: OCSF Detection Findings.
+	AlertWebhook string
 	// AuditWitnessURL, if set, receives every newly signed checkpoint
 	// (POSTed as a signed note): a copy outside the database.
 	AuditWitnessURL string

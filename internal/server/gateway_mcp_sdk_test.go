@@ -40,21 +40,7 @@ func startJS(t *testing.T) *jsEnv {
     callers: ["spiffe://bulkhead.local/agent/*"]
 `, v2.URL, v1.URL))
 	ctx := context.Background()
-	cat, err := e.Operator.Tools(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tools []api.ToolEntry
-	for _, name := range []string{"echo", "region_echo", "add", "progress", "confirm", "long_job", "add_tool"} {
-		tools = append(tools, api.ToolEntry{Name: name})
-	}
-	tools = append(tools, api.ToolEntry{Name: "secret_tool", Sensitivity: "high"})
-	for _, name := range []string{"mcp26", "mcp25"} {
-		cat.Servers = append(cat.Servers, api.ToolServer{Name: name, Sensitivity: "low", Groups: []string{"js"}, Tools: tools})
-	}
-	if _, err := e.Operator.ApplyTools(ctx, cat); err != nil {
-		t.Fatal(err)
-	}
+	catalogJS(t, e.Env.Env, "mcp26", "mcp25")
 	live, err := e.Operator.PolicyVersion(ctx, "1")
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +292,9 @@ limits: { upstream_timeout: 200ms }
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// A listen stream is opened, and kept, under a decision to read the
+	// server's lists: the server must be in the catalog.
+	catalogJS(t, e.Env.Env, "mcp26")
 	body := `{"jsonrpc":"2.0","id":"l1","method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},` + modernMeta + `}}`
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.GatewayURL+"/mcp/mcp26", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -371,6 +360,27 @@ limits: { upstream_timeout: 200ms }
 		case <-ctx.Done():
 			t.Fatal("the stream outlived its token")
 		}
+	}
+}
+
+// catalogJS adds the JS test servers' tools to the catalog, in group js.
+func catalogJS(t *testing.T, e *testenv.Env, servers ...string) {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := e.Operator.Tools(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tools []api.ToolEntry
+	for _, name := range []string{"echo", "region_echo", "add", "progress", "confirm", "long_job", "add_tool"} {
+		tools = append(tools, api.ToolEntry{Name: name})
+	}
+	tools = append(tools, api.ToolEntry{Name: "secret_tool", Sensitivity: "high"})
+	for _, name := range servers {
+		cat.Servers = append(cat.Servers, api.ToolServer{Name: name, Sensitivity: "low", Groups: []string{"js"}, Tools: tools})
+	}
+	if _, err := e.Operator.ApplyTools(ctx, cat); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -204,7 +204,7 @@ func (s *Server) Handler() http.Handler {
 	s.identity.OperatorRoutes(mux, s.logger)
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.db, s.clock, s.logger)
-	baseline.Routes(mux, s.identity.Guard(s.logger), s.identity, s.db, s.logger)
+	baseline.Routes(mux, s.identity.Guard(s.logger), operatorsAndGateways, s.identity, s.baselines(), s.logger)
 	assess.Routes(mux, s.identity.Guard(s.logger), assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev,
 		Grants: s.elev, TokenTTL: s.token.TTL()}, s.db, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
@@ -290,6 +290,12 @@ func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.cfg.TrustDomain }
 
 // OperatorDir is the bootstrap operator's credential directory.
 func (s *Server) OperatorDir() string { return s.cfg.OperatorDir() }
+
+// baselines learns agents' baselines from the audit log, kept in the
+// store as they are learned.
+func (s *Server) baselines() baseline.StoredSource {
+	return baseline.StoredSource{Store: s.db, Events: s.db, Config: baseline.DefaultConfig, Clock: s.clock, Logger: s.logger}
+}
 
 // Store exposes the store to tests that inspect or tamper with it.
 func (s *Server) Store() *store.DB { return s.db }

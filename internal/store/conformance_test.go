@@ -37,6 +37,7 @@ func TestConformance(t *testing.T) {
 		{"audit appends hash every event into the tree", testAuditTree},
 		{"audit checkpoints are kept once per size", testAuditCheckpoints},
 		{"audit cursors only move forward", testAuditCursors},
+		{"baselines only move forward", testBaselines},
 		{"audit pruning keeps the tree", testAuditPrune},
 		{"audit searches filter by subject, decision and time", testAuditSearch},
 		{"meta is set once", testMeta},

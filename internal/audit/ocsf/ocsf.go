@@ -23,8 +23,11 @@ const Version = "1.7.0"
 
 // Classes and categories used.
 const (
-	categoryIAM = 3 // Identity & Access Management
-	categoryApp = 6 // Application Activity
+	categoryFindings = 2 // Findings
+	categoryIAM      = 3 // Identity & Access Management
+	categoryApp      = 6 // Application Activity
+
+	ClassDetectionFinding = 2004
 
 	ClassAccountChange        = 3001
 	ClassAuthentication       = 3002
@@ -34,7 +37,8 @@ const (
 )
 
 var classNames = map[int]string{
-	ClassAccountChange: "Account Change", ClassAuthentication: "Authentication",
+	ClassDetectionFinding: "Detection Finding",
+	ClassAccountChange:    "Account Change", ClassAuthentication: "Authentication",
 	ClassEntityManagement: "Entity Management", ClassApplicationLifecycle: "Application Lifecycle",
 	ClassAPIActivity: "API Activity",
 }
@@ -66,7 +70,20 @@ type Event struct {
 	App            *Product        `json:"app,omitempty"`    // Application Lifecycle
 	Resources      []Resource      `json:"resources,omitempty"`
 	Authorizations []Authorization `json:"authorizations,omitempty"`
-	Unmapped       map[string]any  `json:"unmapped,omitempty"`
+	// Detection Finding: what was found, and the risk it carries.
+	FindingInfo *FindingInfo   `json:"finding_info,omitempty"`
+	RiskScore   *int           `json:"risk_score,omitempty"`
+	RiskLevel   string         `json:"risk_level,omitempty"`
+	RiskLevelID *int           `json:"risk_level_id,omitempty"`
+	Unmapped    map[string]any `json:"unmapped,omitempty"`
+}
+
+// FindingInfo describes a finding.
+type FindingInfo struct {
+	UID   string   `json:"uid"`
+	Title string   `json:"title"`
+	Desc  string   `json:"desc,omitempty"`
+	Types []string `json:"types,omitempty"`
 }
 
 // Metadata is OCSF metadata.
@@ -158,8 +175,11 @@ func (m Mapper) Map(ev audit.Event) Event {
 		Actor: Actor{User: user(ev.Actor.ID, ev.Actor.Kind)},
 	}
 	out.CategoryUID, out.CategoryName = categoryIAM, "Identity & Access Management"
-	if class >= 6000 {
+	switch {
+	case class >= 6000:
 		out.CategoryUID, out.CategoryName = categoryApp, "Application Activity"
+	case class < 3000:
+		out.CategoryUID, out.CategoryName = categoryFindings, "Findings"
 	}
 	switch ev.Decision {
 	case audit.Allow:
@@ -185,6 +205,8 @@ func (m Mapper) Map(ev audit.Event) Event {
 	case ClassApplicationLifecycle:
 		p := m.product()
 		out.App = &p
+	case ClassDetectionFinding:
+		finding(&out, ev)
 	case ClassAPIActivity:
 		op := ev.Action
 		if ev.Action == audit.ActionAPIAccess {
@@ -280,6 +302,8 @@ func classify(action string) (int, int, string) {
 		}
 	case "gateway":
 		switch verb {
+		case "anomaly":
+			return ClassDetectionFinding, 1, "Create"
 		case "authenticate":
 			return ClassAuthentication, 1, "Logon"
 		case "read_resource":
@@ -298,6 +322,28 @@ func classify(action string) (int, int, string) {
 		return ClassEntityManagement, 3, "Update" // apply, rollback, set, ...
 	}
 	return ClassAPIActivity, 99, "Other" // pdp.decision and anything new
+}
+
+// finding fills a Detection Finding from an anomaly record: its risk
+// (0–100, as OCSF risk_score) and level, and its reasons as the finding's
+// types.
+func finding(out *Event, ev audit.Event) {
+	score, _ := strconv.Atoi(ev.Detail["risk"])
+	level, name := 1, "Low"
+	switch {
+	case score >= 90:
+		level, name = 4, "Critical"
+	case score >= 75:
+		level, name = 3, "High"
+	case score >= 50:
+		level, name = 2, "Medium"
+	}
+	out.RiskScore, out.RiskLevel, out.RiskLevelID = &score, name, &level
+	// Severity follows the risk, whatever the call's own decision was.
+	out.SeverityID, out.Severity = level+1, name
+	out.FindingInfo = &FindingInfo{UID: out.Metadata.UID, Title: "Anomalous agent behaviour: " + ev.Target,
+		Desc: strings.Join(ev.Reasons, "; "), Types: strings.Fields(ev.Detail["risk_reasons"])}
+	out.Resources = []Resource{{UID: ev.Target}}
 }
 
 // entityTypes names what an Entity Management event manages, by noun.

@@ -137,3 +137,18 @@ func TestParseFormat(t *testing.T) {
 		t.Fatalf("json line = %s, %v", b, err)
 	}
 }
+
+// An anomaly is a Detection Finding whose severity follows its risk, not
+// the call's decision, with its reasons as the finding's types.
+func TestAnomalyIsADetectionFinding(t *testing.T) {
+	e := ev("gateway.anomaly", audit.Allow, audit.ActorAgent, `Tool::"files/read_file"`)
+	e.Detail = map[string]string{"risk": "80", "risk_reasons": "novel_tool denials"}
+	e.Reasons = []string{"novel tool Tool::\"files/read_file\"", "3 denials in the last hour"}
+	out := m.Map(e)
+	if out.ClassUID != ocsf.ClassDetectionFinding || out.CategoryUID != 2 || out.TypeUID != 200401 || out.FindingInfo == nil ||
+		out.RiskScore == nil || *out.RiskScore != 80 || out.RiskLevel != "High" || out.SeverityID != 4 ||
+		len(out.FindingInfo.Types) != 2 || out.FindingInfo.Types[1] != "denials" || out.FindingInfo.UID != "test.local/audit/7" {
+		b, _ := json.Marshal(out)
+		t.Fatalf("anomaly: %s", b)
+	}
+}

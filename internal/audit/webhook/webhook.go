@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
@@ -61,6 +62,9 @@ type Config struct {
 	// Name keys the cursor; default "webhook:" + the URL without its
 	// credentials and query, so changing the receiver starts a new cursor.
 	Name string
+	// Actions, if set, are the only actions delivered (an alert sink's
+	// gateway.anomaly); the cursor still moves past the others.
+	Actions []string
 	// Batch is the most events per request (default DefaultBatch).
 	Batch int
 	// Poll is how often an idle sink looks for new events.
@@ -90,7 +94,13 @@ func New(cfg Config) (*Sink, error) {
 		return nil, err
 	}
 	if cfg.Name == "" {
-		cfg.Name = "webhook:" + (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+		kind := "webhook"
+		if len(cfg.Actions) > 0 {
+			// A filtered sink keeps a cursor of its own, even to the
+			// same receiver.
+			kind += "[" + strings.Join(cfg.Actions, ",") + "]"
+		}
+		cfg.Name = kind + ":" + (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 30 * time.Second}
@@ -174,7 +184,7 @@ func (s *Sink) Deliver(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	rows, err := s.cfg.Store.Events(ctx, audit.Query{AfterSeq: cur, Limit: s.cfg.Batch})
+	rows, err := s.cfg.Store.Events(ctx, audit.Query{AfterSeq: cur, Limit: s.cfg.Batch, Actions: s.cfg.Actions})
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}

@@ -179,3 +179,41 @@ func TestConfigIsChecked(t *testing.T) {
 		})
 	}
 }
+
+// An alert sink delivers only its actions, on a cursor of its own beside
+// the full stream's to the same receiver.
+func TestAlertSinkDeliversOnlyItsActions(t *testing.T) {
+	for _, b := range storetest.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			db := b.Open(t)
+			l := audit.New(db, clock.Real{}, storetest.Logger(t))
+			rcv := &receiver{}
+			srv := httptest.NewServer(rcv)
+			defer srv.Close()
+			sink, err := webhook.New(webhook.Config{URL: srv.URL, Store: db, Clock: clock.Real{}, Logger: storetest.Logger(t),
+				Actions: []string{"gateway.anomaly"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sink.Name() != "webhook[gateway.anomaly]:"+srv.URL {
+				t.Fatalf("cursor name %q", sink.Name())
+			}
+			record(t, l, 0, 5)
+			anomaly := audit.Event{Actor: audit.Actor{Kind: audit.ActorAgent, ID: "spiffe://test.local/agent/a"},
+				Action: "gateway.anomaly", Target: `Tool::"files/read_file"`, Decision: audit.Allow, Detail: map[string]string{"risk": "70"}}
+			if _, err := l.Record(context.Background(), anomaly); err != nil {
+				t.Fatal(err)
+			}
+			record(t, l, 5, 8)
+			if n, err := sink.Deliver(context.Background()); n != 1 || err != nil {
+				t.Fatalf("delivered %d: %v", n, err)
+			}
+			if got := rcv.distinct(t); len(got) != 1 || got[0] != 5 {
+				t.Fatalf("received %v, want the anomaly (seq 5) alone", got)
+			}
+			if n, err := sink.Deliver(context.Background()); n != 0 || err != nil {
+				t.Fatalf("delivered again %d: %v", n, err)
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
@@ -118,6 +119,10 @@ func build(b *testing.B) *fixture {
 	pool.AppendCertsFromPEM(env.Server.BundlePEM())
 	mtlsTLS.ClientCAs = pool
 
+	// Every call is scored against the agent's baseline, read from the
+	// control plane's log as the in-process gateway reads it.
+	baselines := baseline.StoredSource{Store: env.Server.Store(), Events: env.Server.Store(), Config: baseline.DefaultConfig,
+		Clock: clock.Real{}, Logger: storetest.Logger(b)}
 	layered := func(name string, dec gateway.Decider, rec gateway.Recorder, budgets budget.Store) string {
 		metered := ""
 		if budgets != nil {
@@ -143,7 +148,7 @@ servers:
 		g, err := gateway.New(cfg, gateway.Deps{
 			Verifier:    &gateway.Verifier{Issuer: env.Server.Token().Issuer(), Audience: cfg.Resource, Keys: env.Server.Token(), Clock: clock.Real{}},
 			Revocations: rev, Decider: dec, Audit: rec, Secrets: staticSecret(gatewaytest.FilesSecret),
-			Budgets: budgets, Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
+			Budgets: budgets, Baselines: baselines, Clock: clock.Real{}, Logger: storetest.Logger(b), AuthorizationServer: env.URL})
 		if err != nil {
 			b.Fatal(err)
 		}

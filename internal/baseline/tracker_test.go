@@ -1,0 +1,116 @@
+package baseline_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
+)
+
+// countingSource learns from history and counts its reads; fail makes
+// them fail.
+type countingSource struct {
+	reads atomic.Int64
+	fail  atomic.Bool
+}
+
+func (s *countingSource) Baseline(_ context.Context, agent string) (baseline.Baseline, error) {
+	s.reads.Add(1)
+	if s.fail.Load() {
+		return baseline.Baseline{}, errors.New("store down")
+	}
+	return baseline.Learn(agent, history(1), baseline.DefaultConfig), nil
+}
+
+func newTracker(t *testing.T, src baseline.Source, clk clock.Clock) *baseline.Tracker {
+	return baseline.NewTracker(baseline.TrackerConfig{Source: src, Clock: clk, Logger: storetest.Logger(t)})
+}
+
+// The hot path reads memory: a hundred concurrent calls of a new agent
+// read its baseline once, and a refresh happens in the background once
+// the baseline is old.
+func TestTrackerReadsABaselineOnce(t *testing.T) {
+	src := &countingSource{}
+	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
+	tr := newTracker(t, src, clk)
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := tr.Score(context.Background(), alpha, search, "", false); r.Score != 0 {
+				t.Errorf("a usual call scored %+v", r)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := src.reads.Load(); n != 1 {
+		t.Fatalf("%d reads for 100 calls", n)
+	}
+	clk.Advance(11 * time.Minute)
+	tr.Score(context.Background(), alpha, search, "", false)
+	for i := 0; src.reads.Load() != 2; i++ {
+		if i > 30_000 {
+			t.Fatal("the old baseline was never read again")
+		}
+		time.Sleep(time.Millisecond) // waits on a condition: the background refresh
+	}
+}
+
+// A baseline that cannot be read scores as one still learning, named as
+// such for policy, and is not read again at every call.
+func TestTrackerWithoutABaseline(t *testing.T) {
+	src := &countingSource{}
+	src.fail.Store(true)
+	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
+	tr := newTracker(t, src, clk)
+	for range 10 {
+		r := tr.Score(context.Background(), alpha, `Tool::"vault/get_secret"`, "", false)
+		if !slices.Equal(r.Reasons, []string{baseline.ReasonLearning, baseline.ReasonNoBaseline}) {
+			t.Fatalf("without a baseline: %+v", r)
+		}
+	}
+	if n := src.reads.Load(); n != 1 {
+		t.Fatalf("%d reads while the source fails", n)
+	}
+	src.fail.Store(false)
+	clk.Advance(31 * time.Second)
+	if r := tr.Score(context.Background(), alpha, `Tool::"vault/get_secret"`, "", false); !slices.Equal(r.Reasons, []string{baseline.ReasonNovelTool}) {
+		t.Fatalf("once readable: %+v", r)
+	}
+}
+
+// Alerts: at the threshold, once per agent and period, again at once when
+// a new reason appears. Changes of an agent's risk are reported.
+func TestTrackerAlertsAndChanges(t *testing.T) {
+	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
+	tr := newTracker(t, &countingSource{}, clk)
+	high := baseline.Risk{Score: 65, Reasons: []string{baseline.ReasonNovelTool, baseline.ReasonDenials}}
+	steps := []struct {
+		advance        time.Duration
+		risk           baseline.Risk
+		alert, changed bool
+	}{
+		{0, baseline.Risk{}, false, false},
+		{0, baseline.Risk{Score: 35, Reasons: []string{baseline.ReasonNovelTool}}, false, true},
+		{0, high, true, true},
+		{time.Minute, high, false, false},
+		{time.Minute, baseline.Risk{Score: 85, Reasons: []string{baseline.ReasonNovelTool, baseline.ReasonDenials, baseline.ReasonTainted}}, true, true},
+		{time.Minute, high, false, true},
+		{10 * time.Minute, high, true, false},
+	}
+	for i, s := range steps {
+		clk.Advance(s.advance)
+		alert, changed := tr.Observe(alpha, search, false, s.risk)
+		if alert != s.alert || changed != s.changed {
+			t.Fatalf("step %d: alert %v changed %v", i, alert, changed)
+		}
+	}
+}

@@ -1,0 +1,226 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+)
+
+const alphaID = "spiffe://bulkhead.local/agent/alpha"
+
+// learned is three days of an agent that lists the files server and
+// searches it, ten calls an hour around the clock (so no hour of the day
+// is off its profile, whenever the test runs).
+func learned(now time.Time) baseline.Source {
+	var calls []baseline.Call
+	for at := now.Add(-72 * time.Hour); at.Before(now.Add(-time.Hour)); at = at.Add(6 * time.Minute) {
+		res := policy.Tool("files", "search").String()
+		if at.Minute() < 6 {
+			res = policy.ToolServer("files").String()
+		}
+		calls = append(calls, baseline.Call{Agent: alphaID, Resource: res, Time: at})
+	}
+	return baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+		return baseline.Learn(agent, calls, baseline.DefaultConfig), nil
+	})
+}
+
+// toolArgs are arguments each of the files server's tools accepts.
+var toolArgs = map[string]string{"search": `{"query":"q"}`, "read_file": `{"path":"/srv/a"}`, "write_file": `{"path":"/srv/a","content":"x"}`}
+
+func callTool(t *testing.T, h *harness, hc *http.Client, sid, tool string) string {
+	t.Helper()
+	_, body, _, err := h.mcpPost(hc, sid, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"`+tool+`","arguments":`+toolArgs[tool]+`}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+// recordsOf returns the records of action.
+func recordsOf(h *harness, action string) []audit.Event {
+	var out []audit.Event
+	for _, ev := range h.Rec.all() {
+		if ev.Action == action {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// A compromised agent, well-behaved for three days, starts writing: the
+// PDP sees each call's risk and why in its context, every decision record
+// carries them, and once the risk reaches the alert threshold the call is
+// recorded as an anomaly, once, not at every call.
+func TestRiskReachesThePolicyAndTheRecord(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now()), denied: map[string]bool{"write_file": true}}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	sid := h.session(t, hc)
+
+	if body := callTool(t, h, hc, sid, "search"); !strings.Contains(body, `"result"`) || strings.Contains(body, "isError") {
+		t.Fatalf("a usual call: %s", body)
+	}
+	last := func() gateway.Decision { d := dec.decided(); return d[len(d)-1] }
+	if q := last(); q.Risk != 0 || len(q.RiskReasons) != 0 {
+		t.Fatalf("a usual call scored %d %v", q.Risk, q.RiskReasons)
+	}
+	for i := range 3 {
+		callTool(t, h, hc, sid, "write_file")
+		if q := last(); q.Risk != 35+10*i || !slices.Contains(q.RiskReasons, baseline.ReasonNovelTool) {
+			t.Fatalf("write %d scored %d %v", i, q.Risk, q.RiskReasons)
+		}
+	}
+	if n := len(recordsOf(h, gateway.ActionAnomaly)); n != 0 {
+		t.Fatalf("%d anomalies below the threshold", n)
+	}
+	callTool(t, h, hc, sid, "read_file")
+	if q := last(); q.Risk != 65 || !slices.Equal(q.RiskReasons, []string{baseline.ReasonNovelTool, baseline.ReasonDenials}) {
+		t.Fatalf("read after three denials scored %d %v", q.Risk, q.RiskReasons)
+	}
+	callTool(t, h, hc, sid, "read_file")
+	anomalies := recordsOf(h, gateway.ActionAnomaly)
+	if len(anomalies) != 1 || anomalies[0].Target != policy.Tool("files", "read_file").String() || anomalies[0].Detail["risk"] != "65" ||
+		anomalies[0].Detail["risk_reasons"] != "novel_tool denials" || anomalies[0].Actor.ID != alphaID {
+		t.Fatalf("anomalies: %+v", anomalies)
+	}
+	var scored int
+	for _, ev := range recordsOf(h, "gateway.call_tool") {
+		if ev.Target == policy.Tool("files", "write_file").String() && ev.Decision == audit.Deny {
+			if !strings.Contains(ev.Detail["risk_reasons"], "novel_tool") || ev.Detail["risk_why"] == "" {
+				t.Fatalf("a denial's record without its risk: %v", ev.Detail)
+			}
+			scored++
+		}
+	}
+	if scored != 3 {
+		t.Fatalf("%d scored denials recorded", scored)
+	}
+}
+
+// openStream opens a GET stream through the gateway and returns its
+// body; the stream is under its decision once this returns.
+func openStream(t *testing.T, h *harness, hc *http.Client, sid string) io.ReadCloser {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL+"/mcp/files", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp.Body
+}
+
+// ended waits for a stream to end, as its reader sees it.
+func ended(t *testing.T, body io.Reader) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, body)
+		done <- err
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream is still open")
+	}
+}
+
+// An agent holds a stream of the server's notifications open, then
+// misbehaves: its next call raises its risk past what the policy allows,
+// and the stream is decided again at once and cut, with a record — not
+// when the agent's token expires. No clock moves in this test: the cut
+// follows the risk's change, not a timer.
+func TestStreamClosedWhenRiskChanges(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now()), denied: map[string]bool{"write_file": true}, denyAt: 10}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	sid := h.session(t, hc)
+	body := openStream(t, h, hc, sid)
+	if n := gateway.OpenStreams(h.G); n != 1 {
+		t.Fatalf("%d streams under decision", n)
+	}
+	start := time.Now()
+	callTool(t, h, hc, sid, "write_file") // denied: one denial is 10 points
+	ended(t, body)
+	t.Logf("closed %s after the call that raised the risk returned", time.Since(start))
+	closes := recordsOf(h, gateway.ActionStreamClose)
+	if len(closes) != 1 || closes[0].Target != policy.ToolServer("files").String() || closes[0].Detail["risk_reasons"] != "denials" ||
+		closes[0].Detail["opened_by"] == "" || closes[0].Decision != audit.Deny {
+		t.Fatalf("stream closings: %+v", closes)
+	}
+}
+
+// A policy change in the control plane's feed re-decides open streams:
+// one the new policy refuses is cut and recorded; the others live on.
+func TestStreamClosedWhenPolicyChanges(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now())}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	sid := h.session(t, hc)
+	body := openStream(t, h, hc, sid)
+	h.Rev.Apply(audit.Event{Seq: 1, Action: policy.ActionRoleAdd, Decision: audit.Allow, Target: alphaID})
+	if n := gateway.OpenStreams(h.G); n != 1 {
+		t.Fatalf("a change that still allows it: %d streams", n)
+	}
+	dec.deny("") // the server's own resource: list_tools on ToolServer::"files"
+	h.Rev.Apply(audit.Event{Seq: 2, Action: policy.ActionPolicyApply, Decision: audit.Allow, Target: "policy"})
+	ended(t, body)
+	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 1 {
+		t.Fatalf("stream closings: %+v", closes)
+	}
+}
+
+// An agent that reads its docs with a tool reads a key with the same
+// tool: the shape of its arguments is new, the decision says so, and the
+// record keeps the shape the baseline will learn from.
+func TestNovelArgumentsRaiseTheRisk(t *testing.T) {
+	now := time.Now()
+	var calls []baseline.Call
+	for at := now.Add(-72 * time.Hour); at.Before(now.Add(-time.Hour)); at = at.Add(6 * time.Minute) {
+		calls = append(calls, baseline.Call{Agent: alphaID, Resource: policy.Tool("files", "read_file").String(), Shape: "path=path:/srv/docs", Time: at})
+	}
+	dec := &decider{baselines: baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+		return baseline.Learn(agent, calls, baseline.DefaultConfig), nil
+	})}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	sid := h.session(t, hc)
+	read := func(path string) gateway.Decision {
+		if _, _, _, err := h.mcpPost(hc, sid, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"`+path+`"}}}`); err != nil {
+			t.Fatal(err)
+		}
+		d := dec.decided()
+		return d[len(d)-1]
+	}
+	if q := read("/srv/docs/guide.md"); q.Risk != 0 {
+		t.Fatalf("the usual read scored %d %v", q.Risk, q.RiskReasons)
+	}
+	if q := read("/home/u/.ssh/id_rsa"); q.Risk != 20 || !slices.Equal(q.RiskReasons, []string{baseline.ReasonNovelArgs}) {
+		t.Fatalf("a key read scored %d %v", q.Risk, q.RiskReasons)
+	}
+	recs := recordsOf(h, "gateway.call_tool")
+	if last := recs[len(recs)-1]; last.Detail["shape"] != "path=path:/home/u" || last.Detail["risk_reasons"] != baseline.ReasonNovelArgs {
+		t.Fatalf("the record: %v", last.Detail)
+	}
+}
