@@ -197,6 +197,11 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 		if err := g.taint(ctx, c, a.resource); err != nil {
 			g.logger.Warn("could not record a task's taint; refusing", "task", c.taskID(), "err", err)
 			settle()
+			// Not forwarded: give back what it spent (the grant's use
+			// stays spent; the control plane keeps that count).
+			if err := adm.refund(ctx); err != nil {
+				g.logger.Warn("could not give back a call that was not forwarded", "err", err)
+			}
 			g.recordRefusal(ctx, c, "gateway.taint", a.resource.String(), "the task's taint could not be recorded", withDetail(a.detail, "decision_id", d.ID))
 			return authorized{}, refuse(fault.Unavailable, d.ID, "refused: the task's taint could not be recorded")
 		}
@@ -210,12 +215,23 @@ func (g *Gateway) authorize(ctx context.Context, c *caller, a action) (authorize
 // resource with its arguments as one touched.
 func (g *Gateway) spendOf(c *caller, a action, d policy.Decision) use {
 	u := use{s: a.server, agent: c.id.String(), task: c.taskID(), lim: c.taskLimits()}
-	if d.Sensitivity != "" && g.cfg.Sensitive.counts(d.Sensitivity) {
-		u.sensitive = true
+	if g.cfg.Sensitive.counts(d.Sensitivity) {
+		// Counted for the delegation's root: a sub-agent spends its
+		// parent's budget, so delegating buys no fresh one.
+		u.sensitive, u.root = true, delegationRoot(u.agent)
 		u.resource = audit.Digest(append([]byte(a.resource.String()+"\n"), a.input...))
 		u.day = g.deps.Clock.Now().UTC().Format(time.DateOnly)
 	}
 	return u
+}
+
+// delegationRoot is the agent at the root of id's delegation chain:
+// spiffe://TD/agent/NAME of spiffe://TD/agent/NAME/sub/ID/sub/ID.
+func delegationRoot(id string) string {
+	if i := strings.Index(id, "/sub/"); i >= 0 {
+		return id[:i]
+	}
+	return id
 }
 
 // withDetail returns a copy of m with k set to v.

@@ -61,15 +61,17 @@ type counter struct {
 
 // use is what one call spends budgets for: a call to s by agent in task
 // ("" outside one) under the task's limits. sensitive says its resource
-// counts toward the gateway's sensitive limits; resource then names what
-// it touches (the resource and a digest of the arguments), and day the
-// UTC day of the call.
+// counts toward the gateway's sensitive limits, which are spent by root
+// (the agent at the root of its delegation chain); resource then names
+// what it touches (the resource and a digest of the arguments), and day
+// the UTC day of the call.
 type use struct {
 	s         *Server
 	agent     string
 	task      string
 	lim       TaskLimits
 	sensitive bool
+	root      string
 	resource  string
 	day       string
 }
@@ -98,10 +100,10 @@ func (b *budgets) counters(u use) (calls, bytes []counter, err error) {
 		sv := b.sensitive
 		if task != "" {
 			add(&bytes, sv.BytesPerTask, fmt.Sprintf("the budget of %d bytes read from %s-sensitivity tools in this task is spent; it does not refill", sv.BytesPerTask, sv.Level),
-				"sensitive", b.scope, agent, "task", task, "bytes")
+				"sensitive", b.scope, u.root, "task", task, "bytes")
 		}
 		add(&bytes, sv.BytesPerAgentDay, fmt.Sprintf("the budget of %d bytes read from %s-sensitivity tools today (UTC) is spent", sv.BytesPerAgentDay, sv.Level),
-			"sensitive", b.scope, agent, "day", u.day, "bytes")
+			"sensitive", b.scope, u.root, "day", u.day, "bytes")
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway: budget: %w", err)
@@ -136,12 +138,12 @@ func (b *budgets) touch(ctx context.Context, u use) ([]string, error) {
 		if sc.limit <= 0 || sc.id == "" {
 			continue
 		}
-		seen, err := budget.Key("sensitive", b.scope, u.agent, sc.kind, sc.id, "seen", u.resource)
+		seen, err := budget.Key("sensitive", b.scope, u.root, sc.kind, sc.id, "seen", u.resource)
 		if err != nil {
 			undo()
 			return nil, fmt.Errorf("gateway: budget: %w", err)
 		}
-		distinct, err := budget.Key("sensitive", b.scope, u.agent, sc.kind, sc.id, "resources")
+		distinct, err := budget.Key("sensitive", b.scope, u.root, sc.kind, sc.id, "resources")
 		if err != nil {
 			undo()
 			return nil, fmt.Errorf("gateway: budget: %w", err)

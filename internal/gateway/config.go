@@ -61,8 +61,13 @@ type Sensitive struct {
 }
 
 // counts reports whether a resource of sensitivity counts toward the
-// limits.
+// limits. Once any limit is set, a resource of unknown sensitivity (not
+// in the catalog the decision used) counts: what the gateway cannot rate
+// is bounded like what it rates sensitive.
 func (s Sensitive) counts(sensitivity string) bool {
+	if sensitivity == "" {
+		return s.BytesPerTask > 0 || s.BytesPerAgentDay > 0 || s.ResourcesPerTask > 0 || s.ResourcesPerAgentDay > 0
+	}
 	rank := map[string]int{policy.SensitivityLow: 1, policy.SensitivityMedium: 2, policy.SensitivityHigh: 3}
 	return rank[sensitivity] >= rank[s.Level]
 }

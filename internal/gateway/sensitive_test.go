@@ -20,7 +20,7 @@ func exfiltrate(t *testing.T, b *budgets, clk *clock.Fake, chunk int64, gap time
 	s := &Server{Name: "vault"}
 	var got int64
 	for i := range 10_000 {
-		u := use{s: s, agent: "a", task: "tk", sensitive: true, resource: fmt.Sprintf("r%d", i%3), day: clk.Now().UTC().Format(time.DateOnly)}
+		u := use{s: s, agent: "a", task: "tk", sensitive: true, root: "a", resource: fmt.Sprintf("r%d", i%3), day: clk.Now().UTC().Format(time.DateOnly)}
 		if _, err := b.admit(ctx, u); err != nil {
 			return got
 		}
@@ -73,7 +73,7 @@ func TestDistinctSensitiveResources(t *testing.T) {
 	b := &budgets{clock: clock.Real{}, store: &budget.Memory{}, scope: "https://gw", sensitive: Sensitive{Level: "high", ResourcesPerTask: 3, ResourcesPerAgentDay: 5}}
 	s := &Server{Name: "vault"}
 	call := func(task, resource, day string, sensitive bool) error {
-		_, err := b.admit(ctx, use{s: s, agent: "a", task: task, sensitive: sensitive, resource: resource, day: day})
+		_, err := b.admit(ctx, use{s: s, agent: "a", task: task, sensitive: sensitive, root: "a", resource: resource, day: day})
 		return err
 	}
 	for _, c := range []struct {
@@ -106,18 +106,22 @@ func TestRefusedTouchSpendsNothing(t *testing.T) {
 	store := &budget.Memory{}
 	b := &budgets{clock: clock.Real{}, store: store, scope: "https://gw", sensitive: Sensitive{Level: "high", ResourcesPerTask: 1, ResourcesPerAgentDay: 1}}
 	s := &Server{Name: "vault", Budget: Budget{Calls: 10}}
-	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t1", sensitive: true, resource: "r1", day: "d"}); err != nil {
+	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t1", sensitive: true, root: "a", resource: "r1", day: "d"}); err != nil {
 		t.Fatal(err)
 	}
 	// r2 passes the task's count (a new task) but not the day's.
-	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t2", sensitive: true, resource: "r2", day: "d"}); err == nil {
+	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t2", sensitive: true, root: "a", resource: "r2", day: "d"}); err == nil {
 		t.Fatal("admitted past the day's limit")
 	}
 	// The refused call gave back its call and its task's touch: in t2, r1
-	// (already touched today) is admitted, and 8 calls remain.
-	for i := range 9 {
-		if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t2", sensitive: true, resource: "r1", day: "d"}); err != nil {
+	// (already touched today) is admitted, all ten of t2's calls, and the
+	// eleventh is refused.
+	for i := range 10 {
+		if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t2", sensitive: true, root: "a", resource: "r1", day: "d"}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
+	}
+	if _, err := b.admit(ctx, use{s: s, agent: "a", task: "t2", sensitive: true, root: "a", resource: "r1", day: "d"}); err == nil || !strings.Contains(err.Error(), "call budget of 10") {
+		t.Fatalf("t2's eleventh call: %v", err)
 	}
 }

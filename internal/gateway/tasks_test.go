@@ -10,9 +10,14 @@ import (
 	"time"
 
 	"github.com/cedar-policy/cedar-go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
+	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
 
 func TestTaskBudgets(t *testing.T) {
@@ -115,9 +120,10 @@ func (failingBudgets) ReleaseBudget(context.Context, []string, int64) error {
 }
 
 type fakeTasks struct {
-	state TaskState
-	reads atomic.Int64
-	err   error
+	state     TaskState
+	reads     atomic.Int64
+	err       error
+	reportErr atomic.Pointer[error] // ReportOutput fails with it
 
 	mu       sync.Mutex
 	suspects []string // what reports of suspect output said
@@ -128,6 +134,9 @@ func (f *fakeTasks) TaskState(context.Context, string) (TaskState, error) {
 	return f.state, f.err
 }
 func (f *fakeTasks) ReportOutput(_ context.Context, _, _ string, _ cedar.EntityUID, suspect string) (bool, bool, error) {
+	if err := f.reportErr.Load(); err != nil {
+		return false, false, *err
+	}
 	if suspect == "" {
 		return false, false, nil
 	}
@@ -188,3 +197,57 @@ func TestGrantNamesAreTheGrantsInForce(t *testing.T) {
 		t.Fatal("grants without a task")
 	}
 }
+
+// A call whose task's taint cannot be recorded is not forwarded, and gives
+// back the budget it spent: a control plane outage does not use up the
+// task's calls.
+func TestUnrecordedTaintSpendsNoBudget(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`listen: 127.0.0.1:0
+resource: https://gw.test
+servers:
+  - name: files
+    http: { url: "http://127.0.0.1:1", routes: [{ name: all, method: GET, path: "/*" }] }
+    callers: ["spiffe://bulkhead.local/agent/*"]
+    budget: { calls: 1 }
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := NewRevocations(storetest.Logger(t))
+	rev.SetReady()
+	src := &fakeTasks{state: TaskState{ID: "tk", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true}}
+	g, err := New(cfg, Deps{Verifier: &Verifier{}, Revocations: rev, Decider: benchDecider{}, Audit: benchRecorder{}, Tasks: src,
+		Budgets: &budget.Memory{}, Baselines: noBaseline, Clock: clock.Real{}, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	id := spiffeid.RequireFromString("spiffe://bulkhead.local/agent/alpha")
+	call := func() *refusal {
+		c := &caller{id: id, claims: &token.Claims{Subject: id.String(), Task: "tk"}}
+		if err := g.loadTask(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		_, rf := g.authorize(context.Background(), c, action{server: &cfg.Servers[0], name: "GET", resource: policy.Route("files", "all"), input: []byte("{}"), metered: true})
+		return rf
+	}
+	down := errors.New("control plane down")
+	src.reportErr.Store(&down)
+	for range 3 {
+		if rf := call(); rf == nil || !strings.Contains(rf.err.Error(), "taint could not be recorded") {
+			t.Fatalf("with the taint unrecorded: %v", rf)
+		}
+	}
+	src.reportErr.Store(nil)
+	if rf := call(); rf != nil {
+		t.Fatalf("the task's one call was spent by refused ones: %v", rf.err)
+	}
+	if rf := call(); rf == nil || !strings.Contains(rf.err.Error(), "call budget") {
+		t.Fatalf("a second call: %v", rf)
+	}
+}
+
+// noBaseline: every agent still learning.
+var noBaseline = baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+	return baseline.Learn(agent, nil, baseline.DefaultConfig), nil
+})
