@@ -105,7 +105,7 @@ func report(t *testing.T, r api.GatewayReport) audit.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return audit.Event{Time: now.Add(-time.Hour), Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + r.Name}, Action: "gateway.start",
+	return audit.Event{Time: now.Add(-time.Hour), Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "spiffe://bulkhead.local/bulkhead/gateway/" + r.Name}, Action: "gateway.start",
 		Decision: audit.Allow, Detail: map[string]string{"config": string(b)}}
 }
 

@@ -286,7 +286,7 @@ func (p *egressProxy) recordOrphan(ctx context.Context, action, target string, e
 	for k, v := range extra {
 		detail[k] = v
 	}
-	ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + p.g.cfg.Name}, Action: action,
+	ev := audit.Event{Actor: p.g.self(), Action: action,
 		Target: target, Decision: audit.Deny, Reasons: []string{"no agent session owns this process"}, Detail: detail}
 	if _, err := p.g.deps.Audit.Record(ctx, ev); err != nil {
 		p.g.logger.Error("could not record a refused egress", "server", p.server, "err", err)

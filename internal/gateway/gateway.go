@@ -107,6 +107,11 @@ type Deps struct {
 	// AuthorizationServer is the control plane's issuer URL, advertised in
 	// the protected resource metadata.
 	AuthorizationServer string
+	// ID is the gateway's own SPIFFE ID (spiffe://TD/bulkhead/gateway/NAME),
+	// the actor of the records it makes of itself: its start, sandbox
+	// violations and egress no agent owns. The control plane trusts such
+	// records only from that identity.
+	ID spiffeid.ID
 }
 
 // Gateway serves agents.
@@ -271,6 +276,15 @@ type caller struct {
 	// the shape of its arguments.
 	risk  baseline.Risk
 	shape string
+}
+
+// self is the gateway as the actor of its own records: its SPIFFE ID (a
+// gateway built without one, in tests, names itself).
+func (g *Gateway) self() audit.Actor {
+	if g.deps.ID.IsZero() {
+		return audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}
+	}
+	return audit.Actor{Kind: audit.ActorWorkload, ID: g.deps.ID.String()}
 }
 
 func (c *caller) actor() audit.Actor { return audit.Actor{Kind: audit.ActorAgent, ID: c.id.String()} }
@@ -467,7 +481,7 @@ func (g *Gateway) RecordStart(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}, Action: ActionStart,
+	ev := audit.Event{Actor: g.self(), Action: ActionStart,
 		Target: g.cfg.Resource, Decision: audit.Allow, Detail: map[string]string{"gateway": g.cfg.Name, "config": string(b)}}
 	if _, err := g.deps.Audit.Record(ctx, ev); err != nil {
 		return fmt.Errorf("gateway: record start: %w", err)

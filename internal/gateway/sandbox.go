@@ -81,7 +81,7 @@ func confinement(m *MCP, violated func(session string, v sandbox.Violation), egr
 // task that session was opened for: what that process returns can no
 // longer be trusted. It is called before the refused call returns.
 func (g *Gateway) recordViolation(server, session string, v sandbox.Violation) {
-	actor := audit.Actor{Kind: audit.ActorWorkload, ID: "gateway/" + g.cfg.Name}
+	actor := g.self()
 	agent, task := g.sessions.agentOf(server, session)
 	if agent != "" {
 		actor = audit.Actor{Kind: audit.ActorAgent, ID: agent}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 )
@@ -15,7 +17,10 @@ import (
 const actionGatewayStart = "gateway.start"
 
 // GatewayReports reads what each gateway reported when it last started
-// (its gateway.start records), by gateway name.
+// (its gateway.start records), by gateway name. Only a gateway's own
+// record counts: one made by the workload
+// spiffe://TD/bulkhead/gateway/NAME for gateway NAME, so no agent or
+// other gateway can describe a gateway.
 func GatewayReports(ctx context.Context, r audit.Reader) (map[string]api.GatewayReport, error) {
 	rows, err := r.Events(ctx, audit.Query{AfterSeq: -1, Actions: []string{actionGatewayStart}, Decision: audit.Allow})
 	if err != nil {
@@ -28,11 +33,17 @@ func GatewayReports(ctx context.Context, r audit.Reader) (map[string]api.Gateway
 			return nil, fmt.Errorf("reach: audit log: %w", err)
 		}
 		var rep api.GatewayReport
-		if json.Unmarshal([]byte(e.Detail["config"]), &rep) == nil && rep.Name != "" {
+		if json.Unmarshal([]byte(e.Detail["config"]), &rep) == nil && rep.Name != "" && madeBy(e.Actor, rep.Name) {
 			out[rep.Name] = rep // later records replace earlier ones
 		}
 	}
 	return out, nil
+}
+
+// madeBy reports whether actor is gateway name's own identity.
+func madeBy(actor audit.Actor, name string) bool {
+	id, err := spiffeid.FromString(actor.ID)
+	return err == nil && actor.Kind == audit.ActorWorkload && id.Path() == "/bulkhead/gateway/"+name
 }
 
 // Indirect adds to rep what the servers its items reach hold for it: the

@@ -116,7 +116,7 @@ func (s *Server) buildGateway(ctx context.Context) error {
 	as := peer.Principal{ID: id, Kind: audit.ActorWorkload, Name: "gateway/" + gcfg.Name}
 	gw, err := gateway.New(gcfg, gateway.Deps{Verifier: verifier, Revocations: rev, Decider: gateway.PDPDecider{PDP: s.policy},
 		Audit: s.audit, Secrets: secretReveal{svc: s.secrets, as: as}, Tasks: taskSource{svc: s.elev, as: as},
-		Budgets: s.db, Baselines: s.baselines(), Clock: s.clock, Logger: s.logger.With("component", "gateway")})
+		Budgets: s.db, Baselines: s.baselines(), Clock: s.clock, Logger: s.logger.With("component", "gateway"), ID: id})
 	if err != nil {
 		return err
 	}

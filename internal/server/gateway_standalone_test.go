@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
+	"github.com/bulkhead-dev/bulkhead/internal/reach"
 	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
 )
@@ -51,6 +52,18 @@ func TestStandaloneGateway(t *testing.T) {
 	}
 	if recorded != 2 {
 		t.Fatalf("%d records from the standalone gateway, want 2", recorded)
+	}
+	// Each call was scored against the baseline it read from the control
+	// plane as itself (a new agent: learning, and no failed read).
+	for _, ev := range events(t, e.Env, "gateway.call_tool") {
+		if ev.Detail["gateway"] == "edge" && ev.Detail["risk_reasons"] != "learning" && ev.Detail["risk_reasons"] != "learning denials" {
+			t.Fatalf("a call scored without its baseline: %v", ev.Detail)
+		}
+	}
+	// What it serves reached the control plane as its own start record.
+	reports, err := reach.GatewayReports(ctx, e.Server.Store())
+	if err != nil || len(reports["edge"].Servers) != 1 || reports["edge"].Servers[0].Credentials[0] != "files-token" {
+		t.Fatalf("the standalone gateway's report: %v %+v", err, reports)
 	}
 	// Revocation reaches it through the event stream.
 	start := time.Now()

@@ -116,7 +116,7 @@ func (sa *StandaloneGateway) Run(ctx context.Context) error {
 	}
 	g, err := gateway.New(cfg, gateway.Deps{Verifier: &gateway.Verifier{Issuer: issuer, Audience: cfg.Resource, Keys: jwks, Clock: sa.Clock},
 		Revocations: rev, Decider: gateway.RemoteDecider{Client: cp}, Audit: recorder, Secrets: gateway.RemoteSecrets{Client: cp}, Tasks: gateway.RemoteTasks{Client: cp},
-		Budgets: gateway.RemoteBudgets{Client: cp}, Baselines: gateway.RemoteBaselines{Client: cp}, Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
+		Budgets: gateway.RemoteBudgets{Client: cp}, Baselines: gateway.RemoteBaselines{Client: cp}, ID: src.ID(), Clock: sa.Clock, Logger: logger, AuthorizationServer: issuer})
 	if err != nil {
 		return err
 	}
