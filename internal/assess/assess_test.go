@@ -189,6 +189,19 @@ func TestAnEnterpriseDeploymentIsAssessedEnterprise(t *testing.T) {
 	}
 }
 
+// A gateway's refusal of egress no agent's session owned names the
+// gateway, not an agent: nothing happened, and no agent is left
+// unattributed by it.
+func TestAnOrphanRefusalIsNoAnonymousDecision(t *testing.T) {
+	w := enterprise(t)
+	orphan := event("gateway.connect", `Host::"notes/evil.example:443"`, now, audit.Actor{Kind: audit.ActorWorkload, ID: "spiffe://bulkhead.local/bulkhead/gateway/gw1"})
+	orphan.Decision = audit.Deny
+	w.events = append(w.events, orphan)
+	if got := tiers(w.assess(t))[assess.Identity]; got != "enterprise" {
+		t.Fatalf("identity: %s", got)
+	}
+}
+
 func mapsEqual(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false

@@ -70,10 +70,15 @@ func (ev *evidence) attributionEvidence() string {
 }
 
 // unattributed are recent decisions not attributed to an agent's SPIFFE
-// ID (a process outside any agent's session is named by its gateway).
+// ID. A refusal a gateway records as itself (a sandboxed process asked
+// for egress while no agent's session owned it) let nothing happen and
+// had no agent to name: it does not count.
 func (ev *evidence) unattributed() []string {
 	var out []string
 	for _, e := range ev.decisions {
+		if e.Actor.Kind == audit.ActorWorkload && e.Decision == audit.Deny {
+			continue
+		}
 		if e.Actor.Kind != audit.ActorAgent || !strings.HasPrefix(e.Actor.ID, "spiffe://") {
 			out = append(out, fmt.Sprintf("decision %d (%s on %s) names no agent", e.Seq, e.Action, e.Target))
 		}

@@ -49,6 +49,10 @@ type egressProxy struct {
 	answered map[netip.Addr]string
 	refused  int  // names the DNS stub refused
 	tainted  bool // a refused name has tainted the owning session's task
+	// verdicts are the DNS stub's decisions by owner and name, reused
+	// for the answer's lifetime: a resolver asking again (A, AAAA,
+	// retries, search domains) is not a decision each time.
+	verdicts map[string]dnsVerdict
 }
 
 // egressConfig is what a server's sandbox may reach.

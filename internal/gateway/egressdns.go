@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -23,6 +24,9 @@ import (
 // gateway — a name is a channel out (DNS exfiltration), so the refusal is
 // recorded (gateway.resolve) and taints the task, like a refused
 // connection. Answers are not recorded: the connection that follows is.
+// A verdict is kept for the answer's TTL, so a resolver asking again is
+// not a new decision; a question no decision could be made for is
+// answered SERVFAIL, neither refused nor held against the task.
 
 // ActionResolve records a name a sandbox's DNS stub refused.
 const ActionResolve = "gateway.resolve"
@@ -41,7 +45,16 @@ const (
 	// dnsMaxAnswers bounds the addresses in one answer, which keeps it
 	// within the 512 bytes of plain UDP DNS (TCP is not served).
 	dnsMaxAnswers = 8
+	// dnsMaxVerdicts bounds the verdicts a stub keeps.
+	dnsMaxVerdicts = 256
 )
+
+// dnsVerdict is why a name may not be answered ("": it may), as decided
+// at a time.
+type dnsVerdict struct {
+	at  time.Time
+	why string
+}
 
 // serveDNS answers the questions on pc until it is closed.
 func (p *egressProxy) serveDNS(pc net.PacketConn) {
@@ -93,7 +106,15 @@ func (p *egressProxy) answerDNS(msg []byte) []byte {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), egressDialTimeout)
 	defer cancel()
-	if why := p.resolvable(ctx, name); why != "" {
+	why, failed := p.resolvable(ctx, name)
+	switch {
+	case failed:
+		// Not a refusal: no decision could be made. The stub fails the
+		// lookup (the resolver may ask again) and holds nothing against
+		// the task.
+		p.g.logger.Warn("sandbox dns: no decision for a name; answering SERVFAIL", "server", p.server, "name", name, "why", why)
+		return dnsReply(h, &q, dnsmessage.RCodeServerFailure, nil)
+	case why != "":
 		p.refuseName(ctx, name, q.Type.String(), why)
 		return dnsReply(h, &q, dnsmessage.RCodeNameError, nil)
 	}
@@ -126,27 +147,48 @@ func (p *egressProxy) answerDNS(msg []byte) []byte {
 
 // resolvable says why name may not be answered, or "": the server's
 // sandbox must list it with some port, and the policy must let the
-// session's agent connect to it on one of those.
-func (p *egressProxy) resolvable(ctx context.Context, name string) string {
+// session's agent connect to it on one of those. failed says no decision
+// could be made (why says why). Verdicts are kept for dnsTTL.
+func (p *egressProxy) resolvable(ctx context.Context, name string) (why string, failed bool) {
 	c := p.owner()
 	if c == nil {
-		return "no agent session owns this process"
+		return "no agent session owns this process", false
+	}
+	key := c.id.String() + "\x00" + c.claims.Task + "\x00" + name
+	now := p.g.deps.Clock.Now()
+	p.mu.Lock()
+	v, ok := p.verdicts[key]
+	p.mu.Unlock()
+	if ok && now.Sub(v.at) < dnsTTL*time.Second && !now.Before(v.at) {
+		return v.why, false
 	}
 	listed := false
+	why = "the policy allows no connection to " + name
 	for _, dest := range p.allowed {
 		host, _, err := net.SplitHostPort(dest)
 		if err != nil || host != name {
 			continue
 		}
 		listed = true
-		if d, _, reasons, _ := p.evaluate(ctx, c, dest); d.Allowed && len(reasons) == 0 {
-			return ""
+		d, _, reasons, failed := p.evaluate(ctx, c, dest)
+		if failed {
+			return reasons[0], true
+		}
+		if d.Allowed && len(reasons) == 0 {
+			why = ""
+			break
 		}
 	}
 	if !listed {
-		return "name " + name + " is not in the server's sandbox egress list"
+		why = "name " + name + " is not in the server's sandbox egress list"
 	}
-	return "the policy allows no connection to " + name
+	p.mu.Lock()
+	if p.verdicts == nil || len(p.verdicts) >= dnsMaxVerdicts {
+		p.verdicts = map[string]dnsVerdict{}
+	}
+	p.verdicts[key] = dnsVerdict{at: now, why: why}
+	p.mu.Unlock()
+	return why, false
 }
 
 // refuseName records a refused name (up to dnsRefusalsRecorded per

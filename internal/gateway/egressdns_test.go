@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -33,9 +35,14 @@ type dnsStub struct {
 }
 
 func newDNSStub(t testing.TB) *dnsStub {
+	return newDNSStubWith(t, hostsDecider{"tool/api.example.com:443": true})
+}
+
+// newDNSStubWith is newDNSStub deciding with dec.
+func newDNSStubWith(t testing.TB, dec Decider) *dnsStub {
 	rec := &keptRecorder{added: make(chan audit.Event, 64)}
 	tasks := &fakeTasks{state: TaskState{ID: "task-1", Agent: "spiffe://bulkhead.local/agent/alpha", Open: true}}
-	g := egressGateway(t, hostsDecider{"tool/api.example.com:443": true}, rec, tasks)
+	g := egressGateway(t, dec, rec, tasks)
 	g.lookup = func(_ context.Context, network, host string) ([]netip.Addr, error) {
 		if host != "api.example.com" {
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
@@ -124,6 +131,56 @@ func TestDNSStubAnswersOnlyNamesThePolicyAllows(t *testing.T) {
 				t.Fatalf("the task was not tainted: %v", s.tasks.suspects)
 			}
 		})
+	}
+}
+
+// countingDecider counts its decisions; err fails them.
+type countingDecider struct {
+	Decider
+	n   atomic.Int64
+	err error
+}
+
+func (c *countingDecider) Decide(ctx context.Context, q Decision) (policy.Decision, error) {
+	c.n.Add(1)
+	if c.err != nil {
+		return policy.Decision{}, c.err
+	}
+	return c.Decider.Decide(ctx, q)
+}
+
+// A resolver asks for A and AAAA, and again: one decision per name for the
+// answer's lifetime, refusals included.
+func TestDNSVerdictsAreKeptForTheAnswersLifetime(t *testing.T) {
+	dec := &countingDecider{Decider: hostsDecider{"tool/api.example.com:443": true}}
+	s := newDNSStubWith(t, dec)
+	for _, q := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA, dnsmessage.TypeA} {
+		if rcode, _ := s.ask(t, "api.example.com.", q); rcode != dnsmessage.RCodeSuccess {
+			t.Fatalf("%v: %v", q, rcode)
+		}
+		if rcode, _ := s.ask(t, "blocked.example.com.", q); rcode != dnsmessage.RCodeNameError {
+			t.Fatalf("%v: %v", q, rcode)
+		}
+	}
+	if n := dec.n.Load(); n != 2 {
+		t.Fatalf("%d decisions for two names asked three times", n)
+	}
+}
+
+// With no decision to be had (the PDP unreachable), a name is neither
+// answered nor refused: SERVFAIL, nothing recorded, the task untainted.
+func TestDNSWithoutADecisionFailsTheLookup(t *testing.T) {
+	s := newDNSStubWith(t, &countingDecider{err: errors.New("control plane unreachable")})
+	if rcode, addrs := s.ask(t, "api.example.com.", dnsmessage.TypeA); rcode != dnsmessage.RCodeServerFailure || len(addrs) != 0 {
+		t.Fatalf("%v %v", rcode, addrs)
+	}
+	if len(s.rec.added) != 0 {
+		t.Fatalf("recorded: %+v", <-s.rec.added)
+	}
+	s.tasks.mu.Lock()
+	defer s.tasks.mu.Unlock()
+	if len(s.tasks.suspects) != 0 {
+		t.Fatalf("tainted: %v", s.tasks.suspects)
 	}
 }
 
