@@ -8,11 +8,13 @@ type AgentBaseline struct {
 	Since time.Time `json:"since"`
 	Until time.Time `json:"until"`
 	Calls int       `json:"calls"`
-	// Tools counts allowed and denied calls by resource.
-	Tools map[string]int `json:"tools"`
-	// Shapes counts the shapes of the arguments of each resource's calls
-	// (e.g. "path=path:/srv/docs;q=str:16"); "*" marks a resource called
-	// with too many shapes to judge by.
+	// Tools counts allowed calls by resource, and DeniedTools denied ones:
+	// what an agent tried and was refused is not what it usually does.
+	Tools       map[string]int `json:"tools"`
+	DeniedTools map[string]int `json:"denied_tools,omitempty"`
+	// Shapes counts the shapes of the arguments of each resource's allowed
+	// calls (e.g. "path=path:/srv/docs;q=str:16"); "*" marks a resource
+	// called with too many shapes to judge by.
 	Shapes map[string]map[string]int `json:"shapes,omitempty"`
 	// Hours and Weekdays count calls by UTC hour of day and weekday.
 	Hours    [24]int `json:"hours"`
@@ -25,4 +27,8 @@ type AgentBaseline struct {
 	// Learning says the baseline is not yet long or large enough to judge
 	// by.
 	Learning bool `json:"learning"`
+	// Basis is empty for the agent's own baseline; for an agent still
+	// learning its own, the baseline of its roles' agents it is judged by
+	// instead ("roles reader: 12 agents").
+	Basis string `json:"basis,omitempty"`
 }

@@ -71,7 +71,7 @@ type learner struct {
 }
 
 func newLearner(agent string) *learner {
-	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, Shapes: map[string]map[string]int{}}}
+	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, DeniedTools: map[string]int{}, Shapes: map[string]map[string]int{}}}
 }
 
 // add learns one call. Calls come in about the order they were made (the
@@ -86,11 +86,15 @@ func (l *learner) add(c Call) {
 		b.Until = t
 	}
 	b.Calls++
-	b.Tools[c.Resource]++
 	b.Hours[t.Hour()]++
 	b.Weekdays[t.Weekday()]++
 	if c.Denied {
+		// Tried and refused: activity, not habit (probing a tool does not
+		// make it usual).
 		b.Denials++
+		b.DeniedTools[c.Resource]++
+	} else {
+		b.Tools[c.Resource]++
 	}
 	if h := t.Unix() / 3600; l.ActiveHours == 0 || h > l.Hour {
 		l.ActiveHours, l.Hour, l.HourCalls = l.ActiveHours+1, h, 1
@@ -98,18 +102,23 @@ func (l *learner) add(c Call) {
 		l.HourCalls++
 	}
 	b.PeakPerHour = max(b.PeakPerHour, l.HourCalls)
-	if c.Shape != "" {
-		shapes := b.Shapes[c.Resource]
-		if shapes == nil {
-			shapes = map[string]int{}
-			b.Shapes[c.Resource] = shapes
-		}
-		switch {
-		case shapes[c.Shape] > 0 || len(shapes) < maxShapes:
-			shapes[c.Shape]++
-		default:
-			shapes[ShapeAny]++
-		}
+	if c.Shape != "" && !c.Denied {
+		l.addShape(c.Resource, c.Shape, 1)
+	}
+}
+
+// addShape counts n calls of resource with arguments of shape.
+func (l *learner) addShape(resource, shape string, n int) {
+	shapes := l.B.Shapes[resource]
+	if shapes == nil {
+		shapes = map[string]int{}
+		l.B.Shapes[resource] = shapes
+	}
+	switch {
+	case shapes[shape] > 0 || len(shapes) < maxShapes:
+		shapes[shape] += n
+	default:
+		shapes[ShapeAny] += n
 	}
 }
 
@@ -121,6 +130,43 @@ func (l *learner) baseline(cfg Config) Baseline {
 	}
 	b.Learning = b.Calls < cfg.MinCalls || b.Until.Sub(b.Since) < cfg.MinSpan
 	return b
+}
+
+// merge adds what another learner learned (another agent's): counts add
+// up, and the busiest hour is the busiest of any one agent, since a rate
+// is judged per agent.
+func (l *learner) merge(o *learner) {
+	b, ob := &l.B, &o.B
+	if ob.Calls == 0 {
+		return
+	}
+	if b.Calls == 0 || ob.Since.Before(b.Since) {
+		b.Since = ob.Since
+	}
+	if ob.Until.After(b.Until) {
+		b.Until = ob.Until
+	}
+	b.Calls += ob.Calls
+	b.Denials += ob.Denials
+	for k, n := range ob.Tools {
+		b.Tools[k] += n
+	}
+	for k, n := range ob.DeniedTools {
+		b.DeniedTools[k] += n
+	}
+	for res, shapes := range ob.Shapes {
+		for sh, n := range shapes {
+			l.addShape(res, sh, n)
+		}
+	}
+	for h, n := range ob.Hours {
+		b.Hours[h] += n
+	}
+	for d, n := range ob.Weekdays {
+		b.Weekdays[d] += n
+	}
+	l.ActiveHours += o.ActiveHours
+	b.PeakPerHour = max(b.PeakPerHour, ob.PeakPerHour)
 }
 
 // Learn replays an agent's calls (any order) into its baseline.
@@ -205,8 +251,9 @@ const (
 	ReasonOffHours   = "off_hours"
 	ReasonDenials    = "denials"
 	ReasonTainted    = "tainted"
-	ReasonLearning   = "learning"    // no points: the baseline is too young to judge by
-	ReasonNoBaseline = "no_baseline" // no points: the baseline could not be read
+	ReasonLearning   = "learning"      // no points: the baseline is too young to judge by
+	ReasonNoBaseline = "no_baseline"   // no points: the baseline could not be read
+	ReasonByRole     = "role_baseline" // no points: judged by its roles' agents, its own still learning
 )
 
 // Risk is a call's risk: a score from 0 to 100, the codes of what raised
@@ -234,6 +281,9 @@ func Score(b Baseline, recent *Recent, c Call, tainted bool) Risk {
 	if b.Learning {
 		r.add(0, ReasonLearning, "the baseline is still learning (%d calls)", b.Calls)
 	} else {
+		if b.Basis != "" {
+			r.add(0, ReasonByRole, "judged by the baseline of its %s", b.Basis)
+		}
 		if b.Tools[c.Resource] == 0 {
 			r.add(novelTool, ReasonNovelTool, "novel tool %s", c.Resource)
 		} else if known := b.Shapes[c.Resource]; c.Shape != "" && len(known) > 0 && known[c.Shape] == 0 && known[ShapeAny] == 0 {

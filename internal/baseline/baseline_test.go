@@ -302,3 +302,18 @@ func FuzzShape(f *testing.F) {
 		}
 	})
 }
+
+// A compromised agent probing a tool while its baseline is young does not
+// make the tool usual: what was refused is not learned as habit.
+func TestProbingDoesNotTrainTheBaseline(t *testing.T) {
+	calls := history(1) // denied delete_page once a day
+	b := baseline.Learn(alpha, calls, baseline.DefaultConfig)
+	del := `Tool::"docs/delete_page"`
+	if b.Tools[del] != 0 || b.DeniedTools[del] != 10 {
+		t.Fatalf("tools %v, denied %v", b.Tools, b.DeniedTools)
+	}
+	var r baseline.Recent
+	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: del, Time: start.AddDate(0, 0, 21).Add(10 * time.Hour)}, false); !slices.Contains(got.Reasons, baseline.ReasonNovelTool) {
+		t.Fatalf("a probed tool, now allowed: %+v", got)
+	}
+}

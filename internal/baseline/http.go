@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,6 +18,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
 // Agents finds a registered agent (*identity.Service).
@@ -40,30 +43,88 @@ type Store interface {
 	PutBaseline(ctx context.Context, agent string, through int64, state []byte, at time.Time) error
 }
 
+// Roles lists the active agents with their roles (*store.DB).
+type Roles interface {
+	PolicyAgents(ctx context.Context) ([]policy.AgentRoles, error)
+}
+
 // StoredSource learns baselines from the audit log, from where the
-// stored state left off, and stores what it learned (a Source).
+// stored state left off, and stores what it learned (a Source). With
+// Roles, an agent still learning its own baseline is judged by its
+// roles' agents' instead.
 type StoredSource struct {
 	Store  Store
 	Events audit.Reader
+	Roles  Roles
 	Config Config
 	Clock  clock.Clock
 	Logger *slog.Logger
 }
 
+// maxPeers bounds the agents a role baseline is learned from.
+const maxPeers = 32
+
 // replayBatch is how many events a read replays at a time.
 const replayBatch = 5000
 
-// Baseline replays the decision records of the agent with this SPIFFE ID
-// after its stored state, and stores the result. Failing to store it is
-// logged, not returned: the baseline learned is right either way.
+// Baseline is the baseline of the agent with this SPIFFE ID: its own, or,
+// while that is still learning, the one of the agents that share its
+// (delegation root's) roles, merged — so a new agent calling a tool no
+// agent of its role ever called is novel from its first call.
 func (s StoredSource) Baseline(ctx context.Context, agent string) (Baseline, error) {
+	l, err := s.learn(ctx, agent)
+	if err != nil {
+		return Baseline{}, err
+	}
+	own := l.baseline(s.Config)
+	if !own.Learning || s.Roles == nil {
+		return own, nil
+	}
+	agents, err := s.Roles.PolicyAgents(ctx)
+	if err != nil {
+		return Baseline{}, fmt.Errorf("baseline: roles: %w", err)
+	}
+	root := identity.Root(agent)
+	var roles []string
+	for _, a := range agents {
+		if a.SPIFFEID == root {
+			roles = a.Roles
+		}
+	}
+	merged, peers := newLearner(agent), 0
+	for _, a := range agents {
+		if peers == maxPeers || a.SPIFFEID == root || !slices.ContainsFunc(a.Roles, func(r string) bool { return slices.Contains(roles, r) }) {
+			continue
+		}
+		pl, err := s.learn(ctx, a.SPIFFEID)
+		if err != nil {
+			return Baseline{}, err
+		}
+		if pl.baseline(s.Config).Learning {
+			continue
+		}
+		merged.merge(pl)
+		peers++
+	}
+	if peers == 0 {
+		return own, nil
+	}
+	b := merged.baseline(s.Config)
+	b.Basis = fmt.Sprintf("roles %s (%d agents)", strings.Join(roles, ", "), peers)
+	return b, nil
+}
+
+// learn replays the decision records of the agent with this SPIFFE ID
+// after its stored state, and stores the result. Failing to store it is
+// logged, not returned: what was learned is right either way.
+func (s StoredSource) learn(ctx context.Context, agent string) (*learner, error) {
 	raw, through, err := s.Store.Baseline(ctx, agent)
 	if err != nil {
-		return Baseline{}, fmt.Errorf("baseline: %w", err)
+		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	l := newLearner(agent)
 	if raw != nil {
-		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.Shapes == nil {
+		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.DeniedTools == nil || l.B.Shapes == nil {
 			// Not a state this version can continue: learn anew.
 			s.Logger.Warn("stored baseline unreadable; learning it again from the log", "agent", agent, "err", err)
 			l, through = newLearner(agent), -1
@@ -73,12 +134,12 @@ func (s StoredSource) Baseline(ctx context.Context, agent string) (Baseline, err
 	for {
 		rows, err := s.Events.Events(ctx, audit.Query{AfterSeq: through, Subject: agent, Actions: decisionActions, Limit: replayBatch})
 		if err != nil {
-			return Baseline{}, fmt.Errorf("baseline: audit log: %w", err)
+			return nil, fmt.Errorf("baseline: audit log: %w", err)
 		}
 		for _, r := range rows {
 			e, err := audit.EventFromRow(r)
 			if err != nil {
-				return Baseline{}, fmt.Errorf("baseline: audit log: %w", err)
+				return nil, fmt.Errorf("baseline: audit log: %w", err)
 			}
 			if c, ok := FromEvent(e); ok && c.Agent == agent {
 				l.add(c)
@@ -98,7 +159,7 @@ func (s StoredSource) Baseline(ctx context.Context, agent string) (Baseline, err
 			s.Logger.Warn("could not store a baseline", "agent", agent, "err", err)
 		}
 	}
-	return l.baseline(s.Config), nil
+	return l, nil
 }
 
 // Routes registers GET /v1/agents/{name}/baseline, for operators, and

@@ -3,11 +3,14 @@ package baseline_test
 import (
 	"context"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
 )
 
@@ -69,5 +72,55 @@ func TestStoredBaselineLearnsIncrementally(t *testing.T) {
 				t.Fatalf("after pruning: %v %d calls", err, again.Calls)
 			}
 		})
+	}
+}
+
+// rolesOf is a fixed list of agents and roles.
+type rolesOf []policy.AgentRoles
+
+func (r rolesOf) PolicyAgents(context.Context) ([]policy.AgentRoles, error) { return r, nil }
+
+// A new agent has no baseline of its own yet: it is judged by what the
+// agents of its roles do, from its first call — a tool no reader ever
+// called is novel — while another role's habits do not count.
+func TestANewAgentIsJudgedByItsRoles(t *testing.T) {
+	db := storetest.SQLite.Open(t)
+	ctx := context.Background()
+	l := audit.New(db, clock.Real{}, storetest.Logger(t))
+	const (
+		beta  = "spiffe://bulkhead.local/agent/beta"
+		gamma = "spiffe://bulkhead.local/agent/gamma"
+		ops   = "spiffe://bulkhead.local/agent/ops"
+		delta = "spiffe://bulkhead.local/agent/delta"
+	)
+	for _, who := range []struct {
+		id, tool string
+	}{{beta, search}, {gamma, read}, {ops, `Tool::"vault/get_secret"`}} {
+		for _, c := range history(1) {
+			ev := audit.Event{Time: c.Time, Actor: audit.Actor{Kind: audit.ActorAgent, ID: who.id}, Action: "gateway.call_tool",
+				Target: who.tool, Decision: audit.Allow}
+			if _, err := l.Record(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	roles := rolesOf{{Name: "beta", SPIFFEID: beta, Roles: []string{"reader"}}, {Name: "gamma", SPIFFEID: gamma, Roles: []string{"reader", "writer"}},
+		{Name: "ops", SPIFFEID: ops, Roles: []string{"ops"}}, {Name: "delta", SPIFFEID: delta, Roles: []string{"reader"}}}
+	src := baseline.StoredSource{Store: db, Events: db, Roles: roles, Config: baseline.DefaultConfig, Clock: clock.Real{}, Logger: storetest.Logger(t)}
+	for _, id := range []string{delta, delta + "/sub/w1"} {
+		b, err := src.Baseline(ctx, id)
+		if err != nil || b.Learning || b.Basis != "roles reader (2 agents)" || b.Tools[search] == 0 || b.Tools[read] == 0 || b.Tools[`Tool::"vault/get_secret"`] != 0 {
+			t.Fatalf("%s: %v %+v", id, err, b)
+		}
+		at := start.AddDate(0, 0, 21).Add(10 * time.Hour)
+		var r baseline.Recent
+		got := baseline.Score(b, &r, baseline.Call{Agent: id, Resource: `Tool::"vault/get_secret"`, Time: at}, false)
+		if got.Score != 35 || !slices.Equal(got.Reasons, []string{baseline.ReasonByRole, baseline.ReasonNovelTool}) {
+			t.Fatalf("%s: a tool no reader calls: %+v", id, got)
+		}
+	}
+	// An agent with a baseline of its own is judged by it.
+	if b, err := src.Baseline(ctx, beta); err != nil || b.Basis != "" || b.Tools[read] != 0 {
+		t.Fatalf("beta: %v %+v", err, b)
 	}
 }

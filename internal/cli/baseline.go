@@ -37,6 +37,9 @@ over a day it is learning. See docs/baselines.md.`,
 			}
 			fmt.Fprintf(e.stdout, "%s: %d calls from %s to %s (%s); %.1f per active hour, busiest hour %d; %d denied\n",
 				b.Agent, b.Calls, fmtTime(b.Since), fmtTime(b.Until), state, b.PerHour, b.PeakPerHour, b.Denials)
+			if b.Basis != "" {
+				fmt.Fprintf(e.stdout, "its own baseline is still learning: judged by its %s\n", b.Basis)
+			}
 			tools := make([]string, 0, len(b.Tools))
 			for t := range b.Tools {
 				tools = append(tools, t)

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -218,20 +219,11 @@ func (g *Gateway) spendOf(c *caller, a action, d policy.Decision) use {
 	if g.cfg.Sensitive.counts(d.Sensitivity) {
 		// Counted for the delegation's root: a sub-agent spends its
 		// parent's budget, so delegating buys no fresh one.
-		u.sensitive, u.root = true, delegationRoot(u.agent)
+		u.sensitive, u.root = true, identity.Root(u.agent)
 		u.resource = audit.Digest(append([]byte(a.resource.String()+"\n"), a.input...))
 		u.day = g.deps.Clock.Now().UTC().Format(time.DateOnly)
 	}
 	return u
-}
-
-// delegationRoot is the agent at the root of id's delegation chain:
-// spiffe://TD/agent/NAME of spiffe://TD/agent/NAME/sub/ID/sub/ID.
-func delegationRoot(id string) string {
-	if i := strings.Index(id, "/sub/"); i >= 0 {
-		return id[:i]
-	}
-	return id
 }
 
 // withDetail returns a copy of m with k set to v.

@@ -86,3 +86,13 @@ func ValidateScopes(scopes []string) error {
 func faultf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{fault.Invalid}, args...)...)
 }
+
+// Root is the top-level agent of a delegation chain: NAME of
+// NAME/sub/ID/sub/ID, and likewise for the SPIFFE IDs
+// spiffe://TD/agent/NAME/sub/ID....
+func Root(name string) string {
+	if i := strings.Index(name, subSep); i >= 0 {
+		return name[:i]
+	}
+	return name
+}

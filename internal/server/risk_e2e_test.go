@@ -83,6 +83,22 @@ func TestCompromisedAgentsRiskyWriteNeedsAHuman(t *testing.T) {
 		t.Fatalf("anomalies: %+v", anomalies)
 	}
 
+	// A new admin has no baseline of its own: from its first call it is
+	// judged by ops1's, its role's — a write no admin ever made is novel.
+	_, c2 := e.Agent(t, "ops2", "admin")
+	if _, err := e.MCP(t, e.AgentHTTP(c2), "files").CallTool(ctx, &mcp.CallToolParams{Name: "write_file", Arguments: map[string]any{"path": "/srv/new", "content": "x"}}); err != nil {
+		t.Fatalf("a new admin's first write: %v", err)
+	}
+	var first *audit.Event
+	for _, ev := range events(t, e.Env.Env, "gateway.call_tool") {
+		if ev.Actor.ID == "spiffe://bulkhead.local/agent/ops2" {
+			first = &ev
+		}
+	}
+	if first == nil || first.Detail["risk"] != "35" || first.Detail["risk_reasons"] != "role_baseline novel_tool" {
+		t.Fatalf("a new admin's first call: %+v", first)
+	}
+
 	// The baseline the gateway read: operators see it; an agent may not
 	// read anyone's, its own included.
 	b, err := e.Operator.AgentBaseline(ctx, "ops1")

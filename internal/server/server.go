@@ -294,7 +294,7 @@ func (s *Server) OperatorDir() string { return s.cfg.OperatorDir() }
 // baselines learns agents' baselines from the audit log, kept in the
 // store as they are learned.
 func (s *Server) baselines() baseline.StoredSource {
-	return baseline.StoredSource{Store: s.db, Events: s.db, Config: baseline.DefaultConfig, Clock: s.clock, Logger: s.logger}
+	return baseline.StoredSource{Store: s.db, Events: s.db, Roles: s.db, Config: baseline.DefaultConfig, Clock: s.clock, Logger: s.logger}
 }
 
 // Store exposes the store to tests that inspect or tamper with it.
