@@ -23,7 +23,16 @@ type AgentBaseline struct {
 	// active; PeakPerHour the most in any hour.
 	PerHour     float64 `json:"per_hour"`
 	PeakPerHour int     `json:"peak_per_hour"`
-	Denials     int     `json:"denials"`
+	// RateEWMA is calls per active hour, exponentially weighted (α 0.2)
+	// toward the most recent hours.
+	RateEWMA float64 `json:"rate_ewma"`
+	Denials  int     `json:"denials"`
+	// BytesPerCall is the mean size of each resource's answers;
+	// MaxBytesPerTask and MeanBytesPerTask what the agent's tasks read in
+	// all, at most and on average (from the gateways' usage records).
+	BytesPerCall     map[string]int64 `json:"bytes_per_call,omitempty"`
+	MaxBytesPerTask  int64            `json:"max_bytes_per_task"`
+	MeanBytesPerTask int64            `json:"mean_bytes_per_task"`
 	// Learning says the baseline is not yet long or large enough to judge
 	// by.
 	Learning bool `json:"learning"`

@@ -7,6 +7,7 @@
 package baseline
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -23,6 +24,9 @@ type Call struct {
 	Shape  string
 	Time   time.Time
 	Denied bool
+	// TaskRead is what the call's task has read so far (answers' bytes),
+	// as the scoring gateway saw it; 0 outside a task.
+	TaskRead int64
 }
 
 // FromEvent reads a gateway decision record (gateway.call_tool, or an
@@ -34,8 +38,31 @@ func FromEvent(e audit.Event) (Call, bool) {
 	return Call{Agent: e.Actor.ID, Resource: e.Target, Shape: e.Detail["shape"], Time: e.Time, Denied: e.Decision == audit.Deny}, true
 }
 
-// decisionActions are the gateway records a baseline learns from.
+// decisionActions are the gateway records a baseline learns calls from.
 var decisionActions = []string{"gateway.call_tool", "gateway.GET", "gateway.POST", "gateway.PUT", "gateway.PATCH", "gateway.DELETE"}
+
+// actionUsage is a gateway's record of what an agent's answers returned
+// (gateway.ActionUsage).
+const actionUsage = "gateway.usage"
+
+// Usage is what a resource's answered calls returned over a period: a
+// gateway.usage record's detail holds it by resource.
+type Usage struct {
+	Calls int64 `json:"calls"`
+	Bytes int64 `json:"bytes"`
+}
+
+// FromUsage reads a gateway.usage record: the task and the usage by
+// resource; ok is false for any other event.
+func FromUsage(e audit.Event) (task string, usage map[string]Usage, ok bool) {
+	if e.Action != actionUsage || e.Actor.Kind != audit.ActorAgent {
+		return "", nil, false
+	}
+	if json.Unmarshal([]byte(e.Detail["usage"]), &usage) != nil {
+		return "", nil, false
+	}
+	return e.Task, usage, true
+}
 
 // Config bounds learning.
 type Config struct {
@@ -68,10 +95,50 @@ type learner struct {
 	ActiveHours int   `json:"active_hours"`
 	Hour        int64 `json:"hour"`
 	HourCalls   int   `json:"hour_calls"`
+	// EWMA is the weighted rate of the active hours before Hour.
+	EWMA float64 `json:"ewma"`
+	// What answers returned: by resource, and by task (the most recent
+	// maxTasks tasks, oldest first in TaskOrder; the largest ever and the
+	// total over all).
+	ResCalls   map[string]int64 `json:"res_calls"`
+	ResBytes   map[string]int64 `json:"res_bytes"`
+	TaskBytes  map[string]int64 `json:"task_bytes"`
+	TaskOrder  []string         `json:"task_order"`
+	Tasks      int64            `json:"tasks"`
+	TotalBytes int64            `json:"total_task_bytes"`
+	MaxTask    int64            `json:"max_task_bytes"`
 }
 
+// maxTasks bounds the tasks whose totals a learner keeps.
+const maxTasks = 256
+
 func newLearner(agent string) *learner {
-	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, DeniedTools: map[string]int{}, Shapes: map[string]map[string]int{}}}
+	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, DeniedTools: map[string]int{}, Shapes: map[string]map[string]int{}},
+		ResCalls: map[string]int64{}, ResBytes: map[string]int64{}, TaskBytes: map[string]int64{}}
+}
+
+// addUsage learns what a task's answers returned.
+func (l *learner) addUsage(task string, usage map[string]Usage) {
+	var n int64
+	for res, u := range usage {
+		l.ResCalls[res] += u.Calls
+		l.ResBytes[res] += u.Bytes
+		n += u.Bytes
+	}
+	if task == "" {
+		return
+	}
+	if _, ok := l.TaskBytes[task]; !ok {
+		l.Tasks++
+		l.TaskOrder = append(l.TaskOrder, task)
+		if len(l.TaskOrder) > maxTasks {
+			delete(l.TaskBytes, l.TaskOrder[0])
+			l.TaskOrder = l.TaskOrder[1:]
+		}
+	}
+	l.TaskBytes[task] += n
+	l.TotalBytes += n
+	l.MaxTask = max(l.MaxTask, l.TaskBytes[task])
 }
 
 // add learns one call. Calls come in about the order they were made (the
@@ -97,6 +164,9 @@ func (l *learner) add(c Call) {
 		b.Tools[c.Resource]++
 	}
 	if h := t.Unix() / 3600; l.ActiveHours == 0 || h > l.Hour {
+		if l.ActiveHours > 0 {
+			l.EWMA = ewma(l.EWMA, l.HourCalls, l.ActiveHours == 1)
+		}
 		l.ActiveHours, l.Hour, l.HourCalls = l.ActiveHours+1, h, 1
 	} else {
 		l.HourCalls++
@@ -105,6 +175,18 @@ func (l *learner) add(c Call) {
 	if c.Shape != "" && !c.Denied {
 		l.addShape(c.Resource, c.Shape, 1)
 	}
+}
+
+// ewmaAlpha weighs the newest active hour in RateEWMA.
+const ewmaAlpha = 0.2
+
+// ewma folds an hour's calls into the weighted rate (the first hour is
+// the rate).
+func ewma(rate float64, calls int, first bool) float64 {
+	if first {
+		return float64(calls)
+	}
+	return ewmaAlpha*float64(calls) + (1-ewmaAlpha)*rate
 }
 
 // addShape counts n calls of resource with arguments of shape.
@@ -125,6 +207,21 @@ func (l *learner) addShape(resource, shape string, n int) {
 // baseline is what was learned, judged by cfg.
 func (l *learner) baseline(cfg Config) Baseline {
 	b := l.B
+	if len(l.ResCalls) > 0 {
+		b.BytesPerCall = map[string]int64{}
+		for res, n := range l.ResCalls {
+			if n > 0 {
+				b.BytesPerCall[res] = l.ResBytes[res] / n
+			}
+		}
+	}
+	if l.ActiveHours > 0 {
+		b.RateEWMA = ewma(l.EWMA, l.HourCalls, l.ActiveHours == 1)
+	}
+	b.MaxBytesPerTask = l.MaxTask
+	if l.Tasks > 0 {
+		b.MeanBytesPerTask = l.TotalBytes / l.Tasks
+	}
 	if l.ActiveHours > 0 {
 		b.PerHour = float64(b.Calls) / float64(l.ActiveHours)
 	}
@@ -167,6 +264,16 @@ func (l *learner) merge(o *learner) {
 	}
 	l.ActiveHours += o.ActiveHours
 	b.PeakPerHour = max(b.PeakPerHour, ob.PeakPerHour)
+	// Rates are per agent: the busiest agent's.
+	l.EWMA = max(l.EWMA, ewma(o.EWMA, o.HourCalls, o.ActiveHours == 1))
+	for res, n := range o.ResCalls {
+		l.ResCalls[res] += n
+		l.ResBytes[res] += o.ResBytes[res]
+	}
+	// A task is one agent's: the largest of any, and the mean over all.
+	l.Tasks += o.Tasks
+	l.TotalBytes += o.TotalBytes
+	l.MaxTask = max(l.MaxTask, o.MaxTask)
 }
 
 // Learn replays an agent's calls (any order) into its baseline.
@@ -227,8 +334,13 @@ func (r *Recent) last(now time.Time) (calls, denials int) {
 
 // Weights of the reasons a call is risky.
 const (
-	novelTool    = 35
-	novelShape   = 20
+	novelTool  = 35
+	novelShape = 20
+	bulkRead   = 30
+	// bulkFactor is how far past the most its tasks ever read a task's
+	// reads must go to count, and bulkFloor the least that counts.
+	bulkFactor   = 4
+	bulkFloor    = 1 << 20
 	highRate     = 30
 	offHours     = 15
 	perDenial    = 10
@@ -247,6 +359,7 @@ const (
 const (
 	ReasonNovelTool  = "novel_tool"
 	ReasonNovelArgs  = "novel_arguments"
+	ReasonBulkRead   = "bulk_read"
 	ReasonHighRate   = "high_rate"
 	ReasonOffHours   = "off_hours"
 	ReasonDenials    = "denials"
@@ -291,6 +404,9 @@ func Score(b Baseline, recent *Recent, c Call, tainted bool) Risk {
 		}
 		if n := calls + 1; float64(n) > rateFactor*float64(b.PeakPerHour) {
 			r.add(highRate, ReasonHighRate, "%d calls in the last hour, over %d× its busiest learned hour (%d)", n, rateFactor, b.PeakPerHour)
+		}
+		if b.MaxBytesPerTask > 0 && c.TaskRead > max(bulkFactor*b.MaxBytesPerTask, bulkFloor) {
+			r.add(bulkRead, ReasonBulkRead, "its task has read %d bytes, over %d× the most any of its tasks read (%d)", c.TaskRead, bulkFactor, b.MaxBytesPerTask)
 		}
 		if h := c.Time.UTC().Hour(); float64(b.Hours[h]) < rareHour*float64(b.Calls) {
 			r.add(offHours, ReasonOffHours, "off-profile hour %02d:00 UTC (%d of %d learned calls)", h, b.Hours[h], b.Calls)

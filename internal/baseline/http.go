@@ -61,6 +61,9 @@ type StoredSource struct {
 	Logger *slog.Logger
 }
 
+// learnedActions are the records a baseline learns from.
+var learnedActions = append(slices.Clone(decisionActions), actionUsage)
+
 // maxPeers bounds the agents a role baseline is learned from.
 const maxPeers = 32
 
@@ -124,7 +127,8 @@ func (s StoredSource) learn(ctx context.Context, agent string) (*learner, error)
 	}
 	l := newLearner(agent)
 	if raw != nil {
-		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.DeniedTools == nil || l.B.Shapes == nil {
+		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.DeniedTools == nil || l.B.Shapes == nil ||
+			l.ResCalls == nil || l.ResBytes == nil || l.TaskBytes == nil {
 			// Not a state this version can continue: learn anew.
 			s.Logger.Warn("stored baseline unreadable; learning it again from the log", "agent", agent, "err", err)
 			l, through = newLearner(agent), -1
@@ -132,7 +136,7 @@ func (s StoredSource) learn(ctx context.Context, agent string) (*learner, error)
 	}
 	from := through
 	for {
-		rows, err := s.Events.Events(ctx, audit.Query{AfterSeq: through, Subject: agent, Actions: decisionActions, Limit: replayBatch})
+		rows, err := s.Events.Events(ctx, audit.Query{AfterSeq: through, Subject: agent, Actions: learnedActions, Limit: replayBatch})
 		if err != nil {
 			return nil, fmt.Errorf("baseline: audit log: %w", err)
 		}
@@ -143,6 +147,8 @@ func (s StoredSource) learn(ctx context.Context, agent string) (*learner, error)
 			}
 			if c, ok := FromEvent(e); ok && c.Agent == agent {
 				l.add(c)
+			} else if task, u, ok := FromUsage(e); ok && e.Actor.ID == agent {
+				l.addUsage(task, u)
 			}
 			through = r.Seq
 		}

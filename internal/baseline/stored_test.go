@@ -24,6 +24,8 @@ func TestStoredBaselineLearnsIncrementally(t *testing.T) {
 			ctx := context.Background()
 			l := audit.New(db, clock.Real{}, storetest.Logger(t))
 			calls := history(1)
+			// A log is in the order things happened.
+			slices.SortFunc(calls, func(a, b baseline.Call) int { return a.Time.Compare(b.Time) })
 			record := func(cs []baseline.Call) {
 				for _, c := range cs {
 					ev := audit.Event{Time: c.Time, Actor: audit.Actor{Kind: audit.ActorAgent, ID: c.Agent}, Action: "gateway.call_tool",
@@ -122,5 +124,34 @@ func TestANewAgentIsJudgedByItsRoles(t *testing.T) {
 	// An agent with a baseline of its own is judged by it.
 	if b, err := src.Baseline(ctx, beta); err != nil || b.Basis != "" || b.Tools[read] != 0 {
 		t.Fatalf("beta: %v %+v", err, b)
+	}
+}
+
+// What answers returned is learned from the gateways' usage records: per
+// resource, and per task.
+func TestUsageIsLearned(t *testing.T) {
+	db := storetest.SQLite.Open(t)
+	ctx := context.Background()
+	l := audit.New(db, clock.Real{}, storetest.Logger(t))
+	for _, u := range []struct {
+		task, usage string
+	}{
+		{"t1", `{"Tool::\"docs/search\"":{"calls":4,"bytes":4000},"Tool::\"docs/read_page\"":{"calls":1,"bytes":9000}}`},
+		{"t1", `{"Tool::\"docs/search\"":{"calls":6,"bytes":2000}}`},
+		{"t2", `{"Tool::\"docs/search\"":{"calls":2,"bytes":1000}}`},
+		{"", `{"Tool::\"docs/search\"":{"calls":8,"bytes":1000}}`},
+	} {
+		if _, err := l.Record(ctx, audit.Event{Actor: audit.Actor{Kind: audit.ActorAgent, ID: alpha}, Action: "gateway.usage", Target: alpha,
+			Decision: audit.Allow, Task: u.task, Detail: map[string]string{"usage": u.usage}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := baseline.StoredSource{Store: db, Events: db, Config: baseline.DefaultConfig, Clock: clock.Real{}, Logger: storetest.Logger(t)}
+	b, err := src.Baseline(ctx, alpha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.BytesPerCall[search] != 400 || b.BytesPerCall[read] != 9000 || b.MaxBytesPerTask != 15000 || b.MeanBytesPerTask != 8000 {
+		t.Fatalf("bytes per call %v, per task max %d mean %d", b.BytesPerCall, b.MaxBytesPerTask, b.MeanBytesPerTask)
 	}
 }

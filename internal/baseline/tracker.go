@@ -68,8 +68,12 @@ type agentRisk struct {
 	lastSeen   time.Time
 	last       Risk // the last call's risk
 	alertedAt  time.Time
-	alerted    []string // the reasons of the last alert
+	alerted    []string         // the reasons of the last alert
+	taskRead   map[string]int64 // bytes of answers by task
 }
+
+// maxTaskReads bounds the tasks whose reads an agent's state keeps.
+const maxTaskReads = 64
 
 // NewTracker checks cfg and fills its defaults.
 func NewTracker(cfg TrackerConfig) *Tracker {
@@ -120,7 +124,7 @@ func (t *Tracker) evict(now time.Time) {
 // only memory, and start a refresh in the background when the baseline
 // is old. A baseline that cannot be read scores as one still learning,
 // with the reason no_baseline, so a policy may refuse what needs one.
-func (t *Tracker) Score(ctx context.Context, agent, resource, shape string, tainted bool) Risk {
+func (t *Tracker) Score(ctx context.Context, agent, task, resource, shape string, tainted bool) Risk {
 	now := t.cfg.Clock.Now()
 	a := t.agent(agent, now)
 	a.mu.Lock()
@@ -138,7 +142,11 @@ func (t *Tracker) Score(ctx context.Context, agent, resource, shape string, tain
 	if !a.loaded {
 		b = Baseline{Agent: agent, Learning: true}
 	}
-	r := Score(b, &a.recent, Call{Agent: agent, Resource: resource, Shape: shape, Time: now}, tainted)
+	var read int64
+	if task != "" {
+		read = a.taskRead[task]
+	}
+	r := Score(b, &a.recent, Call{Agent: agent, Resource: resource, Shape: shape, Time: now, TaskRead: read}, tainted)
 	if !a.loaded {
 		r.Reasons = append(r.Reasons, ReasonNoBaseline)
 		r.Why = append(r.Why, "the agent's baseline could not be read")
@@ -182,6 +190,20 @@ func (t *Tracker) fetch(ctx context.Context, agent string, a *agentRisk) {
 		return
 	}
 	a.base, a.loaded, a.loadedAt = b, true, now
+}
+
+// Read adds n bytes of an answer to what agent's task has read.
+func (t *Tracker) Read(agent, task string, n int64) {
+	if task == "" || n <= 0 {
+		return
+	}
+	a := t.agent(agent, t.cfg.Clock.Now())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.taskRead == nil || len(a.taskRead) >= maxTaskReads && a.taskRead[task] == 0 {
+		a.taskRead = map[string]int64{}
+	}
+	a.taskRead[task] += n
 }
 
 // Observe adds a decided call, of risk r, to the agent's last hour. alert

@@ -45,7 +45,7 @@ func TestTrackerReadsABaselineOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if r := tr.Score(context.Background(), alpha, search, "", false); r.Score != 0 {
+			if r := tr.Score(context.Background(), alpha, "", search, "", false); r.Score != 0 {
 				t.Errorf("a usual call scored %+v", r)
 			}
 		}()
@@ -55,7 +55,7 @@ func TestTrackerReadsABaselineOnce(t *testing.T) {
 		t.Fatalf("%d reads for 100 calls", n)
 	}
 	clk.Advance(11 * time.Minute)
-	tr.Score(context.Background(), alpha, search, "", false)
+	tr.Score(context.Background(), alpha, "", search, "", false)
 	for i := 0; src.reads.Load() != 2; i++ {
 		if i > 30_000 {
 			t.Fatal("the old baseline was never read again")
@@ -72,7 +72,7 @@ func TestTrackerWithoutABaseline(t *testing.T) {
 	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
 	tr := newTracker(t, src, clk)
 	for range 10 {
-		r := tr.Score(context.Background(), alpha, `Tool::"vault/get_secret"`, "", false)
+		r := tr.Score(context.Background(), alpha, "", `Tool::"vault/get_secret"`, "", false)
 		if !slices.Equal(r.Reasons, []string{baseline.ReasonLearning, baseline.ReasonNoBaseline}) {
 			t.Fatalf("without a baseline: %+v", r)
 		}
@@ -82,7 +82,7 @@ func TestTrackerWithoutABaseline(t *testing.T) {
 	}
 	src.fail.Store(false)
 	clk.Advance(31 * time.Second)
-	if r := tr.Score(context.Background(), alpha, `Tool::"vault/get_secret"`, "", false); !slices.Equal(r.Reasons, []string{baseline.ReasonNovelTool}) {
+	if r := tr.Score(context.Background(), alpha, "", `Tool::"vault/get_secret"`, "", false); !slices.Equal(r.Reasons, []string{baseline.ReasonNovelTool}) {
 		t.Fatalf("once readable: %+v", r)
 	}
 }
@@ -112,5 +112,28 @@ func TestTrackerAlertsAndChanges(t *testing.T) {
 		if alert != s.alert || changed != s.changed {
 			t.Fatalf("step %d: alert %v changed %v", i, alert, changed)
 		}
+	}
+}
+
+// An agent whose tasks read a few kilobytes each reads megabytes in one:
+// its next call in that task scores bulk_read; its other tasks do not.
+func TestBulkReadInATask(t *testing.T) {
+	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
+	src := baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+		b := baseline.Learn(agent, history(1), baseline.DefaultConfig)
+		b.MaxBytesPerTask = 40 << 10
+		return b, nil
+	})
+	tr := newTracker(t, src, clk)
+	ctx := context.Background()
+	for range 100 {
+		tr.Read(alpha, "t-bulk", 64<<10) // 6.4 MB in all
+		tr.Read(alpha, "t-usual", 300)
+	}
+	if r := tr.Score(ctx, alpha, "t-bulk", search, "", false); r.Score != 30 || !slices.Equal(r.Reasons, []string{baseline.ReasonBulkRead}) {
+		t.Fatalf("the bulk task: %+v", r)
+	}
+	if r := tr.Score(ctx, alpha, "t-usual", search, "", false); r.Score != 0 {
+		t.Fatalf("the usual task: %+v", r)
 	}
 }

@@ -37,6 +37,8 @@ over a day it is learning. See docs/baselines.md.`,
 			}
 			fmt.Fprintf(e.stdout, "%s: %d calls from %s to %s (%s); %.1f per active hour, busiest hour %d; %d denied\n",
 				b.Agent, b.Calls, fmtTime(b.Since), fmtTime(b.Until), state, b.PerHour, b.PeakPerHour, b.Denials)
+			fmt.Fprintf(e.stdout, "rate %.1f calls per active hour (EWMA); tasks read at most %d bytes, %d on average\n",
+				b.RateEWMA, b.MaxBytesPerTask, b.MeanBytesPerTask)
 			if b.Basis != "" {
 				fmt.Fprintf(e.stdout, "its own baseline is still learning: judged by its %s\n", b.Basis)
 			}
@@ -47,9 +49,9 @@ over a day it is learning. See docs/baselines.md.`,
 			slices.Sort(tools)
 			var rows [][]string
 			for _, t := range tools {
-				rows = append(rows, []string{t, fmt.Sprint(b.Tools[t]), shapes(b.Shapes[t])})
+				rows = append(rows, []string{t, fmt.Sprint(b.Tools[t]), fmt.Sprint(b.BytesPerCall[t]), shapes(b.Shapes[t])})
 			}
-			if err := table(e.stdout, []string{"RESOURCE", "CALLS", "ARGUMENT SHAPES"}, rows); err != nil {
+			if err := table(e.stdout, []string{"RESOURCE", "CALLS", "BYTES/CALL", "ARGUMENT SHAPES"}, rows); err != nil {
 				return err
 			}
 			fmt.Fprint(e.stdout, "hours (UTC):")

@@ -301,6 +301,7 @@ type meter struct {
 	err      error // the budgets could not be read: the response is cut
 	reserved int64
 	used     int64
+	sent     int64 // every byte charged, budgets or not
 }
 
 // meter starts metering the response to the call u.
@@ -312,6 +313,15 @@ func (b *budgets) meter(ctx context.Context, u use) *meter {
 // charge counts n more bytes and reports whether the budgets still hold;
 // the response is cut when they do not.
 func (m *meter) charge(n int64) bool {
+	ok := m.reserve(n)
+	if ok {
+		m.sent += n
+	}
+	return ok
+}
+
+// reserve counts n more bytes against the budgets.
+func (m *meter) reserve(n int64) bool {
 	if m.err != nil {
 		return false
 	}

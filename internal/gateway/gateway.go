@@ -133,8 +133,12 @@ type Gateway struct {
 	// version the newest policy version a decision answered with.
 	streams *streams
 	version atomic.Int64
-	// stop ends the gateway's own goroutines, on Close.
+	// usage adds up what answers returned, recorded every UsageEvery.
+	usage *usage
+	// stop ends the gateway's own goroutines, on Close; usageDone is
+	// closed once the last usage is recorded.
 	stop      chan struct{}
+	usageDone chan struct{}
 	closeOnce sync.Once
 }
 
@@ -154,8 +158,9 @@ func New(cfg *Config, deps Deps) (*Gateway, error) {
 		secrets: &secretCache{src: deps.Secrets, clock: deps.Clock}, budgets: &budgets{clock: deps.Clock, store: deps.Budgets, scope: cfg.Resource, sensitive: cfg.Sensitive},
 		sessions: newSessions(deps.Clock), mcp: newMCPState(deps.Clock), lookup: net.DefaultResolver.LookupNetIP,
 		risk:    baseline.NewTracker(baseline.TrackerConfig{Source: deps.Baselines, Clock: deps.Clock, Logger: deps.Logger, AlertAt: cfg.Risk.AlertAt}),
-		streams: newStreams(), stop: make(chan struct{})}
+		streams: newStreams(), usage: newUsage(), stop: make(chan struct{}), usageDone: make(chan struct{})}
 	g.streams.check = g.recheck
+	go g.runUsage()
 	deps.Revocations.OnChange(g.changed)
 	if deps.Tasks != nil {
 		g.tasks = newTaskCache(deps.Tasks, deps.Clock, nil)
@@ -207,6 +212,9 @@ func (g *Gateway) Close() {
 	g.closeOnce.Do(func() {
 		if g.stop != nil {
 			close(g.stop)
+		}
+		if g.usageDone != nil {
+			<-g.usageDone
 		}
 		for _, c := range g.closers {
 			_ = c.Close()

@@ -148,6 +148,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	}
 	m := g.budgets.meter(ctx, spend)
 	defer m.close()
+	if out.standing.action != "" {
+		defer func() { g.noteUsage(c, out.standing.resource.String(), m.sent) }()
+	}
 	inspect := ex != nil && ex.inspected()
 	switch {
 	case ex != nil && mt == "text/event-stream":

@@ -33,7 +33,7 @@ func (g *Gateway) riskOf(ctx context.Context, c *caller, resource cedar.EntityUI
 	if resource.Type == policy.TypeTool || resource.Type == policy.TypeRoute {
 		c.shape = baseline.Shape(input)
 	}
-	return g.risk.Score(ctx, c.id.String(), resource.String(), c.shape, c.task != nil && c.task.Tainted)
+	return g.risk.Score(ctx, c.id.String(), c.claims.Task, resource.String(), c.shape, c.task != nil && c.task.Tainted)
 }
 
 // observeRisk adds a decided request to the agent's recent activity,

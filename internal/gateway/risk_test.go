@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -222,5 +223,30 @@ func TestNovelArgumentsRaiseTheRisk(t *testing.T) {
 	recs := recordsOf(h, "gateway.call_tool")
 	if last := recs[len(recs)-1]; last.Detail["shape"] != "path=path:/home/u" || last.Detail["risk_reasons"] != baseline.ReasonNovelArgs {
 		t.Fatalf("the record: %v", last.Detail)
+	}
+}
+
+// What answers returned is recorded per agent, task and resource — not
+// per call — for baselines to learn bytes per call and per task.
+func TestUsageIsRecorded(t *testing.T) {
+	h := startGatewayWith(t, &decider{}, "", &tasks{tainted: map[string]string{}})
+	hc := h.agentIn(t, "alpha", "tk-1")
+	sid := h.session(t, hc)
+	for range 3 {
+		callTool(t, h, hc, sid, "search")
+	}
+	callTool(t, h, hc, sid, "read_file")
+	h.G.Close() // records what is left
+	usage := recordsOf(h, gateway.ActionUsage)
+	if len(usage) != 1 || usage[0].Actor.ID != alphaID || usage[0].Task != "tk-1" {
+		t.Fatalf("usage records: %+v", usage)
+	}
+	var got map[string]baseline.Usage
+	if err := json.Unmarshal([]byte(usage[0].Detail["usage"]), &got); err != nil {
+		t.Fatal(err)
+	}
+	s, r := got[policy.Tool("files", "search").String()], got[policy.Tool("files", "read_file").String()]
+	if s.Calls != 3 || s.Bytes < 3*30 || r.Calls != 1 || r.Bytes < 30 {
+		t.Fatalf("usage: %+v", got)
 	}
 }
