@@ -30,9 +30,12 @@ type AgentBaseline struct {
 	// BytesPerCall is the mean size of each resource's answers;
 	// MaxBytesPerTask and MeanBytesPerTask what the agent's tasks read in
 	// all, at most and on average (from the gateways' usage records).
-	BytesPerCall     map[string]int64 `json:"bytes_per_call,omitempty"`
-	MaxBytesPerTask  int64            `json:"max_bytes_per_task"`
-	MeanBytesPerTask int64            `json:"mean_bytes_per_task"`
+	BytesPerCall map[string]int64 `json:"bytes_per_call,omitempty"`
+	// ItemsPerCall is the mean number of records in each resource's
+	// answers (MCP content items, resource contents, prompt messages).
+	ItemsPerCall     map[string]float64 `json:"items_per_call,omitempty"`
+	MaxBytesPerTask  int64              `json:"max_bytes_per_task"`
+	MeanBytesPerTask int64              `json:"mean_bytes_per_task"`
 	// Learning says the baseline is not yet long or large enough to judge
 	// by.
 	Learning bool `json:"learning"`

@@ -50,6 +50,9 @@ const actionUsage = "gateway.usage"
 type Usage struct {
 	Calls int64 `json:"calls"`
 	Bytes int64 `json:"bytes"`
+	// Items are the records the answers held (MCP content items,
+	// resource contents, prompt messages).
+	Items int64 `json:"items,omitempty"`
 }
 
 // FromUsage reads a gateway.usage record: the task and the usage by
@@ -102,6 +105,7 @@ type learner struct {
 	// total over all).
 	ResCalls   map[string]int64 `json:"res_calls"`
 	ResBytes   map[string]int64 `json:"res_bytes"`
+	ResItems   map[string]int64 `json:"res_items"`
 	TaskBytes  map[string]int64 `json:"task_bytes"`
 	TaskOrder  []string         `json:"task_order"`
 	Tasks      int64            `json:"tasks"`
@@ -114,7 +118,7 @@ const maxTasks = 256
 
 func newLearner(agent string) *learner {
 	return &learner{B: Baseline{Agent: agent, Tools: map[string]int{}, DeniedTools: map[string]int{}, Shapes: map[string]map[string]int{}},
-		ResCalls: map[string]int64{}, ResBytes: map[string]int64{}, TaskBytes: map[string]int64{}}
+		ResCalls: map[string]int64{}, ResBytes: map[string]int64{}, ResItems: map[string]int64{}, TaskBytes: map[string]int64{}}
 }
 
 // addUsage learns what a task's answers returned.
@@ -123,6 +127,7 @@ func (l *learner) addUsage(task string, usage map[string]Usage) {
 	for res, u := range usage {
 		l.ResCalls[res] += u.Calls
 		l.ResBytes[res] += u.Bytes
+		l.ResItems[res] += u.Items
 		n += u.Bytes
 	}
 	if task == "" {
@@ -208,10 +213,11 @@ func (l *learner) addShape(resource, shape string, n int) {
 func (l *learner) baseline(cfg Config) Baseline {
 	b := l.B
 	if len(l.ResCalls) > 0 {
-		b.BytesPerCall = map[string]int64{}
+		b.BytesPerCall, b.ItemsPerCall = map[string]int64{}, map[string]float64{}
 		for res, n := range l.ResCalls {
 			if n > 0 {
 				b.BytesPerCall[res] = l.ResBytes[res] / n
+				b.ItemsPerCall[res] = float64(l.ResItems[res]) / float64(n)
 			}
 		}
 	}
@@ -269,6 +275,7 @@ func (l *learner) merge(o *learner) {
 	for res, n := range o.ResCalls {
 		l.ResCalls[res] += n
 		l.ResBytes[res] += o.ResBytes[res]
+		l.ResItems[res] += o.ResItems[res]
 	}
 	// A task is one agent's: the largest of any, and the mean over all.
 	l.Tasks += o.Tasks

@@ -128,7 +128,7 @@ func (s StoredSource) learn(ctx context.Context, agent string) (*learner, error)
 	l := newLearner(agent)
 	if raw != nil {
 		if err := json.Unmarshal(raw, l); err != nil || l.B.Agent != agent || l.B.Tools == nil || l.B.DeniedTools == nil || l.B.Shapes == nil ||
-			l.ResCalls == nil || l.ResBytes == nil || l.TaskBytes == nil {
+			l.ResCalls == nil || l.ResBytes == nil || l.ResItems == nil || l.TaskBytes == nil {
 			// Not a state this version can continue: learn anew.
 			s.Logger.Warn("stored baseline unreadable; learning it again from the log", "agent", agent, "err", err)
 			l, through = newLearner(agent), -1

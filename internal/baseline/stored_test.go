@@ -136,7 +136,7 @@ func TestUsageIsLearned(t *testing.T) {
 	for _, u := range []struct {
 		task, usage string
 	}{
-		{"t1", `{"Tool::\"docs/search\"":{"calls":4,"bytes":4000},"Tool::\"docs/read_page\"":{"calls":1,"bytes":9000}}`},
+		{"t1", `{"Tool::\"docs/search\"":{"calls":4,"bytes":4000,"items":10},"Tool::\"docs/read_page\"":{"calls":1,"bytes":9000,"items":1}}`},
 		{"t1", `{"Tool::\"docs/search\"":{"calls":6,"bytes":2000}}`},
 		{"t2", `{"Tool::\"docs/search\"":{"calls":2,"bytes":1000}}`},
 		{"", `{"Tool::\"docs/search\"":{"calls":8,"bytes":1000}}`},
@@ -151,7 +151,8 @@ func TestUsageIsLearned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.BytesPerCall[search] != 400 || b.BytesPerCall[read] != 9000 || b.MaxBytesPerTask != 15000 || b.MeanBytesPerTask != 8000 {
+	if b.BytesPerCall[search] != 400 || b.BytesPerCall[read] != 9000 || b.MaxBytesPerTask != 15000 || b.MeanBytesPerTask != 8000 ||
+		b.ItemsPerCall[search] != 0.5 || b.ItemsPerCall[read] != 1 {
 		t.Fatalf("bytes per call %v, per task max %d mean %d", b.BytesPerCall, b.MaxBytesPerTask, b.MeanBytesPerTask)
 	}
 }

@@ -57,6 +57,9 @@ type exchange struct {
 	// canonical arguments a next round is keyed by.
 	cont      *round
 	roundArgs []byte
+	// items counts the records its results returned (a tool's content
+	// items, a resource's contents, a prompt's messages).
+	items int64
 }
 
 // longLived reports a response stream that is not one call's answer: a
@@ -149,7 +152,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	m := g.budgets.meter(ctx, spend)
 	defer m.close()
 	if out.standing.action != "" {
-		defer func() { g.noteUsage(c, out.standing.resource.String(), m.sent) }()
+		defer func() {
+			var items int64
+			if ex != nil {
+				items = ex.items
+			}
+			g.noteUsage(c, out.standing.resource.String(), m.sent, items)
+		}()
 	}
 	inspect := ex != nil && ex.inspected()
 	switch {
@@ -321,6 +330,7 @@ func (g *Gateway) checkResult(ctx context.Context, c *caller, s *Server, ex *exc
 		if err := rpcmsg.KnownMembers(result, "resultType", "taskId", "task", "inputRequests", "requestState"); err != nil {
 			return strictjson.Value{}, err
 		}
+		ex.items += int64(len(result.Get(itemsOf[method]).Items()))
 		typ, _ := result.Get("resultType").Str()
 		switch {
 		case typ == "task" || result.Get("task").Get("taskId").Exists():
@@ -371,6 +381,9 @@ func (g *Gateway) checkResult(ctx context.Context, c *caller, s *Server, ex *exc
 	}
 	return result, nil
 }
+
+// itemsOf names the list of records in each method's result.
+var itemsOf = map[string]string{"tools/call": "content", "prompts/get": "messages", "resources/read": "contents"}
 
 // notificationVisible decides whether the agent may receive a message the
 // upstream sends on its own: a resource's update only if the agent may

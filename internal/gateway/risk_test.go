@@ -246,7 +246,7 @@ func TestUsageIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, r := got[policy.Tool("files", "search").String()], got[policy.Tool("files", "read_file").String()]
-	if s.Calls != 3 || s.Bytes < 3*30 || r.Calls != 1 || r.Bytes < 30 {
+	if s.Calls != 3 || s.Bytes < 3*30 || s.Items != 3 || r.Calls != 1 || r.Bytes < 30 || r.Items != 1 {
 		t.Fatalf("usage: %+v", got)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // Usage: what each agent's calls returned is known only once their
 // answers end, after their decision records. A gateway adds it up per
 // agent, task and resource, and records it every UsageEvery as
-// gateway.usage — calls and bytes per resource — so that baselines learn
+// gateway.usage — calls, bytes and records (items) per resource — so that baselines learn
 // bytes per call and per task from the log, at a bounded cost to it (a
 // record per active agent and task per period, not per call).
 
@@ -40,7 +40,7 @@ func newUsage() *usage { return &usage{acc: map[usageKey]map[string]*baseline.Us
 
 // add counts one answered call of agent in task to resource, of n bytes.
 // It reports whether the accumulator is full and must be recorded now.
-func (u *usage) add(agent, task, resource string, n int64) (full bool) {
+func (u *usage) add(agent, task, resource string, n, items int64) (full bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	k := usageKey{agent, task}
@@ -56,6 +56,7 @@ func (u *usage) add(agent, task, resource string, n int64) (full bool) {
 	}
 	r.Calls++
 	r.Bytes += n
+	r.Items += items
 	return len(u.acc) >= maxUsageKeys
 }
 
@@ -68,16 +69,16 @@ func (u *usage) take() map[usageKey]map[string]*baseline.Usage {
 	return out
 }
 
-// noteUsage counts an answered call's bytes, and tells the risk tracker
-// what the task has read so far.
-func (g *Gateway) noteUsage(c *caller, resource string, n int64) {
+// noteUsage counts an answered call's bytes and records (items), and
+// tells the risk tracker what the task has read so far.
+func (g *Gateway) noteUsage(c *caller, resource string, n, items int64) {
 	if g.usage == nil {
 		return
 	}
 	if g.risk != nil {
 		g.risk.Read(c.id.String(), c.claims.Task, n)
 	}
-	if g.usage.add(c.id.String(), c.claims.Task, resource, n) {
+	if g.usage.add(c.id.String(), c.claims.Task, resource, n, items) {
 		go g.recordUsage(context.Background())
 	}
 }
