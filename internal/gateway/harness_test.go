@@ -136,6 +136,8 @@ type decider struct {
 	// everything is.
 	denied map[string]bool
 	denyAt int
+	// outsideTasks denies everything decided outside an open task.
+	outsideTasks bool
 	// baselines are the agents' learned baselines (default: none yet).
 	baselines baseline.Source
 	// risks sees the risk of each decision.
@@ -147,7 +149,7 @@ func (d *decider) Decide(_ context.Context, q gateway.Decision) (policy.Decision
 	_, tool, _ := strings.Cut(string(q.Resource.ID), "/")
 	d.mu.Lock()
 	d.risks = append(d.risks, q)
-	denied := d.denied[tool] || (d.denyAt > 0 && q.Risk >= d.denyAt)
+	denied := d.denied[tool] || (d.denyAt > 0 && q.Risk >= d.denyAt) || (d.outsideTasks && q.Task == "")
 	d.mu.Unlock()
 	if denied {
 		return policy.Decision{ID: "d-" + tool, Version: 1}, nil

@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
@@ -250,3 +253,52 @@ func TestUsageIsRecorded(t *testing.T) {
 		t.Fatalf("usage: %+v", got)
 	}
 }
+
+// A task's end re-decides the streams of that task only: one opened in
+// the task is cut (the agent is back at its baseline, where the policy
+// here allows nothing), another task's lives on.
+func TestTaskEndRedecidesItsStreams(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now()), outsideTasks: true}
+	ts := &endingTasks{ended: map[string]bool{}}
+	h := startGatewayWith(t, dec, "", ts)
+	alpha1, alpha2 := h.agentIn(t, "alpha", "tk-1"), h.agentIn(t, "alpha", "tk-2")
+	body1 := openStream(t, h, alpha1, h.session(t, alpha1))
+	openStream(t, h, alpha2, h.session(t, alpha2))
+	if n := gateway.OpenStreams(h.G); n != 2 {
+		t.Fatalf("%d streams", n)
+	}
+	ts.end("tk-1")
+	h.Rev.Apply(audit.Event{Seq: 1, Action: "task.complete", Decision: audit.Allow, Task: "tk-1", Target: alphaID})
+	ended(t, body1)
+	if n := gateway.OpenStreams(h.G); n != 1 {
+		t.Fatalf("%d streams after tk-1 ended", n)
+	}
+	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 1 || closes[0].Task != "tk-1" {
+		t.Fatalf("closings: %+v", closes)
+	}
+}
+
+// endingTasks is a control plane whose tasks are open until ended; the
+// decider sees a task only while it is open.
+type endingTasks struct {
+	mu    sync.Mutex
+	ended map[string]bool
+}
+
+func (e *endingTasks) end(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ended[id] = true
+}
+
+func (e *endingTasks) TaskState(_ context.Context, id string) (gateway.TaskState, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return gateway.TaskState{ID: id, Agent: alphaID, Manifest: "m", Open: !e.ended[id], Status: "completed"}, nil
+}
+
+func (e *endingTasks) ReportOutput(context.Context, string, string, cedar.EntityUID, string) (bool, bool, error) {
+	return false, false, nil
+}
+
+func (e *endingTasks) UseGrant(context.Context, string, gateway.GrantUse) error { return nil }

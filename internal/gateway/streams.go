@@ -39,6 +39,10 @@ var ChangeActions = []string{
 	elevation.ActionGrant, elevation.ActionExpire, elevation.ActionRevoke, elevation.ActionEnd, elevation.ActionExhaust,
 }
 
+// policyChanges are the ChangeActions that may change any decision.
+var policyChanges = []string{policy.ActionPolicyApply, policy.ActionPolicyRollback, policy.ActionPolicyPromote,
+	policy.ActionRoleAdd, policy.ActionRoleRemove, policy.ActionToolApply, identity.ActionAgentScopes}
+
 // errDecidedAgain is the cause of a stream cut by a new decision.
 var errDecidedAgain = errors.New("no longer allowed: decided again")
 
@@ -100,14 +104,18 @@ func (s *streams) open(os *openStream) func() {
 // redecide decides agent's open streams again (every agent's for ""), in
 // the background; fresh makes each read its task's state anew.
 func (s *streams) redecide(agent string, fresh ...bool) {
+	s.redecideIf(func(id string, _ *openStream) bool { return agent == "" || id == agent }, fresh...)
+}
+
+// redecideIf decides again the open streams that match.
+func (s *streams) redecideIf(match func(agent string, os *openStream) bool, fresh ...bool) {
 	s.mu.Lock()
 	var list []*openStream
 	for id, m := range s.byAgent {
-		if agent != "" && id != agent {
-			continue
-		}
 		for os := range m {
-			list = append(list, os)
+			if match(id, os) {
+				list = append(list, os)
+			}
 		}
 	}
 	s.mu.Unlock()
@@ -197,9 +205,15 @@ func (g *Gateway) recheck(os *openStream) {
 }
 
 // changed hears a control plane record after which open streams are
-// decided again: at once, and again a second and five seconds later, by
-// when every replica has loaded a new policy version.
+// decided again. A task's or elevation's concerns the streams of that
+// task, whose state is read anew; a policy, role, catalog or scope change
+// concerns every stream, decided at once and again a second and five
+// seconds later, by when every replica has loaded a new policy version.
 func (g *Gateway) changed(ev audit.Event) {
+	if ev.Task != "" && !slices.Contains(policyChanges, ev.Action) {
+		g.streams.redecideIf(func(_ string, os *openStream) bool { return os.c.claims.Task == ev.Task }, true)
+		return
+	}
 	g.streams.redecide("", true)
 	go func() {
 		for _, d := range []time.Duration{time.Second, 5 * time.Second} {
