@@ -102,7 +102,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *caller, rt 
 	if out.standing.action != "" {
 		// Until its answer is delivered, a request stays under its
 		// decision: a new one that refuses it cuts it.
-		defer g.streams.open(&openStream{c: c, st: out.standing, cancel: cut})()
+		// A copy: the relay goes on deciding with c (notifications) while
+		// a re-decision reads this one.
+		cc := *c
+		defer g.streams.open(&openStream{c: &cc, st: out.standing, cancel: cut})()
 	}
 	var msg *rpcmsg.Message
 	if ex != nil {
