@@ -4,7 +4,9 @@ import "time"
 
 // AgentBaseline is an agent's behaviour learned from the audit log.
 type AgentBaseline struct {
-	Agent string    `json:"agent"`
+	Agent string `json:"agent"`
+	// Since, Until and Calls are the span and number of the calls learned
+	// as habit: allowed, at a usual risk.
 	Since time.Time `json:"since"`
 	Until time.Time `json:"until"`
 	Calls int       `json:"calls"`
@@ -27,6 +29,9 @@ type AgentBaseline struct {
 	// toward the most recent hours.
 	RateEWMA float64 `json:"rate_ewma"`
 	Denials  int     `json:"denials"`
+	// Anomalous counts allowed calls not learned as habit: their risk
+	// was 50 or more when they were made.
+	Anomalous int `json:"anomalous"`
 	// BytesPerCall is the mean size of each resource's answers;
 	// MaxBytesPerTask and MeanBytesPerTask what the agent's tasks read in
 	// all, at most and on average (from the gateways' usage records).

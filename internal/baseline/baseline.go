@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/api"
@@ -27,7 +29,13 @@ type Call struct {
 	// TaskRead is what the call's task has read so far (answers' bytes),
 	// as the scoring gateway saw it; 0 outside a task.
 	TaskRead int64
+	// Risk is the risk its record carries: a call allowed at a risk of
+	// learnBelow or more is not learned as habit.
+	Risk int
 }
+
+// learnBelow is the risk below which an allowed call is learned as habit.
+const learnBelow = 50
 
 // FromEvent reads a gateway decision record (gateway.call_tool, or an
 // HTTP route's); ok is false for any other event.
@@ -35,7 +43,8 @@ func FromEvent(e audit.Event) (Call, bool) {
 	if e.Actor.Kind != audit.ActorAgent || e.Target == "" || !slices.Contains(decisionActions, e.Action) {
 		return Call{}, false
 	}
-	return Call{Agent: e.Actor.ID, Resource: e.Target, Shape: e.Detail["shape"], Time: e.Time, Denied: e.Decision == audit.Deny}, true
+	risk, _ := strconv.Atoi(e.Detail["risk"])
+	return Call{Agent: e.Actor.ID, Resource: e.Target, Shape: e.Detail["shape"], Time: e.Time, Denied: e.Decision == audit.Deny, Risk: risk}, true
 }
 
 // decisionActions are the gateway records a baseline learns calls from.
@@ -147,9 +156,22 @@ func (l *learner) addUsage(task string, usage map[string]Usage) {
 }
 
 // add learns one call. Calls come in about the order they were made (the
-// log's); one older than the newest hour counts in that hour.
+// log's); one older than the newest hour counts in that hour. Only
+// allowed calls at a usual risk are habit: a refused one is counted as a
+// denial (probing a tool, or spraying calls at 03:00, does not make it
+// usual), an anomalous one as such (an anomaly does not become the norm
+// at the next refresh).
 func (l *learner) add(c Call) {
 	b := &l.B
+	switch {
+	case c.Denied:
+		b.Denials++
+		b.DeniedTools[c.Resource]++
+		return
+	case c.Risk >= learnBelow:
+		b.Anomalous++
+		return
+	}
 	t := c.Time.UTC()
 	if b.Calls == 0 || t.Before(b.Since) {
 		b.Since = t
@@ -160,14 +182,7 @@ func (l *learner) add(c Call) {
 	b.Calls++
 	b.Hours[t.Hour()]++
 	b.Weekdays[t.Weekday()]++
-	if c.Denied {
-		// Tried and refused: activity, not habit (probing a tool does not
-		// make it usual).
-		b.Denials++
-		b.DeniedTools[c.Resource]++
-	} else {
-		b.Tools[c.Resource]++
-	}
+	b.Tools[c.Resource]++
 	if h := t.Unix() / 3600; l.ActiveHours == 0 || h > l.Hour {
 		if l.ActiveHours > 0 {
 			l.EWMA = ewma(l.EWMA, l.HourCalls, l.ActiveHours == 1)
@@ -177,7 +192,7 @@ func (l *learner) add(c Call) {
 		l.HourCalls++
 	}
 	b.PeakPerHour = max(b.PeakPerHour, l.HourCalls)
-	if c.Shape != "" && !c.Denied {
+	if c.Shape != "" {
 		l.addShape(c.Resource, c.Shape, 1)
 	}
 }
@@ -251,6 +266,7 @@ func (l *learner) merge(o *learner) {
 	}
 	b.Calls += ob.Calls
 	b.Denials += ob.Denials
+	b.Anomalous += ob.Anomalous
 	for k, n := range ob.Tools {
 		b.Tools[k] += n
 	}
@@ -376,6 +392,12 @@ const (
 	ReasonByRole     = "role_baseline" // no points: judged by its roles' agents, its own still learning
 )
 
+// habitual reports a resource whose use a baseline learns: a tool or an
+// HTTP route (decisionActions' resources).
+func habitual(resource string) bool {
+	return strings.HasPrefix(resource, "Tool::") || strings.HasPrefix(resource, "Route::")
+}
+
 // Risk is a call's risk: a score from 0 to 100, the codes of what raised
 // it (context.risk_reasons) and, for the record, why in words.
 type Risk struct {
@@ -404,7 +426,10 @@ func Score(b Baseline, recent *Recent, c Call, tainted bool) Risk {
 		if b.Basis != "" {
 			r.add(0, ReasonByRole, "judged by the baseline of its %s", b.Basis)
 		}
-		if b.Tools[c.Resource] == 0 {
+		if !habitual(c.Resource) {
+			// A server's lists, resources, prompts and egress are not
+			// learned as habits: neither novel nor usual.
+		} else if b.Tools[c.Resource] == 0 {
 			r.add(novelTool, ReasonNovelTool, "novel tool %s", c.Resource)
 		} else if known := b.Shapes[c.Resource]; c.Shape != "" && len(known) > 0 && known[c.Shape] == 0 && known[ShapeAny] == 0 {
 			r.add(novelShape, ReasonNovelArgs, "arguments shaped %s, never seen for %s", c.Shape, c.Resource)

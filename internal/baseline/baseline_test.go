@@ -182,6 +182,7 @@ func TestShape(t *testing.T) {
 		{`{"path":"/srv/docs/deep/b.md"}`, "path=path:/srv/docs"},
 		{`{"path":"/srv/a"}`, "path=path:/srv"},
 		{`{"path":"/home/u/.ssh/id_rsa"}`, "path=path:/home/u"},
+		{`{"file":"/srv/docs/../../etc/shadow"}`, "file=path:.."},
 		{`{"query":"q","limit":3}`, "limit=num;query=str:16"},
 		{`{"query":"` + strings.Repeat("w", 300) + `"}`, "query=str:long"},
 		{`{"url":"https://evil.example/x?y"}`, "url=url:https://evil.example"},
@@ -315,5 +316,29 @@ func TestProbingDoesNotTrainTheBaseline(t *testing.T) {
 	var r baseline.Recent
 	if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: del, Time: start.AddDate(0, 0, 21).Add(10 * time.Hour)}, false); !slices.Contains(got.Reasons, baseline.ReasonNovelTool) {
 		t.Fatalf("a probed tool, now allowed: %+v", got)
+	}
+}
+
+// What is refused, or allowed only at a high risk, is not habit: 1000
+// denied calls at 03:00 move neither the hours nor the busiest hour, and
+// a novel tool allowed at risk 65 stays novel after the next refresh.
+// A server's lists and egress are not habits at all: never novel.
+func TestOnlyUsualAllowedCallsAreHabit(t *testing.T) {
+	calls := history(1)
+	night := start.AddDate(0, 0, 13).Add(3 * time.Hour)
+	for i := range 1000 {
+		calls = append(calls, baseline.Call{Agent: alpha, Resource: fmt.Sprintf(`Tool::"x/t%d"`, i), Time: night.Add(time.Duration(i) * time.Second), Denied: true})
+	}
+	calls = append(calls, baseline.Call{Agent: alpha, Resource: `Tool::"vault/get_secret"`, Time: night, Risk: 65})
+	b := baseline.Learn(alpha, calls, baseline.DefaultConfig)
+	if b.Hours[3] != 0 || b.PeakPerHour > 8 || b.Denials != 1010 || b.Anomalous != 1 || b.Tools[`Tool::"vault/get_secret"`] != 0 {
+		t.Fatalf("hours[3]=%d peak=%d denials=%d anomalous=%d tools=%v", b.Hours[3], b.PeakPerHour, b.Denials, b.Anomalous, b.Tools)
+	}
+	at := start.AddDate(0, 0, 21).Add(10 * time.Hour)
+	var r baseline.Recent
+	for _, res := range []string{`ToolServer::"files"`, `Host::"tool/api.example.com:443"`} {
+		if got := baseline.Score(b, &r, baseline.Call{Agent: alpha, Resource: res, Time: at}, false); got.Score != 0 {
+			t.Fatalf("%s: %+v", res, got)
+		}
 	}
 }

@@ -94,11 +94,15 @@ func (s StoredSource) Baseline(ctx context.Context, agent string) (Baseline, err
 			roles = a.Roles
 		}
 	}
-	merged, peers := newLearner(agent), 0
+	merged, peers, reads := newLearner(agent), 0, 0
 	for _, a := range agents {
-		if peers == maxPeers || a.SPIFFEID == root || !slices.ContainsFunc(a.Roles, func(r string) bool { return slices.Contains(roles, r) }) {
+		if peers == maxPeers || reads == 2*maxPeers {
+			break // bounded, even in a role of new agents
+		}
+		if a.SPIFFEID == root || !slices.ContainsFunc(a.Roles, func(r string) bool { return slices.Contains(roles, r) }) {
 			continue
 		}
+		reads++
 		pl, err := s.learn(ctx, a.SPIFFEID)
 		if err != nil {
 			return Baseline{}, err

@@ -192,6 +192,9 @@ func kind(v []byte) string {
 
 func stringKind(s string) string {
 	switch {
+	case strings.HasPrefix(s, "/") && (strings.Contains(s, "/../") || strings.HasSuffix(s, "/..")):
+		// A path that climbs is its own shape, whatever it starts with.
+		return "path:.."
 	case strings.HasPrefix(s, "/"):
 		segs := strings.SplitN(strings.TrimPrefix(s, "/"), "/", 3)
 		if len(segs) > 2 {

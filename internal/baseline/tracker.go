@@ -36,7 +36,8 @@ type TrackerConfig struct {
 	Refresh, Retry time.Duration
 	// AlertAt is the score at which a call is an anomaly (default 60;
 	// negative: never). Observe reports one at most once per AlertEvery
-	// (default 10 minutes) for an agent, unless a new reason appears.
+	// (default 10 minutes) for an agent, unless a new reason appears (and a
+	// minute has passed).
 	AlertAt    int
 	AlertEvery time.Duration
 }
@@ -70,6 +71,7 @@ type agentRisk struct {
 	alertedAt  time.Time
 	alerted    []string         // the reasons of the last alert
 	taskRead   map[string]int64 // bytes of answers by task
+	taskOrder  []string         // taskRead's tasks, read longest ago first
 }
 
 // maxTaskReads bounds the tasks whose reads an agent's state keeps.
@@ -130,7 +132,11 @@ func (t *Tracker) Score(ctx context.Context, agent, task, resource, shape string
 	a.mu.Lock()
 	if !a.loaded && (a.failedAt.IsZero() || now.Sub(a.failedAt) >= t.cfg.Retry) {
 		a.mu.Unlock()
-		t.read(ctx, agent, a)
+		// Read apart from the request: a caller that gives up must not
+		// leave its agent unscored until the next retry.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+		t.read(rctx, agent, a)
+		cancel()
 		a.mu.Lock()
 	} else if a.loaded && now.Sub(a.loadedAt) >= t.cfg.Refresh && !a.refreshing {
 		a.refreshing = true
@@ -166,8 +172,11 @@ func (t *Tracker) read(ctx context.Context, agent string, a *agentRisk) {
 	}
 }
 
+// readTimeout bounds one read of a baseline.
+const readTimeout = 30 * time.Second
+
 func (t *Tracker) refresh(agent string, a *agentRisk) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
 	a.load.Lock()
 	defer a.load.Unlock()
@@ -184,9 +193,13 @@ func (t *Tracker) fetch(ctx context.Context, agent string, a *agentRisk) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
-		// A refresh that fails keeps the baseline it has.
+		// A refresh that fails keeps the baseline it has, and is tried
+		// again after Retry, not at the next call.
 		t.cfg.Logger.Warn("could not read an agent's baseline", "agent", agent, "err", err)
 		a.failedAt = now
+		if a.loaded {
+			a.loadedAt = now.Add(t.cfg.Retry - t.cfg.Refresh)
+		}
 		return
 	}
 	a.base, a.loaded, a.loadedAt = b, true, now
@@ -200,9 +213,17 @@ func (t *Tracker) Read(agent, task string, n int64) {
 	a := t.agent(agent, t.cfg.Clock.Now())
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.taskRead == nil || len(a.taskRead) >= maxTaskReads && a.taskRead[task] == 0 {
+	if a.taskRead == nil {
 		a.taskRead = map[string]int64{}
 	}
+	// The task read longest ago is forgotten, never one still reading.
+	if _, ok := a.taskRead[task]; ok {
+		a.taskOrder = slices.DeleteFunc(a.taskOrder, func(t string) bool { return t == task })
+	} else if len(a.taskOrder) >= maxTaskReads {
+		delete(a.taskRead, a.taskOrder[0])
+		a.taskOrder = a.taskOrder[1:]
+	}
+	a.taskOrder = append(a.taskOrder, task)
 	a.taskRead[task] += n
 }
 
@@ -218,9 +239,11 @@ func (t *Tracker) Observe(agent, resource string, denied bool, r Risk) (alert, c
 	changed = a.last.Score != r.Score || !slices.Equal(a.last.Reasons, r.Reasons)
 	a.last = r
 	if t.cfg.AlertAt >= 0 && r.Score >= t.cfg.AlertAt {
+		// Once per AlertEvery; sooner for a new reason, but no more than
+		// once a minute, whatever reasons alternate.
 		fresh := now.Sub(a.alertedAt) >= t.cfg.AlertEvery
 		for _, code := range r.Reasons {
-			fresh = fresh || !slices.Contains(a.alerted, code)
+			fresh = fresh || !slices.Contains(a.alerted, code) && now.Sub(a.alertedAt) >= time.Minute
 		}
 		if fresh {
 			alert, a.alertedAt, a.alerted = true, now, slices.Clone(r.Reasons)

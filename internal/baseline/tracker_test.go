@@ -3,6 +3,7 @@ package baseline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,8 @@ func TestTrackerAlertsAndChanges(t *testing.T) {
 		{0, high, true, true},
 		{time.Minute, high, false, false},
 		{time.Minute, baseline.Risk{Score: 85, Reasons: []string{baseline.ReasonNovelTool, baseline.ReasonDenials, baseline.ReasonTainted}}, true, true},
+		// A new reason half a minute after an alert: too soon for another.
+		{30 * time.Second, baseline.Risk{Score: 70, Reasons: []string{baseline.ReasonNovelTool, baseline.ReasonOffHours}}, false, true},
 		{time.Minute, high, false, true},
 		{10 * time.Minute, high, true, false},
 	}
@@ -135,5 +138,40 @@ func TestBulkReadInATask(t *testing.T) {
 	}
 	if r := tr.Score(ctx, alpha, "t-usual", search, "", false); r.Score != 0 {
 		t.Fatalf("the usual task: %+v", r)
+	}
+}
+
+// A request that gives up while its agent's baseline is first read does
+// not leave the agent unscored: the read goes on apart from it.
+func TestACancelledCallerStillGetsItsAgentScored(t *testing.T) {
+	src := &countingSource{}
+	tr := newTracker(t, baseline.SourceFunc(func(ctx context.Context, agent string) (baseline.Baseline, error) {
+		if err := ctx.Err(); err != nil {
+			return baseline.Baseline{}, err
+		}
+		return src.Baseline(ctx, agent)
+	}), clock.NewFake(start.AddDate(0, 0, 21).Add(10*time.Hour)))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := tr.Score(ctx, alpha, "", `Tool::"vault/get_secret"`, "", false); !slices.Equal(r.Reasons, []string{baseline.ReasonNovelTool}) {
+		t.Fatalf("scored %+v", r)
+	}
+}
+
+// Reads across many tasks forget the oldest task, never the one reading.
+func TestTaskReadsForgetTheOldest(t *testing.T) {
+	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
+	tr := newTracker(t, baseline.SourceFunc(func(_ context.Context, agent string) (baseline.Baseline, error) {
+		b := baseline.Learn(agent, history(1), baseline.DefaultConfig)
+		b.MaxBytesPerTask = 40 << 10
+		return b, nil
+	}), clk)
+	tr.Read(alpha, "bulk", 8<<20)
+	for i := range 200 {
+		tr.Read(alpha, fmt.Sprintf("small-%d", i), 10)
+		tr.Read(alpha, "bulk", 10) // still reading: never forgotten
+	}
+	if r := tr.Score(context.Background(), alpha, "bulk", search, "", false); !slices.Contains(r.Reasons, baseline.ReasonBulkRead) {
+		t.Fatalf("the bulk task was forgotten: %+v", r)
 	}
 }

@@ -285,6 +285,11 @@ func (g *Gateway) spendGrant(ctx context.Context, c *caller, grants []TaskGrant,
 		// Uses changed (or the grant ended): read the state anew.
 		g.tasks.forget(c.task.ID)
 		if err == nil {
+			if gr.MaxUses > 0 && gr.Uses+1 >= gr.MaxUses {
+				// This call spent its last use: it still counts for the
+				// call (see recheck).
+				g.streams.exhausted(gr.Elevation)
+			}
 			return nil
 		}
 		last = err

@@ -13,3 +13,17 @@ func SetLookup(g *Gateway, f func(ctx context.Context, network, host string) ([]
 
 // OpenStreams is how many forwarded requests g keeps under their decision.
 func OpenStreams(g *Gateway) int { return g.streams.count() }
+
+// StreamsIdle reports that no re-decision of g's streams is under way.
+func StreamsIdle(g *Gateway) bool {
+	g.streams.mu.Lock()
+	defer g.streams.mu.Unlock()
+	for _, m := range g.streams.byAgent {
+		for os := range m {
+			if os.busy.Load() {
+				return false
+			}
+		}
+	}
+	return true
+}

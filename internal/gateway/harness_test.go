@@ -31,6 +31,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
@@ -138,6 +139,10 @@ type decider struct {
 	denyAt int
 	// outsideTasks denies everything decided outside an open task.
 	outsideTasks bool
+	// needGrant allows a tool ("" for a server's own resource) only with
+	// the named grant ("MANIFEST/TRIGGER") in force, as its trigger's
+	// permit.
+	needGrant map[string]string
 	// baselines are the agents' learned baselines (default: none yet).
 	baselines baseline.Source
 	// risks sees the risk of each decision.
@@ -153,6 +158,13 @@ func (d *decider) Decide(_ context.Context, q gateway.Decision) (policy.Decision
 	d.mu.Unlock()
 	if denied {
 		return policy.Decision{ID: "d-" + tool, Version: 1}, nil
+	}
+	if g := d.needGrant[tool]; g != "" {
+		m, tr, _ := strings.Cut(g, "/")
+		if !slices.Contains(q.Grants, g) {
+			return policy.Decision{ID: "d-" + tool, Version: 1}, nil
+		}
+		return policy.Decision{ID: "d-" + tool, Allowed: true, Version: 1, Reasons: []string{elevation.TriggerPolicyID(m, tr)}}, nil
 	}
 	return policy.Decision{ID: "d-" + tool, Allowed: true, Version: 1, ReadOnly: d.readOnly[tool], Sensitivity: d.sensitivity[tool]}, nil
 }

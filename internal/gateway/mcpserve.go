@@ -72,7 +72,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request, c *caller, rt
 				return
 			}
 			out.recorded = auth.record
-			out.standing = standing{server: s.Name, action: call.action, resource: call.resource, input: call.input, decisionID: auth.decisionID}
+			out.standing = standing{server: s.Name, action: call.action, resource: call.resource, input: call.input, decisionID: auth.decisionID, grants: auth.granted}
 		}
 		g.forward(w, r, c, rt, out, ex)
 		if r.Method == http.MethodDelete {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
 
@@ -33,7 +34,7 @@ func (g *Gateway) riskOf(ctx context.Context, c *caller, resource cedar.EntityUI
 	if resource.Type == policy.TypeTool || resource.Type == policy.TypeRoute {
 		c.shape = baseline.Shape(input)
 	}
-	return g.risk.Score(ctx, c.id.String(), c.claims.Task, resource.String(), c.shape, c.task != nil && c.task.Tainted)
+	return g.risk.Score(ctx, riskKey(c), c.claims.Task, resource.String(), c.shape, c.task != nil && c.task.Tainted)
 }
 
 // observeRisk adds a decided request to the agent's recent activity,
@@ -44,7 +45,7 @@ func (g *Gateway) observeRisk(ctx context.Context, c *caller, server, action str
 	if g.risk == nil {
 		return
 	}
-	alert, changed := g.risk.Observe(c.id.String(), resource.String(), denied, r)
+	alert, changed := g.risk.Observe(riskKey(c), resource.String(), denied, r)
 	if alert {
 		decision := audit.Allow
 		if denied {
@@ -59,9 +60,16 @@ func (g *Gateway) observeRisk(ctx context.Context, c *caller, server, action str
 		}
 	}
 	if changed {
-		g.streams.redecide(c.id.String())
+		// The root's risk is its whole tree's.
+		root := riskKey(c)
+		g.streams.redecideIf(func(agent string, _ *openStream) bool { return identity.Root(agent) == root })
 	}
 }
+
+// riskKey is whose risk a caller's is: its delegation root's. A sub-agent
+// is judged by its root's baseline and adds to its root's last hour, so
+// delegating to a fresh sub-agent does not reset a risk.
+func riskKey(c *caller) string { return identity.Root(c.id.String()) }
 
 // riskDetail adds a risk to a record's detail.
 func riskDetail(detail map[string]string, r baseline.Risk) {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
@@ -279,10 +281,19 @@ func TestTaskEndRedecidesItsStreams(t *testing.T) {
 }
 
 // endingTasks is a control plane whose tasks are open until ended; the
-// decider sees a task only while it is open.
+// decider sees a task only while it is open. grants are each task's
+// grants in force; one whose uses run out leaves them.
 type endingTasks struct {
-	mu    sync.Mutex
-	ended map[string]bool
+	mu     sync.Mutex
+	ended  map[string]bool
+	grants map[string][]gateway.TaskGrant
+}
+
+// drop takes a grant out of a task's state (revoked, or its uses spent).
+func (e *endingTasks) drop(task, elevation string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.grants[task] = slices.DeleteFunc(e.grants[task], func(g gateway.TaskGrant) bool { return g.Elevation == elevation })
 }
 
 func (e *endingTasks) end(id string) {
@@ -294,11 +305,84 @@ func (e *endingTasks) end(id string) {
 func (e *endingTasks) TaskState(_ context.Context, id string) (gateway.TaskState, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return gateway.TaskState{ID: id, Agent: alphaID, Manifest: "m", Open: !e.ended[id], Status: "completed"}, nil
+	return gateway.TaskState{ID: id, Agent: alphaID, Manifest: "m", Open: !e.ended[id], Status: "completed", Grants: slices.Clone(e.grants[id])}, nil
 }
 
 func (e *endingTasks) ReportOutput(context.Context, string, string, cedar.EntityUID, string) (bool, bool, error) {
 	return false, false, nil
 }
 
-func (e *endingTasks) UseGrant(context.Context, string, gateway.GrantUse) error { return nil }
+func (e *endingTasks) UseGrant(_ context.Context, elevation string, u gateway.GrantUse) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, g := range e.grants[u.Task] {
+		if g.Elevation == elevation {
+			e.grants[u.Task][i].Uses++
+			if g.MaxUses > 0 && g.Uses+1 >= g.MaxUses {
+				e.grants[u.Task] = slices.Delete(e.grants[u.Task], i, i+1) // exhausted: no longer in force
+			}
+			return nil
+		}
+	}
+	return errors.New("no such grant")
+}
+
+// A stream a one-use grant opened lives on when that use was its last
+// (the grant is exhausted by the stream itself), but is cut when an
+// operator revokes the grant it runs under.
+func TestRevokedGrantCutsItsStream(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now()), needGrant: map[string]string{"": "m/watch"}}
+	until := time.Now().Add(time.Hour)
+	ts := &endingTasks{ended: map[string]bool{}, grants: map[string][]gateway.TaskGrant{
+		"tk-1": {{Elevation: "el-1", Name: "m/watch", ExpiresAt: until, MaxUses: 1}},
+		"tk-2": {{Elevation: "el-2", Name: "m/watch", ExpiresAt: until}},
+	}}
+	h := startGatewayWith(t, dec, "", ts)
+	alpha1, alpha2 := h.agentIn(t, "alpha", "tk-1"), h.agentIn(t, "alpha", "tk-2")
+	body1 := openStream(t, h, alpha1, h.session(t, alpha1))
+	body2 := openStream(t, h, alpha2, h.session(t, alpha2))
+	// tk-1's grant is exhausted by its stream: re-decided, the stream lives.
+	h.Rev.Apply(audit.Event{Seq: 1, Action: elevation.ActionExhaust, Decision: audit.Allow, Task: "tk-1", Detail: map[string]string{"elevation": "el-1"}})
+	// tk-2's grant is revoked: its stream is cut.
+	ts.drop("tk-2", "el-2")
+	h.Rev.Apply(audit.Event{Seq: 2, Action: elevation.ActionRevoke, Decision: audit.Allow, Task: "tk-2", Detail: map[string]string{"elevation": "el-2"}})
+	ended(t, body2)
+	closes := recordsOf(h, gateway.ActionStreamClose)
+	if len(closes) != 1 || closes[0].Task != "tk-2" {
+		t.Fatalf("closings: %+v", closes)
+	}
+	// A later re-decision of tk-1 (its task tainted, say) still counts the
+	// grant it spent.
+	n := len(dec.decided())
+	h.Rev.Apply(audit.Event{Seq: 3, Action: elevation.ActionTaskTaint, Decision: audit.Allow, Task: "tk-1"})
+	for i := 0; len(dec.decided()) == n || !gateway.StreamsIdle(h.G); i++ {
+		if i > 30_000 {
+			t.Fatal("tk-1's stream was not decided again")
+		}
+		time.Sleep(time.Millisecond) // waits on a condition: the re-decision
+	}
+	if n := gateway.OpenStreams(h.G); n != 1 || len(recordsOf(h, gateway.ActionStreamClose)) != 1 {
+		t.Fatalf("%d streams open, want tk-1's", n)
+	}
+	_ = body1
+}
+
+// An agent piles up denials, then delegates to a fresh sub-agent: the
+// sub-agent is judged by its root's baseline and last hour, so its first
+// call carries the denials (and a tool the root never used is novel).
+func TestDelegatingDoesNotResetTheRisk(t *testing.T) {
+	dec := &decider{baselines: learned(time.Now()), denied: map[string]bool{"write_file": true}}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	sid := h.session(t, hc)
+	for range 3 {
+		callTool(t, h, hc, sid, "write_file")
+	}
+	sub := h.agent(t, "alpha/sub/w1")
+	callTool(t, h, sub, h.session(t, sub), "read_file")
+	d := dec.decided()
+	if q := d[len(d)-1]; q.Agent.String() != alphaID+"/sub/w1" || q.Risk != 65 ||
+		!slices.Equal(q.RiskReasons, []string{baseline.ReasonNovelTool, baseline.ReasonDenials}) {
+		t.Fatalf("the sub-agent's first call: %s %d %v", q.Agent, q.Risk, q.RiskReasons)
+	}
+}

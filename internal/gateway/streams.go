@@ -54,8 +54,9 @@ type standing struct {
 	input      []byte
 	decisionID string
 	// grants allowed the request: spent on it, they still count for it
-	// until they expire (a one-use grant's last use is not taken back by
-	// its exhaustion), as long as the task is open.
+	// until they expire if only their uses ran out (a one-use grant's last
+	// use is not taken back by its exhaustion), as long as the task is
+	// open; a revoked or ended grant does not.
 	grants []TaskGrant
 }
 
@@ -76,9 +77,37 @@ type streams struct {
 	mu      sync.Mutex
 	byAgent map[string]map[*openStream]struct{}
 	check   func(*openStream) // the gateway's re-decision
+	// spent are elevations whose last use is spent (by this gateway, or
+	// as the feed says): gone from their task's state, yet still counting
+	// for the requests that spent them — unlike revoked or ended ones.
+	spent map[string]bool
 }
 
-func newStreams() *streams { return &streams{byAgent: map[string]map[*openStream]struct{}{}} }
+// maxSpent bounds the exhausted elevations remembered.
+const maxSpent = 10_000
+
+func newStreams() *streams {
+	return &streams{byAgent: map[string]map[*openStream]struct{}{}, spent: map[string]bool{}}
+}
+
+// exhausted notes that an elevation's last use is spent.
+func (s *streams) exhausted(elevation string) {
+	if elevation == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.spent) >= maxSpent {
+		clear(s.spent)
+	}
+	s.spent[elevation] = true
+}
+
+func (s *streams) isExhausted(elevation string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.spent[elevation]
+}
 
 // open registers a stream; the returned func unregisters it.
 func (s *streams) open(os *openStream) func() {
@@ -174,7 +203,7 @@ func (g *Gateway) recheck(os *openStream) {
 		st.Grants = slices.Clone(st.Grants)
 		for _, gr := range os.st.grants {
 			c.carried = append(c.carried, gr.Name)
-			if !slices.ContainsFunc(st.Grants, func(in TaskGrant) bool { return in.Name == gr.Name }) {
+			if !slices.ContainsFunc(st.Grants, func(in TaskGrant) bool { return in.Name == gr.Name }) && g.streams.isExhausted(gr.Elevation) {
 				st.Grants = append(st.Grants, gr)
 			}
 		}
@@ -210,6 +239,9 @@ func (g *Gateway) recheck(os *openStream) {
 // concerns every stream, decided at once and again a second and five
 // seconds later, by when every replica has loaded a new policy version.
 func (g *Gateway) changed(ev audit.Event) {
+	if ev.Action == elevation.ActionExhaust {
+		g.streams.exhausted(ev.Detail["elevation"])
+	}
 	if ev.Task != "" && !slices.Contains(policyChanges, ev.Action) {
 		g.streams.redecideIf(func(_ string, os *openStream) bool { return os.c.claims.Task == ev.Task }, true)
 		return

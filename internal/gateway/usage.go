@@ -76,7 +76,7 @@ func (g *Gateway) noteUsage(c *caller, resource string, n, items int64) {
 		return
 	}
 	if g.risk != nil {
-		g.risk.Read(c.id.String(), c.claims.Task, n)
+		g.risk.Read(riskKey(c), c.claims.Task, n)
 	}
 	if g.usage.add(c.id.String(), c.claims.Task, resource, n, items) {
 		go g.recordUsage(context.Background())
