@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/server"
 )
@@ -22,6 +23,7 @@ func (e *env) serveCmd() *cobra.Command {
 		gatewayConfig              string
 		metricsListen              string
 		initStore                  bool
+		caKey                      string
 		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
@@ -47,7 +49,7 @@ or not the store's, and a data directory another serve is using.`,
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
 				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig,
-				MetricsListen: metricsListen, Init: initStore}
+				MetricsListen: metricsListen, Init: initStore, CAKey: caKey}
 			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
@@ -74,6 +76,7 @@ or not the store's, and a data directory another serve is using.`,
 	f.StringSliceVar(&sans, "san", nil, "extra DNS name or IP for the server certificate (repeatable)")
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
+	f.StringVar(&caKey, "ca-key", "", `keep the CA's keys in a PKCS#11 token (an HSM): "pkcs11:token=LABEL?module-path=/path/lib.so&pin-source=file:PATH" (or the PIN in $`+ca.DefaultPINEnv+`); see docs/hardware.md`)
 	f.BoolVar(&initStore, "init", false, "start a new, empty store although DATA-DIR holds the CA and audit key of a control plane that has run")
 	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL, one for every replica of the trust domain: the first replica stores it in the database (default: its https://LISTEN-ADDRESS); set it to the load balancer URL in front of several replicas")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")

@@ -54,6 +54,9 @@ type Config struct {
 	// AuditWebhookFormat (ocsf, the default, or json).
 	AuditWebhook       string
 	AuditWebhookFormat string
+	// CAKey, if set, is a PKCS#11 URI (ca.ParsePKCS11URI): the CA's keys
+	// are generated and kept in that token (an HSM), never on disk.
+	CAKey string
 	// AlertWebhook, if set, receives the gateways' anomaly records
 	// (gateway.anomaly) alone, in the same format: OCSF Detection Findings.
 	AlertWebhook string

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
@@ -22,13 +23,23 @@ import (
 // CA, issued by the shared root.)
 var sealedFiles = []string{"ca/root.pem", "ca/root_key.pem", "audit/" + audit.KeyFile, "audit/" + audit.VerifierFile}
 
+// sealed are the key files this control plane keeps sealed in the store:
+// all of sealedFiles, but the CA's key when it lives in a PKCS#11 token,
+// where it cannot leave (and must not be written out from an old copy).
+func (s *Server) sealed() []string {
+	if s.cfg.CAKey == "" {
+		return sealedFiles
+	}
+	return slices.DeleteFunc(slices.Clone(sealedFiles), func(f string) bool { return f == "ca/root_key.pem" })
+}
+
 const sealedPrefix = "sealed_file:"
 
 // restoreKeys writes to the data directory every sealed key file the
 // store holds and the directory lacks. A file that exists is never
 // overwritten: the fingerprint checks that follow refuse a mismatch.
 func (s *Server) restoreKeys(ctx context.Context, box *secretbox.Box) error {
-	for _, rel := range sealedFiles {
+	for _, rel := range s.sealed() {
 		path := filepath.Join(s.cfg.DataDir, filepath.FromSlash(rel))
 		if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -62,7 +73,7 @@ func (s *Server) restoreKeys(ctx context.Context, box *secretbox.Box) error {
 
 // storeKeys seals into the store the key files it does not hold yet.
 func (s *Server) storeKeys(ctx context.Context, box *secretbox.Box) error {
-	for _, rel := range sealedFiles {
+	for _, rel := range s.sealed() {
 		b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, filepath.FromSlash(rel)))
 		if err != nil {
 			return fmt.Errorf("server: seal %s into the store: %w", rel, err)

@@ -65,7 +65,9 @@ type Server struct {
 	// metricsLn is the plain-HTTP loopback listener of /metrics, if any.
 	metricsLn net.Listener
 	// unlock releases the data directory (see LockDataDir).
-	unlock    func()
+	unlock func()
+	// keys is the CA's PKCS#11 token, if its keys are in one.
+	keys      *ca.PKCS11KeyStore
 	closeOnce sync.Once
 }
 
@@ -99,6 +101,9 @@ func New(ctx context.Context, cfg Config, clk clock.Clock, logger *slog.Logger) 
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		s.db.Close()
+		if s.keys != nil {
+			_ = s.keys.Close()
+		}
 		s.unlock()
 	})
 }
@@ -122,7 +127,20 @@ func (s *Server) build(ctx context.Context) error {
 	if err := s.restoreKeys(ctx, box); err != nil {
 		return err
 	}
-	authority, created, err := ca.LoadOrCreate(ca.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.caDir(), Clock: s.clock})
+	caCfg := ca.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.caDir(), Clock: s.clock}
+	if cfg.CAKey != "" {
+		u, err := ca.ParsePKCS11URI(cfg.CAKey)
+		if err != nil {
+			return fmt.Errorf("config: --ca-key: %w", err)
+		}
+		ks, err := ca.OpenPKCS11(u)
+		if err != nil {
+			return err
+		}
+		s.keys, caCfg.Keys = ks, ks
+		s.logger.Info("the CA's keys are in a PKCS#11 token", "token", u.Token, "module", u.Module)
+	}
+	authority, created, err := ca.LoadOrCreate(caCfg)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,61 @@
+package server_test
+
+import (
+	"context"
+	"crypto/x509"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/ca/hsmtest"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// `serve --ca-key pkcs11:...`: the control plane's CA lives in a PKCS#11
+// token. No private key of the CA is on disk or sealed in the store; an
+// agent enrolls and its SVID passes go-spiffe's verifier; a restart signs
+// with the same keys, found in the token.
+func TestServeWithTheCAInAnHSM(t *testing.T) {
+	u := hsmtest.Token(t)
+	e := testenv.Start(t, testenv.WithConfig(func(c *server.Config) { c.CAKey = u.String() }))
+	ctx := context.Background()
+	enroll := func(name string) *x509.Certificate {
+		src, err := client.LoadSource(e.Enroll(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _, err := x509svid.Verify(svid.Certificates, src, x509svid.WithTime(time.Now())); err != nil || !strings.HasSuffix(id.String(), "/agent/"+name) {
+			t.Fatalf("%s's SVID: %v %v", name, id, err)
+		}
+		return src.Leaf()
+	}
+	first := enroll("alpha")
+	var keys []string
+	_ = filepath.WalkDir(e.DataDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(p, filepath.Join(e.DataDir, "ca")) && strings.Contains(d.Name(), "key") {
+			keys = append(keys, p)
+		}
+		return nil
+	})
+	if len(keys) != 0 {
+		t.Fatalf("CA key files on disk: %v", keys)
+	}
+	if v, err := e.Server.Store().Meta(ctx, "sealed_file:ca/root_key.pem"); err != nil || v != "" {
+		t.Fatalf("the CA's key is sealed in the store: %q %v", v, err)
+	}
+	e.Restart()
+	second := enroll("beta")
+	if string(first.AuthorityKeyId) != string(second.AuthorityKeyId) {
+		t.Fatal("after the restart the CA signs with another key")
+	}
+}
