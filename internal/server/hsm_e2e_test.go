@@ -17,16 +17,19 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
-// `serve --ca-key pkcs11:...`: the control plane's CA lives in a PKCS#11
-// token. No private key of the CA is on disk or sealed in the store; an
-// agent enrolls and its SVID passes go-spiffe's verifier; a restart signs
-// with the same keys, found in the token.
+// `serve --ca-key pkcs11:...`: the control plane's CA and its token
+// signing keys live in a PKCS#11 token. No private key of the CA is on
+// disk or sealed in the store; an agent enrolls and its SVID passes
+// go-spiffe's verifier; its access token is signed in the token; a
+// restart signs with the same keys, found in the token.
 func TestServeWithTheCAInAnHSM(t *testing.T) {
 	u := hsmtest.Token(t)
 	e := testenv.Start(t, testenv.WithConfig(func(c *server.Config) { c.CAKey = u.String() }))
 	ctx := context.Background()
+	var dir string
 	enroll := func(name string) *x509.Certificate {
-		src, err := client.LoadSource(e.Enroll(name))
+		dir = e.Enroll(name)
+		src, err := client.LoadSource(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,6 +55,17 @@ func TestServeWithTheCAInAnHSM(t *testing.T) {
 	}
 	if v, err := e.Server.Store().Meta(ctx, "sealed_file:ca/root_key.pem"); err != nil || v != "" {
 		t.Fatalf("the CA's key is sealed in the store: %q %v", v, err)
+	}
+	// Access tokens are signed in the token too.
+	if _, err := e.Operator.AddResource(ctx, "https://api.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.Client(dir).RequestToken(ctx, "https://api.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.Server.Token().Verify(ctx, tok.AccessToken); err != nil || !strings.HasSuffix(c.Subject, "/agent/alpha") {
+		t.Fatalf("a token signed in the HSM: %v %v", c, err)
 	}
 	e.Restart()
 	second := enroll("beta")

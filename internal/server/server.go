@@ -177,9 +177,14 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.token, err = token.New(ctx, token.Config{Store: s.db, Identities: s.identity, Box: box, Audit: s.audit,
+	tcfg := token.Config{Store: s.db, Identities: s.identity, Box: box, Audit: s.audit,
 		Bundle: authority.X509Bundle(), Clock: s.clock, Logger: s.logger, Issuer: cfg.Issuer,
-		TTL: cfg.TokenTTL, MaxDepth: cfg.MaxDelegationDepth, Tasks: s.elev})
+		TTL: cfg.TokenTTL, MaxDepth: cfg.MaxDelegationDepth, Tasks: s.elev}
+	if s.keys != nil {
+		// The token, like the CA's keys: signing keys made in it.
+		tcfg.HardwareKeys = s.keys
+	}
+	s.token, err = token.New(ctx, tcfg)
 	if err != nil {
 		return err
 	}

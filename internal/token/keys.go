@@ -1,7 +1,9 @@
 package token
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/cryptosigner"
 
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
@@ -43,9 +46,20 @@ type KeyStore interface {
 
 type signingKey struct {
 	StoredKey
-	priv   *ecdsa.PrivateKey
+	pub    *ecdsa.PublicKey
 	signer jose.Signer
 }
+
+// HardwareKeys makes and finds keys inside a PKCS#11 token
+// (*ca.PKCS11KeyStore): with it, signing keys are generated in the token
+// and never leave it; the store keeps a reference to each, not the key.
+type HardwareKeys interface {
+	Generate(name string) (crypto.Signer, error)
+	Signer(name string) (crypto.Signer, error)
+}
+
+// inToken marks a sealed "key" that is a reference to a token's key.
+const inToken = "pkcs11:"
 
 // keyset is the in-memory view of the signing keys. Keys rotate every
 // period; a new key is created (and published) lead before it becomes
@@ -54,6 +68,7 @@ type signingKey struct {
 type keyset struct {
 	store  KeyStore
 	box    *secretbox.Box
+	hw     HardwareKeys // nil: keys are sealed in the store
 	period time.Duration
 	lead   time.Duration
 	maxTTL time.Duration
@@ -98,26 +113,91 @@ func (k *keyset) refresh(ctx context.Context, now time.Time) error {
 }
 
 func (k *keyset) create(ctx context.Context, now, activeAt time.Time) error {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("token: generate signing key: %w", err)
+	var (
+		kid    string
+		pub    crypto.PublicKey
+		sealed []byte
+	)
+	if k.hw != nil {
+		var id [4]byte
+		if _, err := rand.Read(id[:]); err != nil {
+			return fmt.Errorf("token: key id: %w", err)
+		}
+		kid = fmt.Sprintf("%d-%x", activeAt.Unix(), id)
+		signer, err := k.hw.Generate(tokenKeyName(kid))
+		if err != nil {
+			return fmt.Errorf("token: generate signing key: %w", err)
+		}
+		pub = signer.Public()
+		if sealed, err = k.box.Seal(sealName(kid), []byte(inToken+tokenKeyName(kid))); err != nil {
+			return err
+		}
+	} else {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return fmt.Errorf("token: generate signing key: %w", err)
+		}
+		kid, pub = fmt.Sprintf("%d-%x", activeAt.Unix(), priv.PublicKey.X.Bytes()[:4]), &priv.PublicKey
+		der, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			return fmt.Errorf("token: encode signing key: %w", err)
+		}
+		if sealed, err = k.box.Seal(sealName(kid), der); err != nil {
+			return err
+		}
 	}
-	kid := fmt.Sprintf("%d-%x", activeAt.Unix(), priv.PublicKey.X.Bytes()[:4])
-	pub := jose.JSONWebKey{Key: &priv.PublicKey, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}
-	pubJSON, err := json.Marshal(pub)
+	pubJSON, err := json.Marshal(jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"})
 	if err != nil {
 		return fmt.Errorf("token: encode public key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("token: encode signing key: %w", err)
-	}
-	sealed, err := k.box.Seal(sealName(kid), der)
-	if err != nil {
-		return err
-	}
 	return k.store.InsertTokenKey(ctx, StoredKey{KID: kid, Alg: string(jose.ES256), PrivateSealed: sealed,
 		PublicJWK: string(pubJSON), CreatedAt: now, ActiveAt: activeAt})
+}
+
+// tokenKeyName names a signing key in a token.
+func tokenKeyName(kid string) string { return "token-" + kid }
+
+// open returns the signer and public key of a stored key: its sealed
+// private key, or the token's key it refers to.
+func (k *keyset) open(s StoredKey) (jose.Signer, *ecdsa.PublicKey, error) {
+	der, err := k.box.Open(sealName(s.KID), s.PrivateSealed)
+	if err != nil {
+		return nil, nil, err
+	}
+	var key any
+	var pub *ecdsa.PublicKey
+	if name, ok := bytes.CutPrefix(der, []byte(inToken)); ok {
+		if k.hw == nil {
+			return nil, nil, errors.New("it is in a PKCS#11 token, and this control plane has none (serve --ca-key)")
+		}
+		signer, err := k.hw.Signer(string(name))
+		if err != nil {
+			return nil, nil, err
+		}
+		if pub, ok = signer.Public().(*ecdsa.PublicKey); !ok {
+			return nil, nil, fmt.Errorf("the token's key is %T, want ECDSA", signer.Public())
+		}
+		key = cryptosigner.Opaque(signer)
+	} else {
+		parsed, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			return nil, nil, err
+		}
+		priv, ok := parsed.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, nil, fmt.Errorf("it is %T, want ECDSA", parsed)
+		}
+		key, pub = jose.JSONWebKey{Key: priv, KeyID: s.KID}, &priv.PublicKey
+	}
+	opts := (&jose.SignerOptions{}).WithType(jwtType)
+	if _, opaque := key.(jose.OpaqueSigner); opaque {
+		opts = opts.WithHeader("kid", s.KID)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return signer, pub, nil
 }
 
 func (k *keyset) load(ctx context.Context) error {
@@ -137,24 +217,11 @@ func (k *keyset) load(ctx context.Context) error {
 			keys = append(keys, sk)
 			continue
 		}
-		der, err := k.box.Open(sealName(s.KID), s.PrivateSealed)
+		signer, pub, err := k.open(s)
 		if err != nil {
 			return fmt.Errorf("token: signing key %s: %w", s.KID, err)
 		}
-		parsed, err := x509.ParsePKCS8PrivateKey(der)
-		if err != nil {
-			return fmt.Errorf("token: signing key %s: %w", s.KID, err)
-		}
-		priv, ok := parsed.(*ecdsa.PrivateKey)
-		if !ok {
-			return fmt.Errorf("token: signing key %s is %T, want ECDSA", s.KID, parsed)
-		}
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: priv, KeyID: s.KID}},
-			(&jose.SignerOptions{}).WithType(jwtType))
-		if err != nil {
-			return fmt.Errorf("token: signer for %s: %w", s.KID, err)
-		}
-		keys = append(keys, &signingKey{StoredKey: s, priv: priv, signer: signer})
+		keys = append(keys, &signingKey{StoredKey: s, pub: pub, signer: signer})
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].ActiveAt.Before(keys[j].ActiveAt) })
 	k.mu.Lock()
@@ -199,7 +266,7 @@ func (k *keyset) published(now time.Time) []*signingKey {
 func (k *keyset) JWKS(now time.Time) jose.JSONWebKeySet {
 	var set jose.JSONWebKeySet
 	for _, sk := range k.published(now) {
-		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &sk.priv.PublicKey, KeyID: sk.KID, Algorithm: sk.Alg, Use: "sig"})
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: sk.pub, KeyID: sk.KID, Algorithm: sk.Alg, Use: "sig"})
 	}
 	return set
 }
@@ -209,7 +276,7 @@ func (k *keyset) verifier(now time.Time) func(kid string) (any, bool) {
 	return func(kid string) (any, bool) {
 		for _, sk := range k.published(now) {
 			if sk.KID == kid {
-				return &sk.priv.PublicKey, true
+				return sk.pub, true
 			}
 		}
 		return nil, false

@@ -122,6 +122,9 @@ type Config struct {
 	Bundle *x509bundle.Bundle
 	Clock  clock.Clock
 	Logger *slog.Logger
+	// HardwareKeys, if set, holds the signing keys in a PKCS#11 token
+	// (optional; without it they are sealed in the store).
+	HardwareKeys HardwareKeys
 	// Issuer is the iss of every token, an https URL; it can also be set
 	// later with SetIssuer (when the listen port is known).
 	Issuer string
@@ -187,7 +190,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	s := &Service{store: cfg.Store, ids: cfg.Identities, audit: cfg.Audit, bundle: cfg.Bundle, clock: cfg.Clock,
 		logger: cfg.Logger, ttl: cfg.TTL, maxDepth: cfg.MaxDepth, issuer: strings.TrimRight(cfg.Issuer, "/"), tasks: cfg.Tasks,
-		keys: &keyset{store: cfg.Store, box: cfg.Box, period: cfg.Rotation, lead: min(cfg.Rotation/4, time.Hour), maxTTL: MaxTTL}}
+		keys: &keyset{store: cfg.Store, box: cfg.Box, hw: cfg.HardwareKeys, period: cfg.Rotation, lead: min(cfg.Rotation/4, time.Hour), maxTTL: MaxTTL}}
 	if err := s.keys.refresh(ctx, s.clock.Now()); err != nil {
 		return nil, err
 	}
