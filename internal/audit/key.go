@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"crypto"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -114,4 +116,49 @@ func ParseVerifier(spec string) (note.Verifier, error) {
 		return nil, fmt.Errorf("audit: verifier key in %s: %w", spec, err)
 	}
 	return v, nil
+}
+
+// KeyFromSigner is the log's key named name held by an Ed25519 signer
+// that never gives its private key out (a PKCS#11 token's), with its
+// verifier key written to dir/VerifierFile for handing out. created says
+// the verifier file was new.
+func KeyFromSigner(dir, name string, s crypto.Signer) (Key, bool, error) {
+	pub, ok := s.Public().(ed25519.PublicKey)
+	if !ok {
+		return Key{}, false, fmt.Errorf("audit: log key is %T, want Ed25519", s.Public())
+	}
+	vkey, err := note.NewEd25519VerifierKey(name, pub)
+	if err != nil {
+		return Key{}, false, fmt.Errorf("audit: log key: %w", err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return Key{}, false, fmt.Errorf("audit: log key: %w", err)
+	}
+	k := Key{Signer: signerKey{name: name, hash: v.KeyHash(), s: s}, Verifier: v, VerifierKey: vkey}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Key{}, false, fmt.Errorf("audit: %w", err)
+	}
+	pubPath := filepath.Join(dir, VerifierFile)
+	created := false
+	if _, err := os.Stat(pubPath); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(pubPath, []byte(vkey+"\n"), 0o644); err != nil {
+			return Key{}, false, fmt.Errorf("audit: write %s: %w", pubPath, err)
+		}
+		created = true
+	}
+	return k, created, nil
+}
+
+// signerKey is a note.Signer over a crypto.Signer.
+type signerKey struct {
+	name string
+	hash uint32
+	s    crypto.Signer
+}
+
+func (k signerKey) Name() string    { return k.name }
+func (k signerKey) KeyHash() uint32 { return k.hash }
+func (k signerKey) Sign(msg []byte) ([]byte, error) {
+	return k.s.Sign(rand.Reader, msg, crypto.Hash(0))
 }

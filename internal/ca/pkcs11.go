@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/ThalesGroup/crypto11"
 )
@@ -19,6 +20,13 @@ import (
 type PKCS11KeyStore struct {
 	ctx    *crypto11.Context
 	prefix string
+	uri    PKCS11URI
+	pin    string
+
+	// ed holds the raw PKCS#11 session for Ed25519 keys, which crypto11
+	// does not handle (the audit log signs its checkpoints with one).
+	edMu sync.Mutex
+	ed   *edSession
 }
 
 var _ KeyStore = (*PKCS11KeyStore)(nil)
@@ -33,11 +41,19 @@ func OpenPKCS11(u PKCS11URI) (*PKCS11KeyStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: open PKCS#11 token %q with %s: %w", u.Token, u.Module, err)
 	}
-	return &PKCS11KeyStore{ctx: ctx, prefix: u.Object}, nil
+	return &PKCS11KeyStore{ctx: ctx, prefix: u.Object, uri: u, pin: pin}, nil
 }
 
 // Close logs out of the token.
-func (k *PKCS11KeyStore) Close() error { return k.ctx.Close() }
+func (k *PKCS11KeyStore) Close() error {
+	k.edMu.Lock()
+	if k.ed != nil {
+		k.ed.close()
+		k.ed = nil
+	}
+	k.edMu.Unlock()
+	return k.ctx.Close()
+}
 
 // Signer finds the named key pair.
 func (k *PKCS11KeyStore) Signer(name string) (crypto.Signer, error) {
@@ -82,6 +98,9 @@ func (k *PKCS11KeyStore) Generate(name string) (crypto.Signer, error) {
 // Extractable reports whether the named key's private half may leave the
 // token (CKA_EXTRACTABLE), and whether it is sensitive (CKA_SENSITIVE).
 func (k *PKCS11KeyStore) Extractable(name string) (extractable, sensitive bool, err error) {
+	if ext, sens, err := k.edFlags(name); err == nil {
+		return ext, sens, nil // an Ed25519 key, which crypto11 cannot read
+	}
 	s, err := k.Signer(name)
 	if err != nil {
 		return false, false, err

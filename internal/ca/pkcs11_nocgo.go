@@ -26,3 +26,6 @@ func (*PKCS11KeyStore) Generate(string) (crypto.Signer, error) { return nil, err
 
 // Extractable fails.
 func (*PKCS11KeyStore) Extractable(string) (bool, bool, error) { return false, false, errNoCgo }
+
+// Ed25519 fails.
+func (*PKCS11KeyStore) Ed25519(string) (crypto.Signer, error) { return nil, errNoCgo }

@@ -1,6 +1,8 @@
 package ca_test
 
 import (
+	"crypto"
+	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"io/fs"
@@ -180,5 +182,31 @@ func BenchmarkSignSVIDKeyStores(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// An Ed25519 key (the audit log's checkpoint key) in the token: made
+// there, not extractable, found again by label, and its signatures are
+// ordinary Ed25519 ones.
+func TestEd25519KeyInAnHSM(t *testing.T) {
+	ks := openHSM(t, hsmtest.Token(t))
+	s, err := ks.Ed25519("audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("bulkhead.local/audit\n42\n")
+	sig, err := s.Sign(nil, msg, crypto.Hash(0))
+	if err != nil || !ed25519.Verify(s.Public().(ed25519.PublicKey), msg, sig) {
+		t.Fatalf("signature: %v", err)
+	}
+	again, err := ks.Ed25519("audit")
+	if err != nil || !again.Public().(ed25519.PublicKey).Equal(s.Public()) {
+		t.Fatalf("found again: %v", err)
+	}
+	if extractable, sensitive, err := ks.Extractable("audit"); err != nil || extractable || !sensitive {
+		t.Fatalf("extractable %v, sensitive %v, %v", extractable, sensitive, err)
+	}
+	if _, err := s.Sign(nil, msg, crypto.SHA256); err == nil {
+		t.Fatal("signed a digest as Ed25519")
 	}
 }

@@ -33,7 +33,21 @@ type evidence struct {
 
 func (s *Server) buildEvidence(ctx context.Context) error {
 	cfg := s.cfg
-	key, created, err := audit.LoadOrCreateKey(cfg.AuditDir(), cfg.AuditLogName())
+	var (
+		key     audit.Key
+		created bool
+		err     error
+	)
+	if s.keys != nil {
+		// The log's key in the CA's token too: made there, never on disk.
+		signer, serr := s.keys.Ed25519("audit")
+		if serr != nil {
+			return serr
+		}
+		key, created, err = audit.KeyFromSigner(cfg.AuditDir(), cfg.AuditLogName(), signer)
+	} else {
+		key, created, err = audit.LoadOrCreateKey(cfg.AuditDir(), cfg.AuditLogName())
+	}
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func (s *Server) checkNotLost(ctx context.Context) error {
 	if err != nil || td != "" || s.cfg.Init {
 		return err
 	}
-	for _, p := range []string{filepath.Join(s.cfg.caDir(), "root.pem"), filepath.Join(s.cfg.AuditDir(), audit.KeyFile)} {
+	for _, p := range []string{filepath.Join(s.cfg.caDir(), "root.pem"), filepath.Join(s.cfg.AuditDir(), audit.KeyFile), filepath.Join(s.cfg.AuditDir(), audit.VerifierFile)} {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

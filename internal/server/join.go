@@ -24,13 +24,14 @@ import (
 var sealedFiles = []string{"ca/root.pem", "ca/root_key.pem", "audit/" + audit.KeyFile, "audit/" + audit.VerifierFile}
 
 // sealed are the key files this control plane keeps sealed in the store:
-// all of sealedFiles, but the CA's key when it lives in a PKCS#11 token,
-// where it cannot leave (and must not be written out from an old copy).
+// all of sealedFiles, but the CA's and the audit log's keys when they live
+// in a PKCS#11 token, where they cannot leave (and must not be written out
+// from an old copy).
 func (s *Server) sealed() []string {
 	if s.cfg.CAKey == "" {
 		return sealedFiles
 	}
-	return slices.DeleteFunc(slices.Clone(sealedFiles), func(f string) bool { return f == "ca/root_key.pem" })
+	return slices.DeleteFunc(slices.Clone(sealedFiles), func(f string) bool { return f == "ca/root_key.pem" || f == "audit/"+audit.KeyFile })
 }
 
 const sealedPrefix = "sealed_file:"
