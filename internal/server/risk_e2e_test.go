@@ -2,8 +2,11 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -13,9 +16,12 @@ import (
 
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/audit/ocsf"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/gateway"
+	"github.com/bulkhead-dev/bulkhead/internal/server"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
 )
 
 // seedHistory writes three days of an agent reading files, ten calls an
@@ -43,7 +49,13 @@ func seedHistory(t *testing.T, e *gatewayEnv, agentID string) {
 // policy and the risk's reasons, the anomaly is recorded (an OCSF
 // Detection Finding in exports), and the agent's usual reads still pass.
 func TestCompromisedAgentsRiskyWriteNeedsAHuman(t *testing.T) {
-	e := startGateway(t, "")
+	alerts := make(chan string, 16)
+	siem := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		alerts <- string(b)
+	}))
+	defer siem.Close()
+	e := startGateway(t, "", testenv.WithConfig(func(c *server.Config) { c.AlertWebhook = siem.URL }))
 	ctx := context.Background()
 	_, c := e.Agent(t, "ops1", "admin")
 	id := "spiffe://bulkhead.local/agent/ops1"
@@ -81,6 +93,19 @@ func TestCompromisedAgentsRiskyWriteNeedsAHuman(t *testing.T) {
 	if len(anomalies) != 1 || anomalies[0].Target != `Tool::"files/write_file"` || anomalies[0].Actor.ID != id ||
 		!strings.Contains(strings.Join(anomalies[0].Reasons, "; "), "novel tool") {
 		t.Fatalf("anomalies: %+v", anomalies)
+	}
+
+	// The alert webhook receives the anomaly alone, as an OCSF Detection
+	// Finding.
+	select {
+	case body := <-alerts:
+		var f ocsf.Event
+		if strings.Count(body, "\n") != 1 || json.Unmarshal([]byte(strings.TrimSpace(body)), &f) != nil ||
+			f.ClassUID != ocsf.ClassDetectionFinding || f.RiskScore == nil || *f.RiskScore != 65 {
+			t.Fatalf("alert webhook received %s", body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no alert reached the webhook")
 	}
 
 	// A new admin has no baseline of its own: from its first call it is
