@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -161,4 +162,22 @@ func (k signerKey) Name() string    { return k.name }
 func (k signerKey) KeyHash() uint32 { return k.hash }
 func (k signerKey) Sign(msg []byte) ([]byte, error) {
 	return k.s.Sign(rand.Reader, msg, crypto.Hash(0))
+}
+
+// VerifierPublicKey is the Ed25519 public key in a verifier key
+// (name+hash+base64(0x01 || key)).
+func VerifierPublicKey(vkey string) (ed25519.PublicKey, error) {
+	if _, err := note.NewVerifier(vkey); err != nil {
+		return nil, fmt.Errorf("audit: verifier key: %w", err)
+	}
+	// name+hash+key: names have no "+", but base64 keys may.
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return nil, errors.New("audit: verifier key: not name+hash+key")
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(b) != 1+ed25519.PublicKeySize || b[0] != 1 {
+		return nil, errors.New("audit: verifier key: not an Ed25519 key")
+	}
+	return ed25519.PublicKey(b[1:]), nil
 }

@@ -44,3 +44,25 @@ func TestKeyFromSigner(t *testing.T) {
 		t.Fatalf("again: %v %v", created, err)
 	}
 }
+
+// The public key comes back out of any verifier key, "+" in its base64
+// included.
+func TestVerifierPublicKey(t *testing.T) {
+	for range 200 {
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _, err := audit.KeyFromSigner(t.TempDir(), "bulkhead.local/audit", priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := audit.VerifierPublicKey(k.VerifierKey)
+		if err != nil || !got.Equal(pub) {
+			t.Fatalf("%s: %v", k.VerifierKey, err)
+		}
+	}
+	if _, err := audit.VerifierPublicKey("not+a+key"); err == nil {
+		t.Fatal("a bad key parsed")
+	}
+}

@@ -99,7 +99,7 @@ func LoadOrCreate(cfg Config) (a *Authority, created bool, err error) {
 	case err != nil:
 		return nil, false, err
 	default:
-		if rootKey, err = keys.Signer("root"); err != nil {
+		if rootKey, err = signerOf(keys, "root", root); err != nil {
 			return nil, false, err
 		}
 	}
@@ -111,7 +111,13 @@ func LoadOrCreate(cfg Config) (a *Authority, created bool, err error) {
 	interPath := filepath.Join(cfg.Dir, "intermediate.pem")
 	inter, err := readCert(interPath)
 	if err == nil && !created {
-		a.signer, err = keys.Signer("intermediate")
+		a.signer, err = signerOf(keys, "intermediate", inter)
+		if errors.Is(err, errKeyMismatch) {
+			// Not this intermediate's key (a rotation cut short): make
+			// a new intermediate, as for a missing key.
+			err = nil
+			inter = nil
+		}
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, false, err

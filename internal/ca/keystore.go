@@ -25,6 +25,37 @@ type KeyStore interface {
 	Generate(name string) (crypto.Signer, error)
 }
 
+// KeyFinder is a KeyStore that finds a key by its public key: a token
+// shared by replicas holds several keys of one name (each replica's
+// intermediate, the ones rotated out), and the certificate says which.
+type KeyFinder interface {
+	SignerFor(pub crypto.PublicKey) (crypto.Signer, error)
+}
+
+// signerOf returns the key of cert: by its public key where the store can
+// find one so, else by name; either way it must be cert's.
+func signerOf(keys KeyStore, name string, cert *x509.Certificate) (crypto.Signer, error) {
+	var (
+		s   crypto.Signer
+		err error
+	)
+	if f, ok := keys.(KeyFinder); ok {
+		s, err = f.SignerFor(cert.PublicKey)
+	} else {
+		s, err = keys.Signer(name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pub, ok := s.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("%w: the %s key does not match %s's certificate", errKeyMismatch, name, name)
+	}
+	return s, nil
+}
+
+// errKeyMismatch is a key that is not its certificate's.
+var errKeyMismatch = errors.New("ca: key mismatch")
+
 // FileKeyStore keeps keys as PKCS#8 PEM files, mode 0600, in a directory.
 type FileKeyStore struct {
 	Dir string

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sync"
 
 	"github.com/miekg/pkcs11"
@@ -28,13 +29,23 @@ var oidEd25519 = asn1.ObjectIdentifier{1, 3, 101, 112}
 // edSession is one logged-in session on the token for Ed25519 keys.
 // PKCS#11 sessions are not safe for concurrent use: mu serialises them.
 type edSession struct {
-	mu  sync.Mutex
-	p   *pkcs11.Ctx
-	s   pkcs11.SessionHandle
-	own bool // this session initialised the library
+	mu     sync.Mutex
+	p      *pkcs11.Ctx
+	s      pkcs11.SessionHandle
+	own    bool // this session initialised the library
+	closed bool
 }
 
+// errEdClosed is a signer used after its key store closed.
+var errEdClosed = errors.New("ca: the PKCS#11 key store is closed")
+
 func (e *edSession) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.closed = true
 	_ = e.p.CloseSession(e.s)
 	if e.own {
 		_ = e.p.Finalize()
@@ -47,6 +58,9 @@ func (k *PKCS11KeyStore) edOpen() (*edSession, error) {
 	k.edMu.Lock()
 	defer k.edMu.Unlock()
 	if k.ed != nil {
+		if k.ed.closed {
+			return nil, errEdClosed
+		}
 		return k.ed, nil
 	}
 	p := pkcs11.New(k.uri.Module)
@@ -96,9 +110,11 @@ func (k *PKCS11KeyStore) edOpen() (*edSession, error) {
 	return k.ed, nil
 }
 
-// Ed25519 returns the named Ed25519 key in the token, generating it
-// (sensitive, not extractable) on first use.
-func (k *PKCS11KeyStore) Ed25519(name string) (crypto.Signer, error) {
+// Ed25519 returns the named Ed25519 key in the token: the one whose
+// public key is want, when the caller knows it (replicas racing on a first
+// start may each have made one); else the only one of that name,
+// generating it (sensitive, not extractable) if there is none.
+func (k *PKCS11KeyStore) Ed25519(name string, want ed25519.PublicKey) (crypto.Signer, error) {
 	e, err := k.edOpen()
 	if err != nil {
 		return nil, err
@@ -106,21 +122,53 @@ func (k *PKCS11KeyStore) Ed25519(name string) (crypto.Signer, error) {
 	label := k.prefix + name
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	priv, err := e.find(pkcs11.CKO_PRIVATE_KEY, label)
+	if e.closed {
+		return nil, errEdClosed
+	}
+	pubs, err := e.findAll(pkcs11.CKO_PUBLIC_KEY, label)
 	if err != nil {
 		return nil, err
 	}
-	var pub pkcs11.ObjectHandle
-	if priv == 0 {
-		if pub, priv, err = e.generate(label); err != nil {
+	if len(pubs) == 0 {
+		if want != nil {
+			return nil, fmt.Errorf("ca: the token holds no key %s: %w", label, fs.ErrNotExist)
+		}
+		if _, _, err := e.generate(label); err != nil {
 			return nil, err
 		}
-	} else if pub, err = e.find(pkcs11.CKO_PUBLIC_KEY, label); err != nil || pub == 0 {
-		return nil, fmt.Errorf("ca: the token holds key %s without its public half: %v", label, err)
+		if pubs, err = e.findAll(pkcs11.CKO_PUBLIC_KEY, label); err != nil {
+			return nil, err
+		}
 	}
-	attrs, err := e.p.GetAttributeValue(e.s, pub, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
-	if err != nil || len(attrs) != 1 {
-		return nil, fmt.Errorf("ca: read key %s: %v", label, err)
+	var chosen []ed25519.PublicKey
+	var ids [][]byte
+	for _, h := range pubs {
+		pub, id, err := e.public(h)
+		if err != nil {
+			return nil, fmt.Errorf("ca: read key %s: %w", label, err)
+		}
+		if want == nil || want.Equal(pub) {
+			chosen, ids = append(chosen, pub), append(ids, id)
+		}
+	}
+	switch {
+	case len(chosen) == 0:
+		return nil, fmt.Errorf("ca: no key %s in the token is the expected one: %w", label, fs.ErrNotExist)
+	case len(chosen) > 1:
+		return nil, fmt.Errorf("ca: the token holds %d keys labelled %s: refusing to guess", len(chosen), label)
+	}
+	priv, err := e.findByID(ids[0])
+	if err != nil {
+		return nil, err
+	}
+	return &edSigner{e: e, priv: priv, pub: chosen[0]}, nil
+}
+
+// public reads an Ed25519 public key object: its key and CKA_ID.
+func (e *edSession) public(h pkcs11.ObjectHandle) (ed25519.PublicKey, []byte, error) {
+	attrs, err := e.p.GetAttributeValue(e.s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil), pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+	if err != nil || len(attrs) != 2 {
+		return nil, nil, fmt.Errorf("attributes: %v", err)
 	}
 	point := attrs[0].Value
 	var octets []byte
@@ -128,31 +176,46 @@ func (k *PKCS11KeyStore) Ed25519(name string) (crypto.Signer, error) {
 		point = octets // DER OCTET STRING, as PKCS#11 3.0 says; some tokens give the raw point
 	}
 	if len(point) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("ca: key %s: a %d-byte Ed25519 public key", label, len(point))
+		return nil, nil, fmt.Errorf("a %d-byte Ed25519 public key", len(point))
 	}
-	return &edSigner{e: e, priv: priv, pub: ed25519.PublicKey(point)}, nil
+	return ed25519.PublicKey(point), attrs[1].Value, nil
 }
 
-// find returns the one object of class labelled label, or 0.
-func (e *edSession) find(class uint, label string) (pkcs11.ObjectHandle, error) {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards)}
-	if err := e.p.FindObjectsInit(e.s, tmpl); err != nil {
-		return 0, fmt.Errorf("ca: find key %s: %w", label, err)
+// findByID returns the Ed25519 private key with CKA_ID id.
+func (e *edSession) findByID(id []byte) (pkcs11.ObjectHandle, error) {
+	objs, err := e.search([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards), pkcs11.NewAttribute(pkcs11.CKA_ID, id)})
+	if err != nil {
+		return 0, err
 	}
-	objs, _, err := e.p.FindObjects(e.s, 2)
+	if len(objs) != 1 {
+		return 0, fmt.Errorf("ca: %d private keys for one Ed25519 public key", len(objs))
+	}
+	return objs[0], nil
+}
+
+// findAll returns the Ed25519 objects of class labelled label.
+func (e *edSession) findAll(class uint, label string) ([]pkcs11.ObjectHandle, error) {
+	objs, err := e.search([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards)})
+	if err != nil {
+		return nil, fmt.Errorf("ca: find key %s: %w", label, err)
+	}
+	return objs, nil
+}
+
+// maxObjects bounds one search.
+const maxObjects = 64
+
+func (e *edSession) search(tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	if err := e.p.FindObjectsInit(e.s, tmpl); err != nil {
+		return nil, err
+	}
+	objs, _, err := e.p.FindObjects(e.s, maxObjects)
 	if ferr := e.p.FindObjectsFinal(e.s); err == nil {
 		err = ferr
 	}
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("ca: find key %s: %w", label, err)
-	case len(objs) > 1:
-		return 0, fmt.Errorf("ca: the token holds several keys labelled %s: refusing to guess", label)
-	case len(objs) == 0:
-		return 0, nil
-	}
-	return objs[0], nil
+	return objs, err
 }
 
 func (e *edSession) generate(label string) (pub, priv pkcs11.ObjectHandle, err error) {
@@ -190,8 +253,14 @@ func (s *edSigner) Sign(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte
 	if opts != nil && opts.HashFunc() != 0 {
 		return nil, errors.New("ca: Ed25519 signs the message itself, not a digest")
 	}
+	if o, ok := opts.(*ed25519.Options); ok && o.Context != "" {
+		return nil, errors.New("ca: Ed25519ctx is not supported")
+	}
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
+	if s.e.closed {
+		return nil, errEdClosed
+	}
 	if err := s.e.p.SignInit(s.e.s, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmEdDSA, nil)}, s.priv); err != nil {
 		return nil, fmt.Errorf("ca: Ed25519 sign: %w", err)
 	}
@@ -210,13 +279,17 @@ func (k *PKCS11KeyStore) edFlags(name string) (extractable, sensitive bool, err 
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	priv, err := e.find(pkcs11.CKO_PRIVATE_KEY, k.prefix+name)
+	if e.closed {
+		return false, false, errEdClosed
+	}
+	privs, err := e.findAll(pkcs11.CKO_PRIVATE_KEY, k.prefix+name)
 	if err != nil {
 		return false, false, err
 	}
-	if priv == 0 {
-		return false, false, fmt.Errorf("ca: key %s%s is not in the token", k.prefix, name)
+	if len(privs) != 1 {
+		return false, false, fmt.Errorf("ca: %d keys %s%s in the token", len(privs), k.prefix, name)
 	}
+	priv := privs[0]
 	attrs, err := e.p.GetAttributeValue(e.s, priv, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil)})
 	if err != nil || len(attrs) != 2 {
 		return false, false, fmt.Errorf("ca: read key %s%s attributes: %v", k.prefix, name, err)

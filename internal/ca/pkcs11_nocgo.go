@@ -4,6 +4,7 @@ package ca
 
 import (
 	"crypto"
+	"crypto/ed25519"
 	"errors"
 )
 
@@ -28,4 +29,14 @@ func (*PKCS11KeyStore) Generate(string) (crypto.Signer, error) { return nil, err
 func (*PKCS11KeyStore) Extractable(string) (bool, bool, error) { return false, false, errNoCgo }
 
 // Ed25519 fails.
-func (*PKCS11KeyStore) Ed25519(string) (crypto.Signer, error) { return nil, errNoCgo }
+func (*PKCS11KeyStore) Ed25519(string, ed25519.PublicKey) (crypto.Signer, error) {
+	return nil, errNoCgo
+}
+
+// SignerFor fails.
+func (*PKCS11KeyStore) SignerFor(crypto.PublicKey) (crypto.Signer, error) { return nil, errNoCgo }
+
+// ExtractableFor fails.
+func (*PKCS11KeyStore) ExtractableFor(crypto.PublicKey) (bool, bool, error) {
+	return false, false, errNoCgo
+}

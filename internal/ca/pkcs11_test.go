@@ -51,10 +51,10 @@ func TestCAKeysInAnHSM(t *testing.T) {
 		}
 	}
 	ks := openHSM(t, u)
-	for _, name := range []string{"root", "intermediate"} {
-		extractable, sensitive, err := ks.Extractable(name)
+	for _, cert := range []*x509.Certificate{a.Root(), a.Intermediate()} {
+		extractable, sensitive, err := ks.ExtractableFor(cert.PublicKey)
 		if err != nil || extractable || !sensitive {
-			t.Fatalf("%s: extractable %v, sensitive %v, %v", name, extractable, sensitive, err)
+			t.Fatalf("%s: extractable %v, sensitive %v, %v", cert.Subject, extractable, sensitive, err)
 		}
 	}
 	key := p256(t)
@@ -80,20 +80,20 @@ func TestCAKeysInAnHSM(t *testing.T) {
 // there; and a key the token lacks is "not there" to the CA, not another
 // error.
 func TestHSMRefusals(t *testing.T) {
-	u := hsmtest.Token(t)
+	// Tokens are made before any is opened: the library lists tokens when
+	// it is first loaded. PKCS#11 logs an application in per token, not
+	// per session: the wrong PIN is tried on a token nothing has opened.
+	u, wrong := hsmtest.Token(t), hsmtest.Token(t)
 	if _, err := openHSM(t, u).Signer("root"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a missing key: %v", err)
 	}
-	// PKCS#11 logs an application in per token, not per session: the
-	// wrong PIN is tried on a token nothing has opened yet.
-	wrong := hsmtest.Token(t)
 	pin := filepath.Join(t.TempDir(), "pin")
 	if err := os.WriteFile(pin, []byte("0000"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	wrong.PINSource = "file:" + pin
-	if _, err := ca.OpenPKCS11(wrong); err == nil {
-		t.Fatal("a wrong PIN opened the token")
+	if _, err := ca.OpenPKCS11(wrong); err == nil || !strings.Contains(err.Error(), "PIN_INCORRECT") {
+		t.Fatalf("a wrong PIN: %v", err)
 	}
 	missing := u
 	missing.Token = "no-such-token"
@@ -189,8 +189,9 @@ func BenchmarkSignSVIDKeyStores(b *testing.B) {
 // there, not extractable, found again by label, and its signatures are
 // ordinary Ed25519 ones.
 func TestEd25519KeyInAnHSM(t *testing.T) {
-	ks := openHSM(t, hsmtest.Token(t))
-	s, err := ks.Ed25519("audit")
+	u1, u2, u3 := hsmtest.Token(t), hsmtest.Token(t), hsmtest.Token(t) // before any is opened
+	ks := openHSM(t, u1)
+	s, err := ks.Ed25519("audit", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,14 +200,73 @@ func TestEd25519KeyInAnHSM(t *testing.T) {
 	if err != nil || !ed25519.Verify(s.Public().(ed25519.PublicKey), msg, sig) {
 		t.Fatalf("signature: %v", err)
 	}
-	again, err := ks.Ed25519("audit")
+	again, err := ks.Ed25519("audit", nil)
 	if err != nil || !again.Public().(ed25519.PublicKey).Equal(s.Public()) {
 		t.Fatalf("found again: %v", err)
+	}
+	// The store names a key the token does not hold: refused, not made.
+	other := openHSM(t, u2)
+	if _, err := other.Ed25519("audit", s.Public().(ed25519.PublicKey)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("an expected key that is not there: %v", err)
+	}
+	// A signer used after its key store closed fails, and does not crash.
+	ks2 := openHSM(t, u3)
+	late, err := ks2.Ed25519("audit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks2.Close()
+	if _, err := late.Sign(nil, msg, crypto.Hash(0)); err == nil {
+		t.Fatal("signed after Close")
 	}
 	if extractable, sensitive, err := ks.Extractable("audit"); err != nil || extractable || !sensitive {
 		t.Fatalf("extractable %v, sensitive %v, %v", extractable, sensitive, err)
 	}
 	if _, err := s.Sign(nil, msg, crypto.SHA256); err == nil {
 		t.Fatal("signed a digest as Ed25519")
+	}
+}
+
+// Replicas share one token: a second replica (the root copied, no
+// intermediate of its own) makes its own intermediate beside the first's,
+// and a data directory that lost its root makes a new root beside the old
+// one. Nothing deletes a key another replica signs with.
+func TestReplicasShareAToken(t *testing.T) {
+	u := hsmtest.Token(t)
+	clk := clock.NewFake(time.Now().Truncate(time.Second))
+	dirA, dirB, dirC := t.TempDir(), t.TempDir(), t.TempDir()
+	a, _, err := ca.LoadOrCreate(ca.Config{TrustDomain: td, Dir: dirA, Clock: clk, Keys: openHSM(t, u)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.ReadFile(filepath.Join(dirA, "root.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "root.pem"), root, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, created, err := ca.LoadOrCreate(ca.Config{TrustDomain: td, Dir: dirB, Clock: clk, Keys: openHSM(t, u)})
+	if err != nil || created || !b.Root().Equal(a.Root()) || b.Intermediate().Equal(a.Intermediate()) {
+		t.Fatalf("replica B: created %v, %v", created, err)
+	}
+	c, created, err := ca.LoadOrCreate(ca.Config{TrustDomain: td, Dir: dirC, Clock: clk, Keys: openHSM(t, u)})
+	if err != nil || !created || c.Root().Equal(a.Root()) {
+		t.Fatalf("a lost root: created %v, %v", created, err)
+	}
+	key := p256(t)
+	for name, x := range map[string]*ca.Authority{"A": a, "B": b, "C": c} {
+		leaf, err := x.SignSVID(ca.SVIDRequest{ID: alpha, PublicKey: key.Public(), TTL: time.Hour})
+		if err != nil || leaf.CheckSignatureFrom(x.Intermediate()) != nil {
+			t.Fatalf("replica %s no longer signs: %v", name, err)
+		}
+	}
+	// And after a restart, A finds its own keys among the others.
+	a2, _, err := ca.LoadOrCreate(ca.Config{TrustDomain: td, Dir: dirA, Clock: clk, Keys: openHSM(t, u)})
+	if err != nil || !a2.Intermediate().Equal(a.Intermediate()) {
+		t.Fatalf("A after a restart: %v", err)
+	}
+	if _, err := a2.SignSVID(ca.SVIDRequest{ID: alpha, PublicKey: key.Public(), TTL: time.Hour}); err != nil {
+		t.Fatal(err)
 	}
 }

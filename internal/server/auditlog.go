@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -39,8 +40,19 @@ func (s *Server) buildEvidence(ctx context.Context) error {
 		err     error
 	)
 	if s.keys != nil {
-		// The log's key in the CA's token too: made there, never on disk.
-		signer, serr := s.keys.Ed25519("audit")
+		// The log's key in the CA's token too: made there, never on disk;
+		// the one the store names, once it names one.
+		var want ed25519.PublicKey
+		stored, err := s.db.Meta(ctx, "audit_log_key")
+		if err != nil {
+			return err
+		}
+		if stored != "" {
+			if want, err = audit.VerifierPublicKey(stored); err != nil {
+				return err
+			}
+		}
+		signer, serr := s.keys.Ed25519("audit", want)
 		if serr != nil {
 			return serr
 		}

@@ -45,7 +45,11 @@ func TestSigningKeysInAnHSM(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(ref), inToken) {
 		t.Fatalf("the store holds %q, not a reference to the token", ref)
 	}
-	if extractable, sensitive, err := hw.Extractable(tokenKeyName(stored[0].KID)); err != nil || extractable || !sensitive {
+	sk, err := ks.current(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if extractable, sensitive, err := hw.ExtractableFor(sk.pub); err != nil || extractable || !sensitive {
 		t.Fatalf("extractable %v, sensitive %v, %v", extractable, sensitive, err)
 	}
 	sign := func(k *keyset) string {

@@ -55,7 +55,10 @@ type signingKey struct {
 // and never leave it; the store keeps a reference to each, not the key.
 type HardwareKeys interface {
 	Generate(name string) (crypto.Signer, error)
-	Signer(name string) (crypto.Signer, error)
+	// SignerFor finds the token's key with this public key: the stored
+	// public key names the key, so a token holding another key of the
+	// same label cannot stand in for it.
+	SignerFor(pub crypto.PublicKey) (crypto.Signer, error)
 }
 
 // inToken marks a sealed "key" that is a reference to a token's key.
@@ -154,7 +157,7 @@ func (k *keyset) create(ctx context.Context, now, activeAt time.Time) error {
 		PublicJWK: string(pubJSON), CreatedAt: now, ActiveAt: activeAt})
 }
 
-// tokenKeyName names a signing key in a token.
+// tokenKeyName names a signing key in a token (its label's stem).
 func tokenKeyName(kid string) string { return "token-" + kid }
 
 // open returns the signer and public key of a stored key: its sealed
@@ -166,16 +169,21 @@ func (k *keyset) open(s StoredKey) (jose.Signer, *ecdsa.PublicKey, error) {
 	}
 	var key any
 	var pub *ecdsa.PublicKey
-	if name, ok := bytes.CutPrefix(der, []byte(inToken)); ok {
+	if bytes.HasPrefix(der, []byte(inToken)) {
 		if k.hw == nil {
 			return nil, nil, errors.New("it is in a PKCS#11 token, and this control plane has none (serve --ca-key)")
 		}
-		signer, err := k.hw.Signer(string(name))
+		var jwk jose.JSONWebKey
+		if err := json.Unmarshal([]byte(s.PublicJWK), &jwk); err != nil {
+			return nil, nil, fmt.Errorf("its public key: %w", err)
+		}
+		var ok bool
+		if pub, ok = jwk.Key.(*ecdsa.PublicKey); !ok {
+			return nil, nil, fmt.Errorf("its public key is %T, want ECDSA", jwk.Key)
+		}
+		signer, err := k.hw.SignerFor(pub)
 		if err != nil {
 			return nil, nil, err
-		}
-		if pub, ok = signer.Public().(*ecdsa.PublicKey); !ok {
-			return nil, nil, fmt.Errorf("the token's key is %T, want ECDSA", signer.Public())
 		}
 		key = cryptosigner.Opaque(signer)
 	} else {

@@ -1,7 +1,9 @@
 // Package hsmtest gives tests PKCS#11 tokens in SoftHSM2 (Debian's
 // softhsm2, which .ci/run installs): one token directory per test binary,
 // since the PKCS#11 library reads its configuration once per process, and
-// a fresh token per test. Its PINs are test fixtures, not secrets.
+// a fresh token per test. The library lists tokens when it is loaded: a
+// test makes all its tokens before it opens any. Its PINs are test
+// fixtures, not secrets.
 package hsmtest
 
 import (
@@ -36,7 +38,13 @@ var modules = []string{"/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux
 // in a file. Without SoftHSM2 the test is skipped, or fails under CI=true.
 func Token(t testing.TB) ca.PKCS11URI {
 	t.Helper()
-	setup.Do(func() { setupErr = configure() })
+	setup.Do(func() {
+		if !cgo {
+			setupErr = fmt.Errorf("this test binary is built without cgo")
+			return
+		}
+		setupErr = configure()
+	})
 	if setupErr != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("SoftHSM2 is required under CI (.ci/run installs Debian's softhsm2): %v", setupErr)
