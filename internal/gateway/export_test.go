@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net/netip"
+	"time"
 )
 
 // SetLookup replaces how g resolves the names its sandboxes' DNS stubs
@@ -26,4 +27,13 @@ func StreamsIdle(g *Gateway) bool {
 		}
 	}
 	return true
+}
+
+// SetRecheckRetry shortens how streams whose re-decision fails are
+// retried, for tests; it returns the restore.
+func SetRecheckRetry(every time.Duration, max int64) func() {
+	oldEvery, oldMax := recheckRetry.Load(), maxRecheckFailures.Load()
+	recheckRetry.Store(int64(every))
+	maxRecheckFailures.Store(max)
+	return func() { recheckRetry.Store(oldEvery); maxRecheckFailures.Store(oldMax) }
 }

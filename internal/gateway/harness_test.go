@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,6 +140,10 @@ type decider struct {
 	denyAt int
 	// outsideTasks denies everything decided outside an open task.
 	outsideTasks bool
+	// failing makes every decision fail (the control plane unreachable);
+	// failed counts those.
+	failing atomic.Bool
+	failed  atomic.Int64
 	// needGrant allows a tool ("" for a server's own resource) only with
 	// the named grant ("MANIFEST/TRIGGER") in force, as its trigger's
 	// permit.
@@ -152,6 +157,10 @@ type decider struct {
 
 func (d *decider) Decide(_ context.Context, q gateway.Decision) (policy.Decision, error) {
 	_, tool, _ := strings.Cut(string(q.Resource.ID), "/")
+	if d.failing.Load() {
+		d.failed.Add(1)
+		return policy.Decision{}, errors.New("control plane unreachable")
+	}
 	d.mu.Lock()
 	d.risks = append(d.risks, q)
 	denied := d.denied[tool] || (d.denyAt > 0 && q.Risk >= d.denyAt) || (d.outsideTasks && q.Task == "")

@@ -386,3 +386,40 @@ func TestDelegatingDoesNotResetTheRisk(t *testing.T) {
 		t.Fatalf("the sub-agent's first call: %s %d %v", q.Agent, q.Risk, q.RiskReasons)
 	}
 }
+
+// The control plane is briefly unreachable while a stream is decided
+// again: the stream is kept and decided again until a decision can be
+// made; only an outage that outlasts the retries cuts it (fail closed).
+func TestStreamSurvivesABriefOutageButNotALongOne(t *testing.T) {
+	restore := gateway.SetRecheckRetry(time.Millisecond, 1_000_000)
+	defer restore()
+	dec := &decider{baselines: learned(time.Now())}
+	h := startGatewayWith(t, dec, "", nil)
+	hc := h.agent(t, "alpha")
+	body := openStream(t, h, hc, h.session(t, hc))
+	waitFor := func(what string, cond func() bool) {
+		for i := 0; !cond(); i++ {
+			if i > 30_000 {
+				t.Fatalf("%s: never", what)
+			}
+			time.Sleep(time.Millisecond) // waits on a condition
+		}
+	}
+	// A brief outage: the re-decision fails three times, then succeeds.
+	dec.failing.Store(true)
+	h.Rev.Apply(audit.Event{Seq: 1, Action: policy.ActionRoleAdd, Decision: audit.Allow, Target: alphaID})
+	waitFor("three failed re-decisions", func() bool { return dec.failed.Load() >= 3 })
+	dec.failing.Store(false)
+	waitFor("the re-decision to settle", func() bool { return gateway.StreamsIdle(h.G) })
+	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 0 || gateway.OpenStreams(h.G) != 1 {
+		t.Fatalf("a brief outage cut the stream: %+v", closes)
+	}
+	// A long one: past the retries, the stream is cut.
+	gateway.SetRecheckRetry(time.Millisecond, 5)
+	dec.failing.Store(true)
+	h.Rev.Apply(audit.Event{Seq: 2, Action: policy.ActionRoleAdd, Decision: audit.Allow, Target: alphaID})
+	ended(t, body)
+	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 1 || !strings.Contains(closes[0].Reasons[0], "decision failed 5 times") {
+		t.Fatalf("closings: %+v", closes)
+	}
+}

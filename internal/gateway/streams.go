@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,19 @@ type openStream struct {
 	busy, again atomic.Bool
 	fresh       atomic.Bool // the next re-decision reads the task anew
 	cut         atomic.Bool // decided again and refused: nothing more to decide
+	// failures counts re-decisions in a row that could not be made.
+	failures atomic.Int64
+}
+
+// A re-decision that cannot be made (the control plane unreachable, a
+// replica failing over) is tried again every recheckRetry; only after
+// maxRecheckFailures in a row is the stream cut, failing closed. A
+// refusal cuts it at once.
+var recheckRetry, maxRecheckFailures atomic.Int64
+
+func init() {
+	recheckRetry.Store(int64(time.Second))
+	maxRecheckFailures.Store(30)
 }
 
 // streams are the open streams by agent.
@@ -128,6 +142,19 @@ func (s *streams) open(os *openStream) func() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// retry decides os again after recheckRetry, unless the gateway closes.
+func (s *streams) retry(os *openStream, clk interface {
+	After(time.Duration) <-chan time.Time
+}, stop <-chan struct{}) {
+	go func() {
+		select {
+		case <-stop:
+		case <-clk.After(time.Duration(recheckRetry.Load())):
+			s.redecideIf(func(_ string, o *openStream) bool { return o == os })
+		}
+	}()
 }
 
 // redecide decides agent's open streams again (every agent's for ""), in
@@ -213,7 +240,14 @@ func (g *Gateway) recheck(os *openStream) {
 		d, _, err = g.decide(ctx, &c, os.st.action, os.st.resource, os.st.input)
 	}
 	if err != nil {
-		reasons, d.Allowed = []string{"decision failed: " + err.Error()}, false
+		if n := os.failures.Add(1); n < maxRecheckFailures.Load() {
+			g.logger.Warn("a stream could not be decided again; retrying", "agent", c.id, "resource", os.st.resource, "failures", n, "err", err)
+			g.streams.retry(os, g.deps.Clock, g.stop)
+			return
+		}
+		reasons, d.Allowed = []string{fmt.Sprintf("decision failed %d times in a row: %v", os.failures.Load(), err)}, false
+	} else {
+		os.failures.Store(0)
 	}
 	if d.Allowed {
 		return
