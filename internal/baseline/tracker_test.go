@@ -20,10 +20,15 @@ import (
 type countingSource struct {
 	reads atomic.Int64
 	fail  atomic.Bool
+	// read, if set, hears the count after each read.
+	read chan int64
 }
 
 func (s *countingSource) Baseline(_ context.Context, agent string) (baseline.Baseline, error) {
-	s.reads.Add(1)
+	n := s.reads.Add(1)
+	if s.read != nil {
+		s.read <- n
+	}
 	if s.fail.Load() {
 		return baseline.Baseline{}, errors.New("store down")
 	}
@@ -38,7 +43,7 @@ func newTracker(t *testing.T, src baseline.Source, clk clock.Clock) *baseline.Tr
 // read its baseline once, and a refresh happens in the background once
 // the baseline is old.
 func TestTrackerReadsABaselineOnce(t *testing.T) {
-	src := &countingSource{}
+	src := &countingSource{read: make(chan int64, 128)}
 	clk := clock.NewFake(start.AddDate(0, 0, 21).Add(10 * time.Hour))
 	tr := newTracker(t, src, clk)
 	var wg sync.WaitGroup
@@ -57,11 +62,12 @@ func TestTrackerReadsABaselineOnce(t *testing.T) {
 	}
 	clk.Advance(11 * time.Minute)
 	tr.Score(context.Background(), alpha, "", search, "", false)
-	for i := 0; src.reads.Load() != 2; i++ {
-		if i > 30_000 {
+	for n := <-src.read; n != 2; {
+		select {
+		case n = <-src.read: // the background refresh reports its read
+		case <-time.After(30 * time.Second):
 			t.Fatal("the old baseline was never read again")
 		}
-		time.Sleep(time.Millisecond) // waits on a condition: the background refresh
 	}
 }
 

@@ -34,55 +34,39 @@ func ParsePKCS11URI(s string) (PKCS11URI, error) {
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	u := PKCS11URI{Object: "bulkhead-"}
+	// Path attributes (;-separated) and query attributes (&-separated)
+	// have names of their own; each may appear once.
+	fields := map[string]*string{";token": &u.Token, ";object": &u.Object, "?module-path": &u.Module, "?pin-source": &u.PINSource}
 	seen := map[string]bool{}
-	attr := func(part, sep string) (string, string, error) {
-		k, v, ok := strings.Cut(part, "=")
-		if !ok || k == "" {
-			return "", "", fmt.Errorf("attribute %q is not name=value", part)
-		}
-		if seen[sep+k] {
-			return "", "", fmt.Errorf("attribute %q appears twice", k)
-		}
-		seen[sep+k] = true
-		v, err := url.PathUnescape(v)
-		if err != nil {
-			return "", "", fmt.Errorf("attribute %q: %w", k, err)
-		}
-		return k, v, nil
-	}
-	for _, part := range strings.Split(path, ";") {
-		if part == "" {
+	for _, sec := range []struct{ kind, list, sep, names string }{
+		{";", path, ";", "path attribute %q is not supported (token, object)"},
+		{"?", query, "&", "query attribute %q is not supported (module-path, pin-source)"},
+	} {
+		if sec.list == "" {
 			continue
 		}
-		k, v, err := attr(part, ";")
-		if err != nil {
-			return bad("%v", err)
-		}
-		switch k {
-		case "token":
-			u.Token = v
-		case "object":
-			u.Object = v
-		default:
-			return bad("path attribute %q is not supported (token, object)", k)
-		}
-	}
-	if query != "" {
-		for _, part := range strings.Split(query, "&") {
-			k, v, err := attr(part, "?")
-			if err != nil {
-				return bad("%v", err)
+		for _, part := range strings.Split(sec.list, sec.sep) {
+			if part == "" && sec.kind == ";" {
+				continue
 			}
-			switch k {
-			case "module-path":
-				u.Module = v
-			case "pin-source":
-				u.PINSource = v
-			case "pin-value":
+			k, v, ok := strings.Cut(part, "=")
+			switch {
+			case !ok || k == "":
+				return bad("attribute %q is not name=value", part)
+			case sec.kind == "?" && k == "pin-value":
 				return bad("pin-value would put the PIN in the URI; use pin-source=file:PATH or env:NAME, or %s", DefaultPINEnv)
-			default:
-				return bad("query attribute %q is not supported (module-path, pin-source)", k)
+			case fields[sec.kind+k] == nil:
+				return bad(sec.names, k)
 			}
+			if seen[sec.kind+k] {
+				return bad("attribute %q appears twice", k)
+			}
+			seen[sec.kind+k] = true
+			v, err := url.PathUnescape(v)
+			if err != nil {
+				return bad("attribute %q: %v", k, err)
+			}
+			*fields[sec.kind+k] = v
 		}
 	}
 	switch {

@@ -15,18 +15,19 @@ func SetLookup(g *Gateway, f func(ctx context.Context, network, host string) ([]
 // OpenStreams is how many forwarded requests g keeps under their decision.
 func OpenStreams(g *Gateway) int { return g.streams.count() }
 
-// StreamsIdle reports that no re-decision of g's streams is under way.
-func StreamsIdle(g *Gateway) bool {
+// RecheckNow decides every open stream of g again, before it returns.
+func RecheckNow(g *Gateway) {
 	g.streams.mu.Lock()
-	defer g.streams.mu.Unlock()
+	var list []*openStream
 	for _, m := range g.streams.byAgent {
 		for os := range m {
-			if os.busy.Load() {
-				return false
-			}
+			list = append(list, os)
 		}
 	}
-	return true
+	g.streams.mu.Unlock()
+	for _, os := range list {
+		g.recheck(os)
+	}
 }
 
 // SetRecheckRetry shortens how streams whose re-decision fails are

@@ -354,12 +354,9 @@ func TestRevokedGrantCutsItsStream(t *testing.T) {
 	// A later re-decision of tk-1 (its task tainted, say) still counts the
 	// grant it spent.
 	n := len(dec.decided())
-	h.Rev.Apply(audit.Event{Seq: 3, Action: elevation.ActionTaskTaint, Decision: audit.Allow, Task: "tk-1"})
-	for i := 0; len(dec.decided()) == n || !gateway.StreamsIdle(h.G); i++ {
-		if i > 30_000 {
-			t.Fatal("tk-1's stream was not decided again")
-		}
-		time.Sleep(time.Millisecond) // waits on a condition: the re-decision
+	gateway.RecheckNow(h.G)
+	if len(dec.decided()) == n {
+		t.Fatal("tk-1's stream was not decided again")
 	}
 	if n := gateway.OpenStreams(h.G); n != 1 || len(recordsOf(h, gateway.ActionStreamClose)) != 1 {
 		t.Fatalf("%d streams open, want tk-1's", n)
@@ -391,33 +388,29 @@ func TestDelegatingDoesNotResetTheRisk(t *testing.T) {
 // again: the stream is kept and decided again until a decision can be
 // made; only an outage that outlasts the retries cuts it (fail closed).
 func TestStreamSurvivesABriefOutageButNotALongOne(t *testing.T) {
-	restore := gateway.SetRecheckRetry(time.Millisecond, 1_000_000)
+	// Retries are driven by hand here: none fires on its own.
+	restore := gateway.SetRecheckRetry(time.Hour, 1_000_000)
 	defer restore()
 	dec := &decider{baselines: learned(time.Now())}
 	h := startGatewayWith(t, dec, "", nil)
 	hc := h.agent(t, "alpha")
 	body := openStream(t, h, hc, h.session(t, hc))
-	waitFor := func(what string, cond func() bool) {
-		for i := 0; !cond(); i++ {
-			if i > 30_000 {
-				t.Fatalf("%s: never", what)
-			}
-			time.Sleep(time.Millisecond) // waits on a condition
-		}
-	}
 	// A brief outage: the re-decision fails three times, then succeeds.
 	dec.failing.Store(true)
-	h.Rev.Apply(audit.Event{Seq: 1, Action: policy.ActionRoleAdd, Decision: audit.Allow, Target: alphaID})
-	waitFor("three failed re-decisions", func() bool { return dec.failed.Load() >= 3 })
+	for range 3 {
+		gateway.RecheckNow(h.G)
+	}
 	dec.failing.Store(false)
-	waitFor("the re-decision to settle", func() bool { return gateway.StreamsIdle(h.G) })
-	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 0 || gateway.OpenStreams(h.G) != 1 {
+	gateway.RecheckNow(h.G)
+	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 0 || gateway.OpenStreams(h.G) != 1 || dec.failed.Load() != 3 {
 		t.Fatalf("a brief outage cut the stream: %+v", closes)
 	}
 	// A long one: past the retries, the stream is cut.
-	gateway.SetRecheckRetry(time.Millisecond, 5)
+	gateway.SetRecheckRetry(time.Hour, 5)
 	dec.failing.Store(true)
-	h.Rev.Apply(audit.Event{Seq: 2, Action: policy.ActionRoleAdd, Decision: audit.Allow, Target: alphaID})
+	for range 5 {
+		gateway.RecheckNow(h.G)
+	}
 	ended(t, body)
 	if closes := recordsOf(h, gateway.ActionStreamClose); len(closes) != 1 || !strings.Contains(closes[0].Reasons[0], "decision failed 5 times") {
 		t.Fatalf("closings: %+v", closes)

@@ -239,14 +239,18 @@ func (g *Gateway) recheck(os *openStream) {
 	if err == nil {
 		d, _, err = g.decide(ctx, &c, os.st.action, os.st.resource, os.st.input)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errTaskRefused):
+		reasons, d.Allowed = []string{err.Error()}, false // a refusal, not an outage
+	case err != nil:
+		// No decision could be made: try again, up to a bound.
 		if n := os.failures.Add(1); n < maxRecheckFailures.Load() {
 			g.logger.Warn("a stream could not be decided again; retrying", "agent", c.id, "resource", os.st.resource, "failures", n, "err", err)
 			g.streams.retry(os, g.deps.Clock, g.stop)
 			return
 		}
 		reasons, d.Allowed = []string{fmt.Sprintf("decision failed %d times in a row: %v", os.failures.Load(), err)}, false
-	} else {
+	default:
 		os.failures.Store(0)
 	}
 	if d.Allowed {
