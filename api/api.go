@@ -47,6 +47,8 @@ type Agent struct {
 	Scopes    []string  `json:"scopes"`
 	// Parent is set for a sub-agent created by delegation.
 	Parent string `json:"parent,omitempty"`
+	// TPM is the pin of the TPM the agent's key must live in, if any.
+	TPM string `json:"tpm,omitempty"`
 	// Certificates is filled by the show call.
 	Certificates []Certificate `json:"certificates,omitempty"`
 }

@@ -64,3 +64,10 @@ type TPMFinishRequest struct {
 	// CSR is signed by that key, PEM.
 	CSR string `json:"csr"`
 }
+
+// SetTPMRequest sets the TPM an agent's key must live in: "sha256:HEX" of
+// its endorsement key (PKIX DER), "ek-ca" for the first TPM whose EK
+// certificate chains to a trusted maker, or "" for none.
+type SetTPMRequest struct {
+	EK string `json:"ek"`
+}

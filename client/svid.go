@@ -29,6 +29,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
+	"github.com/bulkhead-dev/bulkhead/internal/tpmkey"
 )
 
 // Enroll trades a one-time join token for an SVID and writes svid.pem,
@@ -45,6 +46,88 @@ import (
 // hold the pinned CA is a misconfiguration to report, not to route around.
 // Only a failure to get an answer (a transport error) moves on.
 func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVID, error) {
+	key, csrPEM, err := newKeyAndCSR(spiffeid.ID{})
+	if err != nil {
+		return nil, err
+	}
+	return enroll(ctx, serverURL, token, outDir, func(post poster) (api.SVID, crypto.Signer, error) {
+		var resp api.SVID
+		err := post("/v1/enroll", api.EnrollRequest{Token: token, CSR: string(csrPEM)}, &resp)
+		return resp, key, err
+	})
+}
+
+// EnrollTPM is Enroll with the key created inside the TPM at tpmSpec (a
+// device path, or unix:PATH for a TPM simulator's socket) and proven to be
+// there: attested enrollment. The key never leaves the TPM; outDir keeps
+// the TPM's wrapped blob (svid_key.tpm), which only that TPM can load. The
+// SVID returned has no PrivateKey: load outDir to use it.
+func EnrollTPM(ctx context.Context, serverURL, token, outDir, tpmSpec string) (*x509svid.SVID, error) {
+	tp, err := tpmkey.Open(tpmSpec)
+	if err != nil {
+		return nil, err
+	}
+	// A TPM may serve one client at a time: it is closed here, and the
+	// key is loaded again from outDir (LoadSource) to be used.
+	defer tp.Close()
+	var key *tpmkey.Key
+	svid, err := enroll(ctx, serverURL, token, outDir, func(post poster) (api.SVID, crypto.Signer, error) {
+		resp, k, err := proveTPM(post, tp, token, spiffeid.ID{}, "/v1/enroll/tpm", nil)
+		key = k
+		return resp, k, err
+	})
+	if key != nil {
+		_ = key.Close()
+	}
+	if svid != nil {
+		svid.PrivateKey = nil
+	}
+	return svid, err
+}
+
+// poster sends one request to the control plane.
+type poster func(path string, in, out any) error
+
+// proveTPM runs attested enrollment (or renewal, under base) with tp.
+//
+// A TPM without a resource manager (swtpm) holds three objects: the key
+// being replaced, if any, is unloaded once the challenge is in, and loads
+// itself again if it must sign after all.
+func proveTPM(post poster, tp *tpmkey.TPM, token string, id spiffeid.ID, base string, replaced *tpmkey.Key) (api.SVID, *tpmkey.Key, error) {
+	p, begin, err := tp.Begin()
+	if err != nil {
+		return api.SVID{}, nil, err
+	}
+	// The attestation key serves this enrollment only.
+	defer p.Close()
+	begin.Token = token
+	var ch api.TPMChallenge
+	if err := post(base+"/challenge", begin, &ch); err != nil {
+		return api.SVID{}, nil, err
+	}
+	if replaced != nil {
+		_ = replaced.Unload()
+	}
+	fin, key, err := p.Answer(ch)
+	if err != nil {
+		return api.SVID{}, nil, err
+	}
+	csrPEM, err := csrFor(id, key)
+	if err != nil {
+		_ = key.Close()
+		return api.SVID{}, nil, err
+	}
+	fin.Token, fin.CSR = token, string(csrPEM)
+	var resp api.SVID
+	if err := post(base, fin, &resp); err != nil {
+		_ = key.Close()
+		return api.SVID{}, nil, err
+	}
+	return resp, key, nil
+}
+
+// enroll runs exchange with the first replica that answers.
+func enroll(ctx context.Context, serverURL, token, outDir string, exchange func(poster) (api.SVID, crypto.Signer, error)) (*x509svid.SVID, error) {
 	bases, err := parseServerURLs(serverURL)
 	if err != nil {
 		return nil, err
@@ -53,13 +136,9 @@ func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVI
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	key, csrPEM, err := newKeyAndCSR(spiffeid.ID{})
-	if err != nil {
-		return nil, err
-	}
 	var errs []error
 	for _, base := range bases {
-		svid, err := enrollAt(ctx, base, pt.RootSHA256, token, key, csrPEM, outDir)
+		svid, err := enrollAt(ctx, base, pt.RootSHA256, outDir, exchange)
 		var ue *url.Error
 		if err == nil || len(bases) == 1 || ctx.Err() != nil || !errors.As(err, &ue) {
 			return svid, err
@@ -71,7 +150,7 @@ func Enroll(ctx context.Context, serverURL, token, outDir string) (*x509svid.SVI
 
 // enrollAt enrolls with the replica at base. An error holding a *url.Error
 // is a request that got no answer.
-func enrollAt(ctx context.Context, base *url.URL, pin [32]byte, token string, key crypto.Signer, csrPEM []byte, outDir string) (*x509svid.SVID, error) {
+func enrollAt(ctx context.Context, base *url.URL, pin [32]byte, outDir string, exchange func(poster) (api.SVID, crypto.Signer, error)) (*x509svid.SVID, error) {
 	root, err := fetchPinnedRoot(ctx, base, pin)
 	if err != nil {
 		return nil, err
@@ -84,8 +163,10 @@ func enrollAt(ctx context.Context, base *url.URL, pin [32]byte, token string, ke
 	tlsCfg := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(ServerID(td)))
 	tlsCfg.MinVersion = tls.VersionTLS13
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
-	var resp api.SVID
-	if err := do(ctx, hc, base, http.MethodPost, "/v1/enroll", api.EnrollRequest{Token: token, CSR: string(csrPEM)}, &resp); err != nil {
+	resp, key, err := exchange(func(path string, in, out any) error {
+		return do(ctx, hc, base, http.MethodPost, path, in, out)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return acceptSVID(resp, key, bundle, spiffeid.ID{}, outDir)
@@ -137,15 +218,21 @@ func newKeyAndCSR(id spiffeid.ID) (crypto.Signer, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: generate key: %w", err)
 	}
+	csr, err := csrFor(id, key)
+	return key, csr, err
+}
+
+// csrFor is a CSR signed by key, naming id if set.
+func csrFor(id spiffeid.ID, key crypto.Signer) ([]byte, error) {
 	tmpl := &x509.CertificateRequest{}
 	if !id.IsZero() {
 		tmpl.URIs = append(tmpl.URIs, id.URL())
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("client: create CSR: %w", err)
+		return nil, fmt.Errorf("client: create CSR: %w", err)
 	}
-	return key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
 // acceptSVID checks an issued SVID before anything is written: it must
@@ -180,12 +267,36 @@ func acceptSVID(resp api.SVID, key crypto.Signer, trusted *x509bundle.Bundle, wa
 // writes it to dir (the directory the current one was loaded from).
 func (c *Client) Renew(ctx context.Context, dir string) (*x509svid.SVID, error) {
 	id := c.src.ID()
-	key, csrPEM, err := newKeyAndCSR(id)
-	if err != nil {
-		return nil, err
+	cur, _ := c.src.GetX509SVID()
+	if k, ok := cur.PrivateKey.(*tpmkey.Key); ok {
+		// A key in a TPM is renewed with a new proof from the same TPM.
+		return c.renew(ctx, dir, func() (api.SVID, crypto.Signer, error) {
+			resp, key, err := proveTPM(func(path string, in, out any) error {
+				return c.do(ctx, http.MethodPost, path, in, out)
+			}, k.TPM(), "", id, "/v1/svid/renew/tpm", k)
+			if err != nil {
+				return resp, nil, err
+			}
+			// The old key's object slot is the TPM's to reuse.
+			_ = k.Replace(key)
+			return resp, key, nil
+		})
 	}
-	var resp api.SVID
-	if err := c.do(ctx, http.MethodPost, "/v1/svid/renew", api.RenewRequest{CSR: string(csrPEM)}, &resp); err != nil {
+	return c.renew(ctx, dir, func() (api.SVID, crypto.Signer, error) {
+		key, csrPEM, err := newKeyAndCSR(id)
+		if err != nil {
+			return api.SVID{}, nil, err
+		}
+		var resp api.SVID
+		err = c.do(ctx, http.MethodPost, "/v1/svid/renew", api.RenewRequest{CSR: string(csrPEM)}, &resp)
+		return resp, key, err
+	})
+}
+
+func (c *Client) renew(ctx context.Context, dir string, exchange func() (api.SVID, crypto.Signer, error)) (*x509svid.SVID, error) {
+	id := c.src.ID()
+	resp, key, err := exchange()
+	if err != nil {
 		return nil, err
 	}
 	bundle, _ := c.src.GetX509BundleForTrustDomain(id.TrustDomain())
@@ -198,6 +309,13 @@ func (c *Client) Renew(ctx context.Context, dir string) (*x509svid.SVID, error) 
 	// one's idle connections.
 	c.http.CloseIdleConnections()
 	return svid, nil
+}
+
+// SetAgentTPM sets the TPM agent name's key must live in: "sha256:HEX" of
+// its endorsement key, "ek-ca", or "" for none.
+func (c *Client) SetAgentTPM(ctx context.Context, name, ek string) (api.Agent, error) {
+	var a api.Agent
+	return a, c.do(ctx, http.MethodPut, "/v1/agents/"+url.PathEscape(name)+"/tpm", api.SetTPMRequest{EK: ek}, &a)
 }
 
 // Bundle fetches the trust bundle document (SPIFFE format).

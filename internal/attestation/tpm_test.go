@@ -51,7 +51,7 @@ func round(t *testing.T, tp *tpmkey.TPM, v attestation.Verifier, pin func(api.TP
 		t.Fatal(err)
 	}
 	defer key.Close()
-	return s, fin, key.Signer().Public()
+	return s, fin, key.Public()
 }
 
 func own(b api.TPMBeginRequest) string { return attestation.EKHash(b.EKPublic) }

@@ -28,6 +28,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 )
 
@@ -241,6 +242,9 @@ type SVIDRequest struct {
 	// DNSNames and IPs are for component certificates that serve TLS.
 	DNSNames []string
 	IPs      []net.IP
+	// Attestation, when set, is what was proven about the key; the
+	// certificate states it (see package attestation).
+	Attestation attestation.Claims
 }
 
 // SignSVID issues an X.509-SVID: exactly one URI SAN (the SPIFFE ID),
@@ -290,6 +294,14 @@ func (a *Authority) SignSVID(req SVIDRequest) (*x509.Certificate, error) {
 		URIs:                  []*url.URL{req.ID.URL()},
 		DNSNames:              req.DNSNames,
 		IPAddresses:           req.IPs,
+	}
+	if req.Attestation != (attestation.Claims{}) {
+		p, err := attestation.Policies(req.Attestation)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+		}
+		tmpl.Policies = p
+		tmpl.Subject.SerialNumber = attestation.SubjectSerial(req.Attestation)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.intermediate, req.PublicKey, a.signer)
 	if err != nil {

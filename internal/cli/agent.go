@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
+	"github.com/bulkhead-dev/bulkhead/internal/tpmkey"
 )
 
 func (e *env) agentCmd() *cobra.Command {
@@ -20,7 +22,7 @@ func (e *env) agentCmd() *cobra.Command {
 	cmd.AddCommand(e.agentScopesCmd())
 	cmd.AddCommand(e.agentCreateCmd(), e.agentListCmd(), e.agentShowCmd(), e.agentJoinTokenCmd(),
 		e.agentEnrollCmd(), e.agentRenewCmd(), e.agentRevokeCmd(), e.agentSetEnabledCmd(false), e.agentSetEnabledCmd(true))
-	cmd.AddCommand(e.agentRoleCmd(), e.agentBaselineCmd())
+	cmd.AddCommand(e.agentRoleCmd(), e.agentBaselineCmd(), e.agentTPMCmd(), e.agentEKCmd())
 	return cmd
 }
 
@@ -169,14 +171,19 @@ func (e *env) joinTokenCmd(short, long string, create func(context.Context, *cli
 }
 
 func (e *env) agentEnrollCmd() *cobra.Command {
-	var token, out string
+	var token, out, tpm string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "enroll --token TOKEN --out DIR",
+		Use:   "enroll --token TOKEN --out DIR [--tpm [DEVICE]]",
 		Short: "Enroll this agent: generate a key here and obtain its first SVID",
 		Long: `Run on the agent's side. Generates a private key locally (it never leaves
 this machine), sends a CSR with the join token, and writes svid.pem,
-svid_key.pem (mode 0600) and svid_bundle.pem to --out.`,
+svid_key.pem (mode 0600) and svid_bundle.pem to --out.
+
+With --tpm the key is created inside the TPM (default /dev/tpmrm0) and
+proven to be there (credential activation to the endorsement key, a quote
+over a fresh nonce, and the key's certification): the control plane issues
+an SVID that says so, and svid_key.tpm holds a blob only that TPM can load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if token == "" {
@@ -185,7 +192,13 @@ svid_key.pem (mode 0600) and svid_bundle.pem to --out.`,
 			if out == "" {
 				return fmt.Errorf("--out DIR is required")
 			}
-			svid, err := client.Enroll(cmd.Context(), e.server, token, out)
+			enroll := client.Enroll
+			if cmd.Flags().Changed("tpm") {
+				enroll = func(ctx context.Context, server, token, out string) (*x509svid.SVID, error) {
+					return client.EnrollTPM(ctx, server, token, out, tpm)
+				}
+			}
+			svid, err := enroll(cmd.Context(), e.server, token, out)
 			if err != nil {
 				return err
 			}
@@ -194,6 +207,8 @@ svid_key.pem (mode 0600) and svid_bundle.pem to --out.`,
 	}
 	cmd.Flags().StringVar(&token, "token", "", "one-time join token")
 	cmd.Flags().StringVar(&out, "out", "", "directory for svid.pem, svid_key.pem, svid_bundle.pem")
+	cmd.Flags().StringVar(&tpm, "tpm", tpmkey.DefaultDevice, "keep the key in this TPM (a device, or unix:PATH for swtpm) and prove it")
+	cmd.Flags().Lookup("tpm").NoOptDefVal = tpmkey.DefaultDevice
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -329,5 +344,66 @@ func (e *env) agentScopesCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentTPMCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "tpm NAME EK",
+		Short: "Require an agent's key to live in a TPM: EK is sha256:HEX (from 'agent ek'), ek-ca, or none",
+		Long: `Pin the TPM an agent's key must live in. From then on the agent enrolls and
+renews only with 'agent enroll --tpm', proving its key is in that TPM.
+
+EK is the endorsement key's hash that 'bulkhead agent ek' prints on the
+agent's machine; "ek-ca" accepts the first TPM whose endorsement key
+certificate chains to a CA given to serve --tpm-ek-ca, and pins it; "none"
+lifts the requirement.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			ek := args[1]
+			if ek == "none" {
+				ek = ""
+			}
+			a, err := c.SetAgentTPM(cmd.Context(), args[0], ek)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, a)
+			}
+			fmt.Fprintf(e.stdout, "agent %s: TPM %s\n", a.Name, orDash(a.TPM))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (e *env) agentEKCmd() *cobra.Command {
+	var tpm string
+	cmd := &cobra.Command{
+		Use:   "ek [--tpm DEVICE]",
+		Short: "Print this machine's TPM endorsement key hash, for 'agent tpm NAME EK'",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := tpmkey.Open(tpm)
+			if err != nil {
+				return err
+			}
+			defer t.Close()
+			ek, err := t.EKHash()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, ek)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&tpm, "tpm", tpmkey.DefaultDevice, "the TPM (a device, or unix:PATH for swtpm)")
 	return cmd
 }

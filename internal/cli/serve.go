@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +28,8 @@ func (e *env) serveCmd() *cobra.Command {
 		metricsListen              string
 		initStore                  bool
 		caKey                      string
+		tpmEKCA                    string
+		tpmPCRs                    []string
 		auditOpts                  auditServeOptions
 	)
 	cmd := &cobra.Command{
@@ -49,7 +55,10 @@ or not the store's, and a data directory another serve is using.`,
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
 				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig,
-				MetricsListen: metricsListen, Init: initStore, CAKey: caKey}
+				MetricsListen: metricsListen, Init: initStore, CAKey: caKey, TPMEKCA: tpmEKCA}
+			if cfg.TPMPCRs, err = parsePCRs(tpmPCRs); err != nil {
+				return err
+			}
 			auditOpts.apply(&cfg)
 			srv, err := server.New(cmd.Context(), cfg, clock.Real{}, e.logger)
 			if err != nil {
@@ -77,6 +86,8 @@ or not the store's, and a data directory another serve is using.`,
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
 	f.StringVar(&caKey, "ca-key", "", `keep the CA's keys in a PKCS#11 token (an HSM): "pkcs11:token=LABEL?module-path=/path/lib.so&pin-source=file:PATH" (or the PIN in $`+ca.DefaultPINEnv+`); see docs/hardware.md`)
+	f.StringVar(&tpmEKCA, "tpm-ek-ca", "", "PEM file of TPM makers' CAs: a TPM whose endorsement key certificate chains to one may enroll an agent registered with --tpm-ek ek-ca")
+	f.StringSliceVar(&tpmPCRs, "tpm-pcr", nil, "INDEX=SHA256-HEX: a PCR value every attested enrollment's quote must show (repeatable)")
 	f.BoolVar(&initStore, "init", false, "start a new, empty store although DATA-DIR holds the CA and audit key of a control plane that has run")
 	f.StringVar(&issuer, "issuer", "", "OAuth issuer URL, one for every replica of the trust domain: the first replica stores it in the database (default: its https://LISTEN-ADDRESS); set it to the load balancer URL in front of several replicas")
 	f.DurationVar(&tokenTTL, "token-ttl", 0, "access token lifetime (default 5m, at most 15m)")
@@ -85,4 +96,22 @@ or not the store's, and a data directory another serve is using.`,
 	f.StringVar(&metricsListen, "metrics-listen", "", "loopback address serving /metrics in plain HTTP for a local Prometheus (off by default; /metrics is always on the HTTPS listener for operators and components)")
 	auditOpts.flags(f)
 	return cmd
+}
+
+// parsePCRs reads --tpm-pcr values.
+func parsePCRs(vals []string) (map[int][]byte, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := map[int][]byte{}
+	for _, v := range vals {
+		i, h, ok := strings.Cut(v, "=")
+		n, err := strconv.Atoi(i)
+		d, herr := hex.DecodeString(h)
+		if !ok || err != nil || n < 0 || n > 23 || herr != nil || len(d) != sha256.Size {
+			return nil, fmt.Errorf("--tpm-pcr %q: want INDEX=SHA256-HEX with INDEX 0-23", v)
+		}
+		out[n] = d
+	}
+	return out, nil
 }

@@ -307,6 +307,9 @@ func (g *Gateway) decide(ctx context.Context, c *caller, action string, resource
 	}
 	c.risk = g.riskOf(ctx, c, resource, input)
 	q.Risk, q.RiskReasons = c.risk.Score, c.risk.Reasons
+	if c.claims.Attestation != nil {
+		q.Attestation = *c.claims.Attestation
+	}
 	d, err := g.deps.Decider.Decide(ctx, q)
 	if err == nil {
 		g.sawVersion(d.Version)
@@ -332,6 +335,9 @@ func (g *Gateway) recordDecision(ctx context.Context, c *caller, server, action 
 	}
 	if c.shape != "" {
 		detail["shape"] = c.shape
+	}
+	if c.claims.Attestation != nil {
+		detail["attestation"] = c.claims.Attestation.String()
 	}
 	if age, stale := g.deps.Revocations.Stale(); stale {
 		// Decided while no control plane answered the feed: a revocation

@@ -29,6 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
@@ -64,6 +65,8 @@ type Decision struct {
 	// codes of its reasons.
 	Risk        int
 	RiskReasons []string
+	// Attestation is what was proven about the caller's key.
+	Attestation attestation.Claims
 }
 
 // Decider answers decisions: the PDP in process (PDPDecider) or the
@@ -83,7 +86,7 @@ func (p PDPDecider) Decide(ctx context.Context, d Decision) (policy.Decision, er
 	}
 	return p.PDP.Decide(ctx, policy.Request{Principal: policy.Agent(d.Agent), Action: policy.Action(d.Action),
 		Resource: d.Resource, Context: policy.Context{Task: d.Task, Manifest: d.Manifest, Tainted: d.Tainted, Grants: d.Grants, Input: in,
-			Risk: int64(d.Risk), RiskReasons: d.RiskReasons}})
+			Risk: int64(d.Risk), RiskReasons: d.RiskReasons, Attestation: d.Attestation}})
 }
 
 // Deps are the gateway's dependencies; all are required except Secrets,

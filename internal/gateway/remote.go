@@ -39,6 +39,8 @@ func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision,
 	if len(q.Input) == 0 {
 		c["input"] = map[string]any{}
 	}
+	a := q.Attestation.Normal()
+	c["attestation"] = map[string]string{"protection": a.Protection, "method": a.Method, "ek": a.EK}
 	if q.Task != "" {
 		c["task"] = q.Task
 	}

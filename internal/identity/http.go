@@ -30,7 +30,13 @@ func (s *Service) Routes(mux *http.ServeMux, logger *slog.Logger) {
 	mux.HandleFunc("GET /v1/bundle", h.bundle)
 	mux.HandleFunc("GET /v1/crl", h.crl)
 	mux.HandleFunc("POST /v1/enroll", h.enroll)
+	mux.HandleFunc("POST /v1/enroll/tpm/challenge", h.tpmBegin)
+	mux.HandleFunc("POST /v1/enroll/tpm", h.tpmFinish)
 	mux.Handle("POST /v1/svid/renew", guard.Require(peer.Kinds(audit.ActorAgent, audit.ActorOperator, audit.ActorWorkload), http.HandlerFunc(h.renew)))
+	agent := func(f http.HandlerFunc) http.Handler { return guard.Require(peer.Kinds(audit.ActorAgent), f) }
+	mux.Handle("POST /v1/svid/renew/tpm/challenge", agent(h.tpmBegin))
+	mux.Handle("POST /v1/svid/renew/tpm", agent(h.tpmFinish))
+	mux.Handle("PUT /v1/agents/{name}/tpm", operator(h.setTPM))
 	mux.Handle("POST /v1/agents", operator(h.createAgent))
 	mux.Handle("GET /v1/agents", operator(h.listAgents))
 	mux.Handle("GET /v1/agents/{name}", operator(h.getAgent))
@@ -104,6 +110,57 @@ func (h handlers) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
+}
+
+// tpmCaller is a join token's holder on the enrollment routes and the
+// authenticated agent on the renewal routes.
+func tpmCaller(r *http.Request, token string) TPMCaller {
+	if p, ok := peer.FromContext(r.Context()); ok {
+		return TPMCaller{Peer: &p}
+	}
+	return TPMCaller{Token: token}
+}
+
+func (h handlers) tpmBegin(w http.ResponseWriter, r *http.Request) {
+	var req api.TPMBeginRequest
+	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	ch, err := h.s.BeginTPM(r.Context(), tpmCaller(r, req.Token), req)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, ch)
+}
+
+func (h handlers) tpmFinish(w http.ResponseWriter, r *http.Request) {
+	var req api.TPMFinishRequest
+	if err := httpx.DecodeJSON(w, r, maxCSRBody, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	issued, err := h.s.FinishTPM(r.Context(), tpmCaller(r, req.Token), req)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, h.svid(issued))
+}
+
+func (h handlers) setTPM(w http.ResponseWriter, r *http.Request) {
+	var req api.SetTPMRequest
+	if err := httpx.DecodeJSON(w, r, 0, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	a, err := h.s.SetAgentTPM(r.Context(), caller(r), r.PathValue("name"), req.EK)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, AgentJSON(a, nil))
 }
 
 func (h handlers) svid(i Issued) api.SVID {
@@ -290,7 +347,7 @@ func (h handlers) setEnabled(enabled bool) http.HandlerFunc {
 // form.
 func AgentJSON(a Agent, certs []Cert) api.Agent {
 	out := api.Agent{Name: a.Name, SPIFFEID: a.SPIFFEID, Status: string(a.Status), SVIDTTL: a.SVIDTTL.String(),
-		CreatedAt: a.CreatedAt, CreatedBy: a.CreatedBy, UpdatedAt: a.UpdatedAt, Scopes: a.Scopes, Parent: a.Parent}
+		CreatedAt: a.CreatedAt, CreatedBy: a.CreatedBy, UpdatedAt: a.UpdatedAt, Scopes: a.Scopes, Parent: a.Parent, TPM: a.EKPin}
 	if out.Scopes == nil {
 		out.Scopes = []string{}
 	}

@@ -38,44 +38,65 @@ func Thumbprint(c *x509.Certificate) string {
 func (s *Service) Enroll(ctx context.Context, token string, csrPEM []byte) (Issued, error) {
 	ev := audit.Event{Actor: audit.Actor{Kind: audit.ActorAnonymous}, Action: audit.ActionSVIDIssue,
 		Digests: map[string]string{"csr": audit.Digest(csrPEM)}, Detail: map[string]string{"via": "join_token"}}
-	pt, err := ParseJoinToken(token)
-	if err != nil {
-		return Issued{}, s.deny(ctx, ev, err)
-	}
-	ev.Digests["join_token"] = "sha256:" + pt.Hash()
-	t, err := s.store.GetJoinToken(ctx, pt.Hash())
-	if errors.Is(err, fault.NotFound) {
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: unknown join token", fault.Unauthenticated))
-	}
+	t, err := s.joinToken(ctx, &ev, token)
 	if err != nil {
 		return Issued{}, err
 	}
 	if t.Component != "" {
 		return s.enrollComponent(ctx, ev, t, csrPEM)
 	}
-	a, err := s.store.GetAgent(ctx, t.Agent)
+	a, id, err := s.tokenAgent(ctx, &ev, t)
 	if err != nil {
 		return Issued{}, err
 	}
-	// From here the caller holds a real token for this agent, so the
-	// records name the agent as the actor.
-	ev.Actor = audit.Actor{Kind: audit.ActorAgent, ID: a.SPIFFEID}
-	ev.Target = a.SPIFFEID
-	if err := s.usable(ctx, ev, t); err != nil {
-		return Issued{}, err
-	}
-	if a.Status != StatusActive {
-		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q is %s", fault.Forbidden, a.Name, a.Status))
-	}
-	id, err := spiffeid.FromString(a.SPIFFEID)
-	if err != nil {
-		return Issued{}, fmt.Errorf("identity: stored SPIFFE ID: %w", err)
+	if a.EKPin != "" {
+		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q must enroll with its TPM", fault.Forbidden, a.Name))
 	}
 	csr, err := s.checkCSR(ctx, ev, id, csrPEM, nil)
 	if err != nil {
 		return Issued{}, err
 	}
-	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: a.SVIDTTL}, a.Name, pt.Hash())
+	return s.sign(ctx, ev, ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: a.SVIDTTL}, a.Name, t.Hash)
+}
+
+// joinToken looks up a join token, naming it in ev.
+func (s *Service) joinToken(ctx context.Context, ev *audit.Event, token string) (JoinToken, error) {
+	pt, err := ParseJoinToken(token)
+	if err != nil {
+		return JoinToken{}, s.deny(ctx, *ev, err)
+	}
+	ev.Digests["join_token"] = "sha256:" + pt.Hash()
+	t, err := s.store.GetJoinToken(ctx, pt.Hash())
+	if errors.Is(err, fault.NotFound) {
+		return JoinToken{}, s.deny(ctx, *ev, fmt.Errorf("%w: unknown join token", fault.Unauthenticated))
+	}
+	return t, err
+}
+
+// tokenAgent returns an agent's join token's agent, if the token is usable
+// and the agent active; from here the records name the agent as actor,
+// since the caller holds a real token for it.
+func (s *Service) tokenAgent(ctx context.Context, ev *audit.Event, t JoinToken) (Agent, spiffeid.ID, error) {
+	if t.Component != "" {
+		return Agent{}, spiffeid.ID{}, s.deny(ctx, *ev, fmt.Errorf("%w: a component's join token enrolls no agent", fault.Invalid))
+	}
+	a, err := s.store.GetAgent(ctx, t.Agent)
+	if err != nil {
+		return Agent{}, spiffeid.ID{}, err
+	}
+	ev.Actor = audit.Actor{Kind: audit.ActorAgent, ID: a.SPIFFEID}
+	ev.Target = a.SPIFFEID
+	if err := s.usable(ctx, *ev, t); err != nil {
+		return Agent{}, spiffeid.ID{}, err
+	}
+	if a.Status != StatusActive {
+		return Agent{}, spiffeid.ID{}, s.deny(ctx, *ev, fmt.Errorf("%w: agent %q is %s", fault.Forbidden, a.Name, a.Status))
+	}
+	id, err := spiffeid.FromString(a.SPIFFEID)
+	if err != nil {
+		return Agent{}, spiffeid.ID{}, fmt.Errorf("identity: stored SPIFFE ID: %w", err)
+	}
+	return a, id, nil
 }
 
 // enrollComponent is Enroll with a component's join token: the SVID is the
@@ -123,16 +144,12 @@ func (s *Service) Renew(ctx context.Context, p peer.Principal, csrPEM []byte) (I
 	ttl := p.Cert.NotAfter.Sub(p.Cert.NotBefore) - ca.Backdate
 	agent := ""
 	if p.Kind == audit.ActorAgent {
-		a, err := s.store.GetAgent(ctx, p.Name)
-		switch {
-		case errors.Is(err, fault.NotFound):
-			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q is not registered", fault.Forbidden, p.Name))
-		case err != nil:
-			// The store's words are for the log, not the caller.
-			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q: %w", fault.Unavailable, p.Name, err))
+		a, err := s.renewingAgent(ctx, ev, p)
+		if err != nil {
+			return Issued{}, err
 		}
-		if a.Parent != "" {
-			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: sub-agents do not renew; the parent delegates again", fault.Forbidden))
+		if a.EKPin != "" {
+			return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q renews only with a new proof from its TPM", fault.Forbidden, a.Name))
 		}
 		agent, ttl = a.Name, a.SVIDTTL
 	}
@@ -141,6 +158,22 @@ func (s *Service) Renew(ctx context.Context, p peer.Principal, csrPEM []byte) (I
 		return Issued{}, err
 	}
 	return s.sign(ctx, ev, ca.SVIDRequest{ID: p.ID, PublicKey: csr.PublicKey, TTL: ttl}, agent, "")
+}
+
+// renewingAgent returns the agent renewing with p, refusing a sub-agent.
+func (s *Service) renewingAgent(ctx context.Context, ev audit.Event, p peer.Principal) (Agent, error) {
+	a, err := s.store.GetAgent(ctx, p.Name)
+	switch {
+	case errors.Is(err, fault.NotFound):
+		return Agent{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q is not registered", fault.Forbidden, p.Name))
+	case err != nil:
+		// The store's words are for the log, not the caller.
+		return Agent{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q: %w", fault.Unavailable, p.Name, err))
+	}
+	if a.Parent != "" {
+		return Agent{}, s.deny(ctx, ev, fmt.Errorf("%w: sub-agents do not renew; the parent delegates again", fault.Forbidden))
+	}
+	return a, nil
 }
 
 // checkCSR parses a CSR for id, recording a refusal. oldKey, if set, must

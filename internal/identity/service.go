@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
@@ -49,6 +50,11 @@ type Config struct {
 	// DefaultSVIDTTL applies to agents created without a TTL; zero means
 	// DefaultSVIDTTL.
 	DefaultSVIDTTL time.Duration
+	// Sealer seals TPM challenge sessions; without it, attested
+	// enrollment is refused.
+	Sealer Sealer
+	// Attestation checks TPM proofs (its EK CAs and PCR policy).
+	Attestation attestation.Verifier
 }
 
 // Service runs the identity lifecycle.
@@ -59,6 +65,8 @@ type Service struct {
 	clock      clock.Clock
 	logger     *slog.Logger
 	defaultTTL time.Duration
+	sealer     Sealer
+	attest     attestation.Verifier
 
 	crlMu  sync.Mutex
 	crl    []byte
@@ -83,7 +91,8 @@ func New(cfg Config) (*Service, error) {
 	if err := checkSVIDTTL(ttl); err != nil {
 		return nil, err
 	}
-	return &Service{store: cfg.Store, ca: cfg.CA, audit: cfg.Audit, clock: cfg.Clock, logger: cfg.Logger, defaultTTL: ttl}, nil
+	return &Service{store: cfg.Store, ca: cfg.CA, audit: cfg.Audit, clock: cfg.Clock, logger: cfg.Logger, defaultTTL: ttl,
+		sealer: cfg.Sealer, attest: cfg.Attestation}, nil
 }
 
 // TrustDomain is the trust domain the service issues in.

@@ -32,7 +32,15 @@ type Agent struct {
 	// DelegatedJTI is the id of the parent's access token that created a
 	// sub-agent; revoking that token revokes the sub-agent.
 	DelegatedJTI string
+	// EKPin names the TPM the agent's key must live in: "sha256:HEX" of
+	// its endorsement key, EKPinCA until a TPM certified by a trusted maker
+	// first enrolls, or "" for an agent whose key need not be in a TPM.
+	EKPin string
 }
+
+// EKPinCA is the pin of an agent that any TPM with a trusted EK
+// certificate may enroll, once.
+const EKPinCA = "ek-ca"
 
 // JoinToken is a one-time enrollment credential. Only its hash is stored.
 type JoinToken struct {
@@ -76,6 +84,9 @@ type Store interface {
 	ListAgents(ctx context.Context) ([]Agent, error)
 	SetAgentStatus(ctx context.Context, name string, s Status, at time.Time) error
 	SetAgentScopes(ctx context.Context, name string, scopes []string, at time.Time) error
+	// SetAgentEK replaces the agent's EK pin, if it is still was;
+	// fault.NotFound otherwise.
+	SetAgentEK(ctx context.Context, name, was, ek string, at time.Time) error
 	// AgentsDelegatedBy lists the sub-agents created with token jti.
 	AgentsDelegatedBy(ctx context.Context, jti string) ([]string, error)
 

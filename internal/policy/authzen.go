@@ -14,6 +14,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
@@ -218,6 +219,12 @@ func authzenContext(raw json.RawMessage) (cedar.RecordMap, string, error) {
 			}
 			var cv cedar.Value
 			switch k {
+			case ctxAttest:
+				c, ok := claimsOf(e)
+				if !ok {
+					return nil, "", fmt.Errorf("%w: context.attestation must be an object of protection, method and ek strings", fault.Invalid)
+				}
+				cv = attestationRecord(c)
 			case ctxInput:
 				if _, ok := e.(map[string]any); !ok {
 					return nil, "", fmt.Errorf("%w: context.input must be an object of tool arguments", fault.Invalid)
@@ -255,7 +262,29 @@ func authzenContext(raw json.RawMessage) (cedar.RecordMap, string, error) {
 	if _, ok := m[ctxRiskWhy]; !ok {
 		m[ctxRiskWhy] = cedar.NewSet()
 	}
+	if _, ok := m[ctxAttest]; !ok {
+		m[ctxAttest] = attestationRecord(attestation.Claims{})
+	}
 	return m, task, nil
+}
+
+// claimsOf reads an AuthZEN context.attestation object.
+func claimsOf(v any) (attestation.Claims, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return attestation.Claims{}, false
+	}
+	var c attestation.Claims
+	for k, f := range map[string]*string{"protection": &c.Protection, "method": &c.Method, "ek": &c.EK} {
+		switch s := obj[k].(type) {
+		case string:
+			*f = s
+		case nil:
+		default:
+			return attestation.Claims{}, false
+		}
+	}
+	return c, len(obj) <= 3
 }
 
 // evaluateAuthZEN decides each item of b under its semantics and records

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cedar-policy/cedar-go"
 
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 )
 
@@ -44,6 +45,9 @@ type Context struct {
 	Tainted bool
 	// Grants names the elevations in force.
 	Grants []string
+	// Attestation is what was proven about the key of the certificate the
+	// request came with; the zero value is an unattested software key.
+	Attestation attestation.Claims
 	// Input is the tool call's arguments (see InputFromJSON); the zero
 	// Record is no arguments.
 	Input cedar.Record
@@ -106,6 +110,7 @@ const (
 	ctxTime     = "time"
 	ctxGrants   = "grants"
 	ctxInput    = "input"
+	ctxAttest   = "attestation"
 )
 
 func (r Request) prepare() (*prepared, error) {
@@ -140,7 +145,7 @@ func (r Request) prepareInto(pr *prepared) error {
 	m := pr.ctx
 	for k, v := range r.Context.Extra {
 		switch k {
-		case ctxTask, ctxManifest, ctxRisk, ctxRiskWhy, ctxTainted, ctxTime, ctxGrants, ctxInput:
+		case ctxTask, ctxManifest, ctxRisk, ctxRiskWhy, ctxTainted, ctxTime, ctxGrants, ctxInput, ctxAttest:
 			return fmt.Errorf("%w: context attribute %q is set by its own field", fault.Invalid, k)
 		}
 		m[k] = v
@@ -156,6 +161,7 @@ func (r Request) prepareInto(pr *prepared) error {
 	m[ctxTainted] = cedar.Boolean(r.Context.Tainted)
 	m[ctxGrants] = stringSet(r.Context.Grants)
 	m[ctxInput] = r.Context.Input
+	m[ctxAttest] = attestationRecord(r.Context.Attestation)
 	for _, e := range r.Entities {
 		if managed[e.UID.Type] || isActionType(e.UID.Type) {
 			return fmt.Errorf("%w: entities of type %s come from Bulkhead's store, not the request", fault.Invalid, e.UID.Type)
@@ -169,6 +175,12 @@ func (r Request) prepareInto(pr *prepared) error {
 var noStrings cedar.Value = cedar.NewSet()
 
 // stringSet is ss as a Cedar set of strings.
+// attestationRecord is context.attestation.
+func attestationRecord(c attestation.Claims) cedar.Value {
+	c = c.Normal()
+	return cedar.NewRecord(cedar.RecordMap{"protection": cedar.String(c.Protection), "method": cedar.String(c.Method), "ek": cedar.String(c.EK)})
+}
+
 func stringSet(ss []string) cedar.Value {
 	if len(ss) == 0 {
 		return noStrings

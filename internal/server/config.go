@@ -57,6 +57,11 @@ type Config struct {
 	// CAKey, if set, is a PKCS#11 URI (ca.ParsePKCS11URI): the CA's keys
 	// are generated and kept in that token (an HSM), never on disk.
 	CAKey string
+	// TPMEKCA, if set, is a PEM file of TPM makers' CAs trusted to vouch
+	// for endorsement keys; TPMPCRs are PCR values every attested
+	// enrollment's quote must show.
+	TPMEKCA string
+	TPMPCRs map[int][]byte
 	// AlertWebhook, if set, receives the gateways' anomaly records
 	// (gateway.anomaly) alone, in the same format: OCSF Detection Findings.
 	AlertWebhook string

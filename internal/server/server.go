@@ -6,18 +6,21 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/bulkhead-dev/bulkhead/internal/assess"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/baseline"
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
@@ -160,8 +163,19 @@ func (s *Server) build(ctx context.Context) error {
 	s.audit = audit.New(s.db, s.clock, s.logger)
 	s.metrics = metrics.New()
 	s.audit.Observe(s.metrics)
+	verifier := attestation.Verifier{PCRs: cfg.TPMPCRs}
+	if cfg.TPMEKCA != "" {
+		pem, err := os.ReadFile(cfg.TPMEKCA)
+		if err != nil {
+			return fmt.Errorf("config: --tpm-ek-ca: %w", err)
+		}
+		verifier.EKRoots = x509.NewCertPool()
+		if !verifier.EKRoots.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("config: --tpm-ek-ca %s holds no certificate", cfg.TPMEKCA)
+		}
+	}
 	s.identity, err = identity.New(identity.Config{Store: s.db, CA: authority, Audit: s.audit, Clock: s.clock,
-		Logger: s.logger, DefaultSVIDTTL: cfg.DefaultSVIDTTL})
+		Logger: s.logger, DefaultSVIDTTL: cfg.DefaultSVIDTTL, Sealer: box, Attestation: verifier})
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 
 var _ identity.Store = (*DB)(nil)
 
-const agentCols = `name, spiffe_id, status, svid_ttl_us, created_at, created_by, updated_at, scopes, parent, delegated_jti`
+const agentCols = `name, spiffe_id, status, svid_ttl_us, created_at, created_by, updated_at, scopes, parent, delegated_jti, ek_pin`
 
 func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
 	var (
@@ -23,7 +23,7 @@ func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
 		created, updated sql.NullInt64
 		status, scopes   string
 	)
-	if err := sc.Scan(&a.Name, &a.SPIFFEID, &status, &ttl, &created, &a.CreatedBy, &updated, &scopes, &a.Parent, &a.DelegatedJTI); err != nil {
+	if err := sc.Scan(&a.Name, &a.SPIFFEID, &status, &ttl, &created, &a.CreatedBy, &updated, &scopes, &a.Parent, &a.DelegatedJTI, &a.EKPin); err != nil {
 		return a, err
 	}
 	if scopes != "" {
@@ -37,9 +37,9 @@ func scanAgent(sc interface{ Scan(...any) error }) (identity.Agent, error) {
 
 // CreateAgent registers an agent; fault.Conflict if the name or ID exists.
 func (s *DB) CreateAgent(ctx context.Context, a identity.Agent) error {
-	_, err := s.exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.exec(ctx, `INSERT INTO agents (`+agentCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.Name, a.SPIFFEID, string(a.Status), a.SVIDTTL.Microseconds(), ts(a.CreatedAt), a.CreatedBy, ts(a.UpdatedAt),
-		strings.Join(a.Scopes, " "), a.Parent, a.DelegatedJTI)
+		strings.Join(a.Scopes, " "), a.Parent, a.DelegatedJTI, a.EKPin)
 	if isUnique(err) {
 		return fmt.Errorf("%w: agent %q already exists", fault.Conflict, a.Name)
 	}
@@ -73,6 +73,16 @@ func (s *DB) SetAgentStatus(ctx context.Context, name string, st identity.Status
 		return fmt.Errorf("store: set agent status: %w", err)
 	}
 	return oneRow(res, "agent "+name)
+}
+
+// SetAgentEK records the endorsement key an agent's TPM was proven to
+// have, if the agent's pin is still was (a compare-and-set).
+func (s *DB) SetAgentEK(ctx context.Context, name, was, ek string, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE agents SET ek_pin = ?, updated_at = ? WHERE name = ? AND ek_pin = ?`, ek, ts(at), name, was)
+	if err != nil {
+		return fmt.Errorf("store: set agent EK: %w", err)
+	}
+	return oneRow(res, "agent "+name+" with EK pin "+was)
 }
 
 // SetAgentScopes replaces an agent's allowed scopes.

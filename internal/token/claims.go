@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 )
 
 // Token type URIs (RFC 8693) and the JWT type of access tokens (RFC 9068).
@@ -43,6 +45,9 @@ type Claims struct {
 	Delegation []string `json:"bh_dlg,omitempty"`
 	// Task is the task the token was issued for, if any.
 	Task string `json:"task,omitempty"`
+	// Attestation is what was proven about the key of the certificate the
+	// token is bound to, if more than an unattested software key.
+	Attestation *attestation.Claims `json:"att,omitempty"`
 }
 
 // Confirmation binds a token to a certificate.

@@ -14,6 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
@@ -281,6 +282,9 @@ func (s *Service) mint(ctx context.Context, cl Client, c *Claims, now, exp time.
 	c.Issuer, c.ClientID, c.ID = s.Issuer(), c.Subject, jti
 	c.IssuedAt, c.NotBefore, c.Expiry = jwt.NewNumericDate(now), jwt.NewNumericDate(now), jwt.NewNumericDate(exp)
 	c.Cnf = &Confirmation{X5TS256: identity.Thumbprint(cl.Cert)}
+	if a := attestation.FromCertificate(cl.Cert); a.Protection != attestation.Software {
+		c.Attestation = &a
+	}
 	raw, err := sign(key.signer, c)
 	if err != nil {
 		return api.TokenResponse{}, err
@@ -293,6 +297,9 @@ func (s *Service) mint(ctx context.Context, cl Client, c *Claims, now, exp time.
 	ev.Detail["cnf_x5t_s256"], ev.Detail["auth_method"], ev.Detail["kid"] = c.Cnf.X5TS256, cl.Method, key.KID
 	if len(c.Delegation) > 0 {
 		ev.Detail["delegation"] = strings.Join(c.Delegation, " ")
+	}
+	if c.Attestation != nil {
+		ev.Detail["attestation"] = c.Attestation.String()
 	}
 	// The token exists for nobody until its issuance is on record.
 	if _, err := s.audit.Record(ctx, ev); err != nil {
