@@ -21,7 +21,9 @@ import (
 var t0 = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 
 // device is one swtpm, opened.
-func device(t *testing.T) *tpmkey.TPM {
+func device(t *testing.T) *tpmkey.TPM { return benchDevice(t) }
+
+func benchDevice(t testing.TB) *tpmkey.TPM {
 	t.Helper()
 	tp, err := tpmkey.Open(tpmtest.Start(t).Spec)
 	if err != nil {
