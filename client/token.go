@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
 )
 
 // OAuth endpoint paths on the control plane.
@@ -234,6 +237,10 @@ type DelegateOptions struct {
 	// Dir, if set, receives the sub-agent's svid.pem, svid_key.pem and
 	// svid_bundle.pem.
 	Dir string
+	// LineageSigner signs the statement that vouches for the sub-agent's
+	// key (attestation.LineageStatement); nil means this client's own SVID
+	// key, the only one the control plane accepts. Tests set it to forge.
+	LineageSigner crypto.Signer
 }
 
 // SubAgent is a delegated identity: its own SVID (key generated here) and
@@ -265,6 +272,21 @@ func (c *Client) Delegate(ctx context.Context, parentToken string, opts Delegate
 	}
 	if opts.Name != "" {
 		form.Set("sub_agent", opts.Name)
+	}
+	// The parent's key vouches for the child's: if it is attested (in a
+	// TPM), the sub-agent's SVID states a lineage from it.
+	cur, _ := c.src.GetX509SVID()
+	parentKey, ok := cur.PrivateKey.(crypto.Signer)
+	if opts.LineageSigner != nil {
+		parentKey, ok = opts.LineageSigner, true
+	}
+	if ok {
+		sig, err := attestation.SignLineage(parentKey, attestation.LineageStatement{ParentSerial: ca.SerialHex(cur.Certificates[0]),
+			ChildKey: key.Public(), Scope: form.Get("scope"), TTL: form.Get("requested_expires_in")})
+		if err != nil {
+			return nil, fmt.Errorf("client: sign the sub-agent's lineage: %w", err)
+		}
+		form.Set("lineage_proof", base64.RawURLEncoding.EncodeToString(sig))
 	}
 	var resp api.TokenResponse
 	if err := c.postForm(ctx, TokenPath, form, &resp); err != nil {

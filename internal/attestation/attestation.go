@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -42,6 +43,9 @@ type Claims struct {
 	// EK is "sha256:HEX" of the endorsement key (PKIX DER) of the TPM the
 	// key lives in.
 	EK string `json:"ek,omitempty"`
+	// Depth is, for MethodLineage, the number of delegations from the
+	// agent whose key is in hardware (1 for its sub-agent).
+	Depth int `json:"depth,omitempty"`
 }
 
 // Normal returns c with the zero value's fields filled in.
@@ -55,10 +59,23 @@ func (c Claims) Normal() Claims {
 	return c
 }
 
-// String is the form records use: "tpm/tpm-ek-pinned".
+// String is the form records use: "tpm/tpm-ek-pinned", or
+// "software/lineage/2" for a lineage.
 func (c Claims) String() string {
 	c = c.Normal()
+	if c.Method == MethodLineage {
+		return fmt.Sprintf("%s/%s/%d", c.Protection, c.Method, c.Depth)
+	}
 	return c.Protection + "/" + c.Method
+}
+
+func nameOf(table map[string]int, n string) string {
+	for name, v := range table {
+		if strconv.Itoa(v) == n {
+			return name
+		}
+	}
+	return ""
 }
 
 // EKHash is the "sha256:HEX" name of an endorsement key's PKIX DER.
@@ -84,7 +101,10 @@ func ParseEKPin(s string) (string, error) {
 const policyRoot = "2.25.246650927672234310959417089424903841685" // b98f3da1-3be3-4d41-9a2c-1a52d2532795
 
 var protectionArc = map[string]int{Software: 1, TPM: 2, HSM: 3}
-var methodArc = map[string]int{MethodNone: 1, MethodEKPinned: 2, MethodEKCA: 3}
+var methodArc = map[string]int{MethodNone: 1, MethodEKPinned: 2, MethodEKCA: 3, MethodLineage: 4}
+
+// maxDepth bounds the lineage depth a certificate can state.
+const maxDepth = 16
 
 // Policies returns the certificate policies that state c.
 func Policies(c Claims) ([]x509.OID, error) {
@@ -102,7 +122,18 @@ func Policies(c Claims) ([]x509.OID, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []x509.OID{po, mo}, nil
+	out := []x509.OID{po, mo}
+	if c.Method == MethodLineage {
+		if c.Depth < 1 || c.Depth > maxDepth {
+			return nil, fmt.Errorf("attestation: lineage depth %d is outside 1-%d", c.Depth, maxDepth)
+		}
+		do, err := x509.ParseOID(fmt.Sprintf("%s.3.%d", policyRoot, c.Depth))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, do)
+	}
+	return out, nil
 }
 
 // SubjectSerial is the subject serial number that names c's TPM, or "".
@@ -121,20 +152,21 @@ func FromCertificate(cert *x509.Certificate) Claims {
 			continue
 		}
 		kind, n, _ := strings.Cut(rest, ".")
-		table := protectionArc
-		field := &c.Protection
-		if kind == "2" {
-			table, field = methodArc, &c.Method
-		} else if kind != "1" {
-			continue
-		}
-		for name, v := range table {
-			if fmt.Sprint(v) == n {
-				*field = name
+		switch kind {
+		case "1":
+			c.Protection = nameOf(protectionArc, n)
+		case "2":
+			c.Method = nameOf(methodArc, n)
+		case "3":
+			if d, err := strconv.Atoi(n); err == nil && d >= 1 && d <= maxDepth {
+				c.Depth = d
 			}
 		}
 	}
-	if sn := cert.Subject.SerialNumber; sn != "" && c.Protection == TPM {
+	if c.Method != MethodLineage {
+		c.Depth = 0
+	}
+	if sn := cert.Subject.SerialNumber; sn != "" && (c.Protection == TPM || c.Method == MethodLineage) {
 		c.EK = "sha256:" + sn
 	}
 	return c.Normal()

@@ -40,7 +40,7 @@ func (d RemoteDecider) Decide(ctx context.Context, q Decision) (policy.Decision,
 		c["input"] = map[string]any{}
 	}
 	a := q.Attestation.Normal()
-	c["attestation"] = map[string]string{"protection": a.Protection, "method": a.Method, "ek": a.EK}
+	c["attestation"] = map[string]any{"protection": a.Protection, "method": a.Method, "ek": a.EK, "lineage_depth": a.Depth}
 	if q.Task != "" {
 		c["task"] = q.Task
 	}

@@ -280,6 +280,11 @@ func (g *Gateway) changed(ev audit.Event) {
 	if ev.Action == elevation.ActionExhaust {
 		g.streams.exhausted(ev.Detail["elevation"])
 	}
+	if ev.Task != "" && g.tasks != nil {
+		// The next request reads the task anew instead of a state cached
+		// before this change.
+		g.tasks.forget(ev.Task)
+	}
 	if ev.Task != "" && !slices.Contains(policyChanges, ev.Action) {
 		g.streams.redecideIf(func(_ string, os *openStream) bool { return os.c.claims.Task == ev.Task }, true)
 		return

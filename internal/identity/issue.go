@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
@@ -263,6 +264,9 @@ type SubAgentRequest struct {
 	JTI string
 	// MaxDepth is the deepest allowed sub-agent level.
 	MaxDepth int
+	// Attestation is the lineage the sub-agent's key has from its
+	// parent's attested key, if any.
+	Attestation attestation.Claims
 }
 
 // CreateSubAgent registers spiffe://TD/agent/PARENT/sub/ID and issues its
@@ -312,9 +316,12 @@ func (s *Service) CreateSubAgent(ctx context.Context, req SubAgentRequest) (Agen
 	if err != nil {
 		return Agent{}, Issued{}, err
 	}
-	issued, err := s.sign(ctx, audit.Event{Actor: p.Actor(), Action: audit.ActionSVIDIssue, Target: id.String(),
-		Detail: map[string]string{"via": "delegation", "parent_jti": req.JTI}},
-		ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl, NotAfter: req.NotAfter}, name, "")
+	detail := map[string]string{"via": "delegation", "parent_jti": req.JTI}
+	if req.Attestation != (attestation.Claims{}) {
+		detail["attestation"] = req.Attestation.String()
+	}
+	issued, err := s.sign(ctx, audit.Event{Actor: p.Actor(), Action: audit.ActionSVIDIssue, Target: id.String(), Detail: detail},
+		ca.SVIDRequest{ID: id, PublicKey: csr.PublicKey, TTL: ttl, NotAfter: req.NotAfter, Attestation: req.Attestation}, name, "")
 	if err != nil {
 		// A sub-agent without its certificate must not linger as active.
 		if _, _, rerr := s.store.RevokeTree(ctx, name, true, s.clock.Now(), "delegation failed"); rerr != nil {

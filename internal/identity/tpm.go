@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -191,7 +192,8 @@ const ActionAgentTPM = "agent.tpm"
 // SetAgentTPM sets the TPM agent name's key must live in (see
 // api.SetTPMRequest). From then on the agent enrolls and renews only with
 // a proof from that TPM; a certificate it already holds lives out its
-// (short) life.
+// (short) life. Replacing a pinned TPM revokes the agent's sub-agents,
+// whose lineage came from the old one.
 func (s *Service) SetAgentTPM(ctx context.Context, by audit.Actor, name, ek string) (Agent, error) {
 	if ek != "" && ek != EKPinCA {
 		pin, err := attestation.ParseEKPin(ek)
@@ -215,6 +217,14 @@ func (s *Service) SetAgentTPM(ctx context.Context, by audit.Actor, name, ek stri
 		return Agent{}, err
 	}
 	s.cache.clear()
+	previous := a.EKPin
 	a.EKPin, a.UpdatedAt = ek, now
+	if strings.HasPrefix(previous, "sha256:") && ek != previous {
+		// The TPM the agent's sub-agents descend from is gone: so is their
+		// lineage.
+		if _, err := s.revokeTree(ctx, by, a, false, "the agent's TPM changed"); err != nil {
+			return a, err
+		}
+	}
 	return a, nil
 }

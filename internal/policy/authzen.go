@@ -284,7 +284,18 @@ func claimsOf(v any) (attestation.Claims, bool) {
 			return attestation.Claims{}, false
 		}
 	}
-	return c, len(obj) <= 3
+	switch d := obj["lineage_depth"].(type) {
+	case nil:
+	case json.Number:
+		n, err := d.Int64()
+		if err != nil || n < 0 || n > 64 {
+			return attestation.Claims{}, false
+		}
+		c.Depth = int(n)
+	default:
+		return attestation.Claims{}, false
+	}
+	return c, len(obj) <= 4
 }
 
 // evaluateAuthZEN decides each item of b under its semantics and records

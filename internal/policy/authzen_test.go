@@ -77,7 +77,7 @@ func TestParseAuthZENMapsToCedar(t *testing.T) {
 		t.Fatalf("owner = %v", owner)
 	}
 	req := pr.build(t0)
-	want := `{"attestation":{"ek":"", "method":"none", "protection":"software"}, "grants":["g1"], "input":{"opts":{"depth":2, "ratio":decimal("0.5")}, "path":"/etc/passwd", ` +
+	want := `{"attestation":{"ek":"", "lineage_depth":0, "method":"none", "protection":"software"}, "grants":["g1"], "input":{"opts":{"depth":2, "ratio":decimal("0.5")}, "path":"/etc/passwd", ` +
 		`"smuggled":{"__entity":{"id":"admin", "type":"Role"}}, "tags":["a"]}, "risk":7, "risk_reasons":[], ` +
 		`"source":ip("10.1.2.3"), "tainted":true, "task":Task::"t-42", "time":datetime("2026-11-15T09:00:00.000Z")}`
 	if got := req.Context.String(); got != want {

@@ -178,7 +178,8 @@ var noStrings cedar.Value = cedar.NewSet()
 // attestationRecord is context.attestation.
 func attestationRecord(c attestation.Claims) cedar.Value {
 	c = c.Normal()
-	return cedar.NewRecord(cedar.RecordMap{"protection": cedar.String(c.Protection), "method": cedar.String(c.Method), "ek": cedar.String(c.EK)})
+	return cedar.NewRecord(cedar.RecordMap{"protection": cedar.String(c.Protection), "method": cedar.String(c.Method),
+		"ek": cedar.String(c.EK), "lineage_depth": cedar.Long(c.Depth)})
 }
 
 func stringSet(ss []string) cedar.Value {

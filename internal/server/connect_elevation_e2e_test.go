@@ -126,10 +126,19 @@ func deniedCall(t *testing.T, err error) string {
 	return data.DecisionID
 }
 
-// decisionRecord is the gateway's record of a decision, found as an
-// operator finds it from the id an agent was given (audit search
-// --decision-id).
-func (s *sidecarEnv) decisionRecord(id string) audit.Event {
+// refusalRecord is the gateway's record, by action, of a refusal that
+// followed decision id, if there is one.
+func (s *sidecarEnv) refusalRecord(id, action string) (audit.Event, bool) {
+	s.t.Helper()
+	for _, ev := range s.decisionRecords(id) {
+		if ev.Action == action && ev.Decision == audit.Deny {
+			return ev, true
+		}
+	}
+	return audit.Event{}, false
+}
+
+func (s *sidecarEnv) decisionRecords(id string) []audit.Event {
 	s.t.Helper()
 	resp, err := s.Operator.HTTPClient().Get(s.URL + "/v1/audit/events?decision_id=" + url.QueryEscape(id))
 	if err != nil {
@@ -140,6 +149,15 @@ func (s *sidecarEnv) decisionRecord(id string) audit.Event {
 	if err := json.NewDecoder(resp.Body).Decode(&evs); err != nil || resp.StatusCode != http.StatusOK {
 		s.t.Fatalf("search by decision id: %d %v", resp.StatusCode, err)
 	}
+	return evs
+}
+
+// decisionRecord is the gateway's record of a decision, found as an
+// operator finds it from the id an agent was given (audit search
+// --decision-id).
+func (s *sidecarEnv) decisionRecord(id string) audit.Event {
+	s.t.Helper()
+	evs := s.decisionRecords(id)
 	for _, ev := range evs {
 		if ev.Action == "gateway.call_tool" && ev.Detail["decision_id"] == id {
 			return ev
@@ -245,9 +263,18 @@ func TestSidecarTaskEndedUnderTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = write(s.cs, "/reports/a.md")
-	ev := s.decisionRecord(deniedCall(t, err))
+	id := deniedCall(t, err)
 	want := "task " + task + " ended (cancelled at " + ended.EndedAt.UTC().Format(time.RFC3339) + "): decided at the agent's baseline"
-	if ev.Task != task || ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" || !slices.Contains(ev.Reasons, want) {
+	// The gateway learns of the cancellation from the control plane's
+	// feed. Once it has, the call is decided at the baseline and the
+	// record says the task ended; a call that comes first is decided on
+	// the task's cached state and refused when its grant cannot be spent,
+	// recorded as gateway.grant under the same decision id.
+	if ev, ok := s.refusalRecord(id, "gateway.grant"); ok {
+		if ev.Task != task || !slices.ContainsFunc(ev.Reasons, func(r string) bool { return strings.Contains(r, "grant not usable") }) {
+			t.Fatalf("grant refusal in the ended task: record %+v", ev)
+		}
+	} else if ev := s.decisionRecord(id); ev.Task != task || ev.Decision != audit.Deny || ev.Detail["task_open"] != "false" || !slices.Contains(ev.Reasons, want) {
 		t.Fatalf("denial in the ended task: record %+v, want the reason %q", ev, want)
 	}
 

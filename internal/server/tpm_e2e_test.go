@@ -2,20 +2,30 @@ package server_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/oauth2"
 
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/gateway/gatewaytest"
 	"github.com/bulkhead-dev/bulkhead/internal/svidfile"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 	"github.com/bulkhead-dev/bulkhead/internal/tpmkey"
@@ -152,4 +162,140 @@ unless { context.attestation.protection == "tpm" };`})
 		t.Fatalf("records: refused enrollments %d, attested issuance %d, TPM calls allowed %d, software writes denied %d, attested tokens %d",
 			refusedEnroll, issued, allowedTPM, deniedSoft, tokens)
 	}
+}
+
+// enrollTPMAgent registers name with the TPM at spec pinned, enrolls it
+// with its key in that TPM, and returns its credential directory.
+func enrollTPMAgent(t *testing.T, e *gatewayEnv, name, role, spec string) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.Operator.CreateAgent(ctx, name, 0, "mcp"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Operator.AddAgentRole(ctx, name, role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Operator.SetAgentTPM(ctx, name, tpmEK(t, spec)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.Operator.JoinToken(ctx, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), name)
+	if _, err := client.EnrollTPM(ctx, e.URL, tok.Token, dir, spec); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A TPM-attested agent delegates to seconds-lived sub-agents with software
+// keys: its TPM key signs each child's enrollment, so the child's SVID and
+// token state a lineage of depth 1 from that TPM. A policy that lets
+// writes through only from a TPM key or a lineage at most one step from
+// one allows the child, and denies a grandchild (depth 2) and the child of
+// a software-keyed agent. A forged lineage proof is refused and recorded.
+// Replacing the parent's TPM revokes its children: the lineage ends.
+func TestAttestationLineageToSubAgents(t *testing.T) {
+	e := startGateway(t, "")
+	ctx := context.Background()
+	live, err := e.Operator.PolicyVersion(ctx, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := append(live.Files, api.PolicyFile{Name: "lineage.cedar", Content: `@id("writes-need-attested-keys")
+forbid (principal, action == Action::"call_tool", resource == Tool::"files/write_file")
+unless { context.attestation.protection == "tpm" ||
+         (context.attestation.method == "lineage" && context.attestation.lineage_depth <= 1) };`})
+	if _, err := e.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+	sw := tpmtest.Start(t)
+	// swtpm serves one client at a time: read the EK before vault's
+	// client holds the TPM.
+	ek := tpmEK(t, sw.Spec)
+	vault := e.Client(enrollTPMAgent(t, e, "vault", "admin", sw.Spec))
+	_, soft := e.Agent(t, "soft", "admin")
+
+	delegate := func(c *client.Client, name string, ttl time.Duration) (*client.SubAgent, string) {
+		t.Helper()
+		tok, err := c.RequestToken(ctx, gatewaytest.Resource, "mcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), name)
+		sub, err := c.Delegate(ctx, tok.AccessToken, client.DelegateOptions{Name: name, TTL: ttl, Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub, dir
+	}
+	httpOf := func(sub *client.SubAgent) *http.Client {
+		base := client.NewHTTPClient(sub.Source, client.AuthorizeGateways(spiffeid.RequireTrustDomainFromString("bulkhead.local"), ""))
+		return &http.Client{Timeout: 30 * time.Second, Transport: &oauth2.Transport{
+			Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: sub.Token.AccessToken, TokenType: "Bearer"}), Base: base.Transport}}
+	}
+	write := func(sub *client.SubAgent) error {
+		cs := e.MCP(t, httpOf(sub), "files")
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "write_file", Arguments: map[string]any{"path": "/srv/out", "content": "x"}})
+		if err == nil && res.IsError {
+			err = errors.New(textOf(res))
+		}
+		return err
+	}
+
+	child, childDir := delegate(vault, "worker", 2*time.Minute)
+	svid, _ := child.Source.GetX509SVID()
+	want := attestation.Claims{Protection: attestation.Software, Method: attestation.MethodLineage, EK: ek, Depth: 1}
+	if got := attestation.FromCertificate(svid.Certificates[0]); got != want {
+		t.Fatalf("child states %+v, want %+v", got, want)
+	}
+	if err := write(child); err != nil {
+		t.Fatalf("the attested lineage's write: %v", err)
+	}
+	grandchild, _ := delegate(e.Client(childDir), "helper", 30*time.Second)
+	if err := write(grandchild); err == nil {
+		t.Fatal("a lineage of depth 2 passed a policy bounding it to 1")
+	}
+	softChild, _ := delegate(soft, "worker", 2*time.Minute)
+	if err := write(softChild); err == nil {
+		t.Fatal("the child of a software-keyed agent passed a policy requiring a lineage")
+	}
+
+	// A forged proof: the parent's statement signed by another key.
+	tok, err := soft.RequestToken(ctx, gatewaytest.Resource, "mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := soft.Delegate(ctx, tok.AccessToken, client.DelegateOptions{LineageSigner: forgedSigner(t)}); err == nil || !strings.Contains(err.Error(), "lineage proof") {
+		t.Fatalf("a forged lineage: %v", err)
+	}
+	refused := slices.ContainsFunc(storedEvents(t, e.Server, token.ActionTokenExchange), func(ev audit.Event) bool {
+		return ev.Decision == audit.Deny && slices.ContainsFunc(ev.Reasons, func(r string) bool { return strings.Contains(r, "lineage proof") })
+	})
+	if !refused {
+		t.Fatal("the forged lineage's refusal is not recorded")
+	}
+
+	// The parent's TPM is replaced: its children's lineage ends.
+	other := sha256.Sum256([]byte("a new TPM"))
+	if _, err := e.Operator.SetAgentTPM(ctx, "vault", attestation.EKHash(other[:])); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpOf(child).Post(e.GatewayURL+"/mcp/files", "application/json", strings.NewReader(`{}`))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a sub-agent of a replaced TPM still reaches the gateway: %s", resp.Status)
+		}
+	}
+}
+
+func forgedSigner(t *testing.T) crypto.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -3,6 +3,8 @@ package token
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,6 +18,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
@@ -104,6 +107,11 @@ type Request struct {
 	SubjectTokenType string
 	CSR              string
 	SubAgent         string
+	// LineageProof is the parent's signature (base64url) over the
+	// sub-agent's enrollment (attestation.LineageStatement), and TTLParam
+	// requested_expires_in as sent, which the statement names.
+	LineageProof string
+	TTLParam     string
 	// RequestedTTL is the lifetime asked for (requested_expires_in), or 0.
 	RequestedTTL time.Duration
 	// Task is the task the token is for (the agent's open task), or "".
@@ -282,7 +290,7 @@ func (s *Service) mint(ctx context.Context, cl Client, c *Claims, now, exp time.
 	c.Issuer, c.ClientID, c.ID = s.Issuer(), c.Subject, jti
 	c.IssuedAt, c.NotBefore, c.Expiry = jwt.NewNumericDate(now), jwt.NewNumericDate(now), jwt.NewNumericDate(exp)
 	c.Cnf = &Confirmation{X5TS256: identity.Thumbprint(cl.Cert)}
-	if a := attestation.FromCertificate(cl.Cert); a.Protection != attestation.Software {
+	if a := attestation.FromCertificate(cl.Cert); a != (attestation.Claims{}).Normal() {
 		c.Attestation = &a
 	}
 	raw, err := sign(key.signer, c)
@@ -377,8 +385,12 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 		}
 		exp = now.Add(req.RequestedTTL)
 	}
+	lineage, err := childAttestation(cl, req)
+	if err != nil {
+		return api.TokenResponse{}, err
+	}
 	child, issued, err := s.ids.CreateSubAgent(ctx, identity.SubAgentRequest{Parent: cl.Principal, ID: req.SubAgent,
-		CSR: []byte(req.CSR), Scopes: strings.Fields(scope), NotAfter: exp, JTI: parent.ID, MaxDepth: s.maxDepth})
+		CSR: []byte(req.CSR), Scopes: strings.Fields(scope), NotAfter: exp, JTI: parent.ID, MaxDepth: s.maxDepth, Attestation: lineage})
 	if err != nil {
 		return api.TokenResponse{}, fromFault(err, "invalid_request")
 	}
@@ -394,6 +406,35 @@ func (s *Service) exchange(ctx context.Context, cl Client, req Request) (api.Tok
 	}
 	resp.SPIFFEID, resp.SVID, resp.Bundle = child.SPIFFEID, string(issued.ChainPEM()), string(s.ids.BundlePEM())
 	return resp, nil
+}
+
+// childAttestation is what a sub-agent's SVID states: a lineage from its
+// parent's attested key if the parent signed the enrollment with it, and
+// nothing if the parent's key is not attested or it sent no proof. A proof
+// that does not verify is a forgery, refused.
+func childAttestation(cl Client, req Request) (attestation.Claims, error) {
+	if req.LineageProof == "" {
+		return attestation.Claims{}, nil
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(req.LineageProof)
+	if err != nil {
+		return attestation.Claims{}, oauthErr("invalid_request", "lineage_proof is not base64url")
+	}
+	// The CSR is checked in full when the sub-agent is created; here only
+	// its key is read.
+	blk, _ := pem.Decode([]byte(req.CSR))
+	if blk == nil {
+		return attestation.Claims{}, oauthErr("invalid_request", "csr is not PEM")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return attestation.Claims{}, oauthErr("invalid_request", "csr: %s", err.Error())
+	}
+	st := attestation.LineageStatement{ParentSerial: ca.SerialHex(cl.Cert), ChildKey: csr.PublicKey, Scope: req.Scope, TTL: req.TTLParam}
+	if err := attestation.VerifyLineage(cl.Cert, st, sig); err != nil {
+		return attestation.Claims{}, oauthErr("invalid_grant", "%s", err.Error())
+	}
+	return attestation.FromCertificate(cl.Cert).Child(), nil
 }
 
 // parseTTL reads requested_expires_in (seconds).

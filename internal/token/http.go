@@ -228,7 +228,8 @@ func (h handlers) token(w http.ResponseWriter, r *http.Request) {
 	if oe == nil {
 		req := Request{GrantType: form.Get("grant_type"), Scope: form.Get("scope"), Resource: form.Get("resource"),
 			SubjectToken: form.Get("subject_token"), SubjectTokenType: form.Get("subject_token_type"),
-			CSR: form.Get("csr"), SubAgent: form.Get("sub_agent"), Task: form.Get("task")}
+			CSR: form.Get("csr"), SubAgent: form.Get("sub_agent"), Task: form.Get("task"),
+			LineageProof: form.Get("lineage_proof"), TTLParam: form.Get("requested_expires_in")}
 		for _, unsupported := range []string{"actor_token", "requested_subject", "audience"} {
 			if form.Has(unsupported) {
 				oe = oauthErr("invalid_request", "%s is not supported: a token exchange always creates a new sub-agent of the caller", unsupported)
