@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -111,14 +112,25 @@ func (v Verifier) checkEKCert(der []byte, ekPub crypto.PublicKey, now time.Time)
 	if k, ok := cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(ekPub) {
 		return refuse("the endorsement key certificate is for another key")
 	}
-	// EK certificates carry TCG key usages Go does not know; the chain
-	// to the maker's CA is what matters.
+	// EK certificates name the TPM in a critical subject alternative name
+	// of directory names (TCG EK Credential Profile) and may carry subject
+	// directory attributes, both of which Go leaves unhandled; and they
+	// carry TCG key usages Go does not know. The chain to the maker's CA
+	// is what matters here.
+	cert.UnhandledCriticalExtensions = slices.DeleteFunc(cert.UnhandledCriticalExtensions, func(id asn1.ObjectIdentifier) bool {
+		return id.Equal(oidSAN) || id.Equal(oidSubjectDirectoryAttributes)
+	})
 	_, err = cert.Verify(x509.VerifyOptions{Roots: v.EKRoots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
 		return refuse("endorsement key certificate: %v", err)
 	}
 	return nil
 }
+
+var (
+	oidSAN                        = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidSubjectDirectoryAttributes = asn1.ObjectIdentifier{2, 5, 29, 9}
+)
 
 // Verify checks an answer to s at now: the activated credential proves the
 // attestation key shares a TPM with the endorsement key; the quote, signed

@@ -6,7 +6,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -161,5 +163,61 @@ func TestEndorsementKeyMustBePinnedOrCertified(t *testing.T) {
 		if _, _, err := (attestation.Verifier{}).Challenge(begin, pin, "tok", t0); !errors.Is(err, attestation.ErrRefused) {
 			t.Errorf("%s: got %v, want a refusal", name, err)
 		}
+	}
+}
+
+// A TPM whose endorsement key certificate chains to a trusted maker is
+// accepted without a pin (tpm-ek-ca); one certified by another maker, or
+// showing no certificate, is refused.
+func TestEndorsementKeyCertifiedByTrustedMaker(t *testing.T) {
+	sw, caPEM := tpmtest.StartCertified(t)
+	_, otherPEM := tpmtest.StartCertified(t)
+	tp, err := tpmkey.Open(sw.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	p, begin, err := tp.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if len(begin.EKCertificate) == 0 {
+		t.Fatal("the provisioned TPM shows no EK certificate")
+	}
+	pool := func(path string) *x509.CertPool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := x509.NewCertPool()
+		cp.AppendCertsFromPEM(b)
+		return cp
+	}
+	// The maker's certificate was issued just now, by the real clock.
+	now := time.Now()
+	trusted := attestation.Verifier{EKRoots: pool(caPEM)}
+	s, ch, err := trusted.Challenge(begin, "", "tok", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Method != attestation.MethodEKCA {
+		t.Fatalf("method %q", s.Method)
+	}
+	fin, key, err := p.Answer(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer key.Close()
+	if _, err := trusted.Verify(s, fin, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (attestation.Verifier{EKRoots: pool(otherPEM)}).Challenge(begin, "", "tok", now); !errors.Is(err, attestation.ErrRefused) {
+		t.Fatalf("another maker's CA: %v", err)
+	}
+	uncertified := begin
+	uncertified.EKCertificate = nil
+	if _, _, err := trusted.Challenge(uncertified, "", "tok", now); !errors.Is(err, attestation.ErrRefused) {
+		t.Fatalf("no EK certificate: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"os"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -119,9 +120,42 @@ unless { context.attestation.protection == "tpm" };`})
 	} else if err := k.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The SVID's files are useless off the TPM: the key file is a blob
+	// only that TPM can load.
+	stolen := filepath.Join(t.TempDir(), "stolen")
+	if err := os.CopyFS(stolen, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(stolen, svidfile.TPMKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stolen, svidfile.TPMKeyFile), []byte(strings.Replace(string(keyPEM), mine.Spec, other.Spec, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svidfile.Load(stolen); err == nil {
+		t.Fatal("another TPM loaded the agent's key")
+	}
 	vault := e.Client(dir)
 
 	_, soft := e.Agent(t, "soft2", "admin")
+	// And its token is bound to that key's certificate: presented over
+	// another agent's mTLS, it is refused.
+	vaultTok, err := vault.RequestToken(ctx, gatewaytest.Resource, "mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := client.NewHTTPClient(soft.Source(), client.AuthorizeGateways(spiffeid.RequireTrustDomainFromString("bulkhead.local"), ""))
+	thief := &http.Client{Timeout: 30 * time.Second, Transport: &oauth2.Transport{
+		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: vaultTok.AccessToken, TokenType: "Bearer"}), Base: base.Transport}}
+	resp, err := thief.Post(e.GatewayURL+"/mcp/files", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a stolen TPM-bound token over another agent's mTLS: %s", resp.Status)
+	}
 	write := func(c *client.Client) error {
 		cs := e.MCP(t, e.AgentHTTP(c), "files")
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "write_file", Arguments: map[string]any{"path": "/srv/out", "content": "x"}})

@@ -21,24 +21,87 @@ type TPM struct {
 	Dir string
 }
 
-// Start runs a fresh swtpm for t, stopped when t ends. The socket is bound
-// and listening before swtpm starts (it is handed over as a descriptor), so
-// a client may connect at once: nothing waits for swtpm to be ready.
-func Start(t testing.TB) TPM {
+// StartCertified is Start with a TPM that a maker vouches for: swtpm_setup
+// provisions its endorsement key and a certificate for it, issued by a
+// local CA of the test's own (swtpm_localca). It returns the TPM and the
+// PEM of that CA's certificates, the EK CA to trust.
+func StartCertified(t testing.TB) (TPM, string) {
 	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("swtpm is required under CI (.ci/run installs Debian's swtpm): %v", err)
-		}
-		t.Skipf("swtpm is not installed (apt-get install swtpm): %v", err)
+	bin := need(t, "swtpm", "swtpm")
+	need(t, "swtpm_setup", "swtpm-tools")
+	dir := tempDir(t)
+	ca := filepath.Join(dir, "ca")
+	if err := os.Mkdir(ca, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	// Unix socket paths are short; t.TempDir can be too long.
+	localca := filepath.Join(dir, "localca.conf")
+	write(t, localca, "statedir = "+ca+"\nsigningkey = "+ca+"/signkey.pem\nissuercert = "+ca+"/issuercert.pem\ncertserial = "+ca+"/certserial\n")
+	setup := filepath.Join(dir, "setup.conf")
+	write(t, setup, "create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = "+localca+"\nactive_pcr_banks = sha256\n")
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", state, "--create-ek-cert", "--config", setup).CombinedOutput()
+	if err != nil {
+		t.Fatalf("swtpm_setup: %v: %s", err, out)
+	}
+	var roots []byte
+	for _, f := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
+		b, err := os.ReadFile(filepath.Join(ca, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, b...)
+	}
+	pemPath := filepath.Join(dir, "ek-ca.pem")
+	write(t, pemPath, string(roots))
+	return start(t, bin, state), pemPath
+}
+
+func write(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tempDir is a directory short enough for a Unix socket path, which
+// t.TempDir can exceed.
+func tempDir(t testing.TB) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "bulkhead-swtpm-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// Start runs a fresh swtpm for t, stopped when t ends. The socket is bound
+// and listening before swtpm starts (it is handed over as a descriptor), so
+// a client may connect at once: nothing waits for swtpm to be ready.
+func Start(t testing.TB) TPM {
+	t.Helper()
+	return start(t, need(t, "swtpm", "swtpm"), tempDir(t))
+}
+
+// need finds program, skipping the test without it (failing under CI=true).
+func need(t testing.TB, program, pkg string) string {
+	t.Helper()
+	bin, err := exec.LookPath(program)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI (.ci/run installs Debian's %s): %v", program, pkg, err)
+		}
+		t.Skipf("%s is not installed (apt-get install %s): %v", program, pkg, err)
+	}
+	return bin
+}
+
+// start serves the TPM whose state is in dir with swtpm at bin.
+func start(t testing.TB, bin, dir string) TPM {
+	t.Helper()
 	sock := filepath.Join(dir, "tpm.sock")
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
