@@ -110,6 +110,9 @@ func (e *env) agentShowCmd() *cobra.Command {
 			if a.Parent != "" {
 				fmt.Fprintf(e.stdout, "parent:      %s\n", a.Parent)
 			}
+			if a.TPM != "" {
+				fmt.Fprintf(e.stdout, "tpm:         %s\n", a.TPM)
+			}
 			fmt.Fprintln(e.stdout)
 			rows := make([][]string, 0, len(a.Certificates))
 			for _, ct := range a.Certificates {
@@ -174,13 +177,14 @@ func (e *env) agentEnrollCmd() *cobra.Command {
 	var token, out, tpm string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "enroll --token TOKEN --out DIR [--tpm [DEVICE]]",
+		Use:   "enroll --token TOKEN --out DIR [--tpm[=DEVICE]]",
 		Short: "Enroll this agent: generate a key here and obtain its first SVID",
 		Long: `Run on the agent's side. Generates a private key locally (it never leaves
 this machine), sends a CSR with the join token, and writes svid.pem,
 svid_key.pem (mode 0600) and svid_bundle.pem to --out.
 
-With --tpm the key is created inside the TPM (default /dev/tpmrm0) and
+With --tpm the key is created inside the TPM (--tpm=DEVICE, or
+--tpm=unix:PATH for swtpm; default /dev/tpmrm0) and
 proven to be there (credential activation to the endorsement key, a quote
 over a fresh nonce, and the key's certification): the control plane issues
 an SVID that says so, and svid_key.tpm holds a blob only that TPM can load.`,

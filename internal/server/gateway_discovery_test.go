@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,13 +49,10 @@ type discoveryEnv struct {
 func startDiscoveryEnv(t *testing.T) *discoveryEnv {
 	t.Helper()
 	// The resource must be known before the gateway starts: take a free
-	// port and give it back (the gateway binds it a moment later).
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	// port and give it back (the gateway binds it a moment later). It is
+	// taken below the kernel's ephemeral range, so no connection of a test
+	// running beside this one can be given it in between.
+	addr := freePortBelowEphemeral(t)
 	files := gatewaytest.StartFiles(t, "Bearer "+filesSecret)
 	api := gatewaytest.StartHTTP(t)
 	cfg := filepath.Join(t.TempDir(), "gateway.yaml")
@@ -706,4 +705,22 @@ func errText(e *struct {
 		return ""
 	}
 	return e.Name + ": " + e.Message
+}
+
+// freePortBelowEphemeral returns a loopback address whose port is free and
+// outside the ephemeral range (32768 and up by default on Linux), which
+// only an explicit bind can take.
+func freePortBelowEphemeral(t *testing.T) string {
+	t.Helper()
+	start := 20000 + mathrand.IntN(10000)
+	for p := start; p < start+2000; p++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			addr := ln.Addr().String()
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
