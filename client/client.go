@@ -152,6 +152,13 @@ func do(ctx context.Context, hc *http.Client, base *url.URL, method, path string
 	if err != nil {
 		return fmt.Errorf("client: read response: %w", err)
 	}
+	if ctx.Err() != nil {
+		// The caller gave up while the answer came: whatever arrived was
+		// cut short by that (a server may even answer an empty 200 to a
+		// request whose cancellation it saw), and the cancellation is the
+		// error to report.
+		return fmt.Errorf("client: %s %s: %w", method, path, ctx.Err())
+	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
 		if json.Unmarshal(b, &e) != nil || e.Message == "" {

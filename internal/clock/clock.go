@@ -25,12 +25,24 @@ func Until(ctx context.Context, clk Clock, t time.Time) (context.Context, contex
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {
 		select {
-		case <-clk.After(t.Sub(clk.Now())):
+		case <-At(clk, t):
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	return ctx, cancel
+}
+
+// At returns a channel that receives once clk's time reaches t. A clock
+// that can wait for an absolute time (Fake) does so, so that time moved past
+// t between reading the clock and waiting still wakes the waiter.
+func At(clk Clock, t time.Time) <-chan time.Time {
+	if a, ok := clk.(interface {
+		At(time.Time) <-chan time.Time
+	}); ok {
+		return a.At(t)
+	}
+	return clk.After(t.Sub(clk.Now()))
 }
 
 // Real is the wall clock.
@@ -73,13 +85,23 @@ func (f *Fake) Now() time.Time {
 func (f *Fake) After(d time.Duration) <-chan time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.at(f.now.Add(d))
+}
+
+// At returns a channel that receives once the fake time reaches t.
+func (f *Fake) At(t time.Time) <-chan time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.at(t)
+}
+
+func (f *Fake) at(t time.Time) <-chan time.Time {
 	ch := make(chan time.Time, 1)
-	at := f.now.Add(d)
-	if d <= 0 {
+	if !t.After(f.now) {
 		ch <- f.now
 		return ch
 	}
-	f.waiters = append(f.waiters, waiter{at: at, ch: ch})
+	f.waiters = append(f.waiters, waiter{at: t, ch: ch})
 	return ch
 }
 
