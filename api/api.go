@@ -153,3 +153,11 @@ type AuditIngest struct {
 type AuditIngestResult struct {
 	Seqs []int64 `json:"seqs"`
 }
+
+// PasskeyLink is a one-time link with which an operator registers a
+// passkey for the console.
+type PasskeyLink struct {
+	URL       string    `json:"url"`
+	Operator  string    `json:"operator"`
+	ExpiresAt time.Time `json:"expires_at"`
+}

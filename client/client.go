@@ -261,3 +261,10 @@ func (c *Client) ListResources(ctx context.Context) ([]api.Resource, error) {
 func (c *Client) RemoveResource(ctx context.Context, uri string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/resources?uri="+url.QueryEscape(uri), nil, nil)
 }
+
+// PasskeyLink asks for a one-time link that registers a passkey for the
+// calling operator in the console.
+func (c *Client) PasskeyLink(ctx context.Context) (api.PasskeyLink, error) {
+	var l api.PasskeyLink
+	return l, c.do(ctx, http.MethodPost, "/v1/operators/passkey-links", struct{}{}, &l)
+}

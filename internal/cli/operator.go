@@ -16,7 +16,7 @@ func (e *env) operatorCmd() *cobra.Command {
 two-person approval needs two. An operator issues one for another; the
 other then passes --credentials DIR to every command.`,
 	}
-	cmd.AddCommand(e.operatorIssueCmd(), e.operatorRevokeCmd())
+	cmd.AddCommand(e.operatorIssueCmd(), e.operatorRevokeCmd(), e.operatorPasskeyCmd())
 	return cmd
 }
 
@@ -71,5 +71,40 @@ func (e *env) operatorRevokeCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded)")
+	return cmd
+}
+
+func (e *env) operatorPasskeyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "passkey",
+		Short: "Passkeys with which an operator signs in to the console",
+	}
+	var asJSON bool
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Print a one-time link that registers a passkey for this operator's identity",
+		Long: `Prints a link, valid for 24 hours and for one passkey, that registers a
+passkey for the operator whose credential runs the command. Open it in the
+browser of the human who holds that credential; the authenticator must
+verify the user (a PIN, a fingerprint or a face).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			l, err := c.PasskeyLink(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, l)
+			}
+			fmt.Fprintf(e.stdout, "open this link to register a passkey for %s (once, before %s):\n%s\n", l.Operator, fmtTime(l.ExpiresAt), l.URL)
+			return nil
+		},
+	}
+	add.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(add)
 	return cmd
 }

@@ -29,6 +29,7 @@ func (e *env) serveCmd() *cobra.Command {
 		initStore                  bool
 		caKey                      string
 		tpmEKCA                    string
+		consoleOrigin              string
 		tpmPCRs                    []string
 		auditOpts                  auditServeOptions
 	)
@@ -55,7 +56,7 @@ or not the store's, and a data directory another serve is using.`,
 			cfg := server.Config{DataDir: e.dataDir, Store: store, Listen: listen, TrustDomain: td,
 				ExtraSANs: sans, DefaultSVIDTTL: svidTTL, OperatorTTL: operatorTTL,
 				Issuer: issuer, TokenTTL: tokenTTL, MaxDelegationDepth: maxDepth, GatewayConfig: gatewayConfig,
-				MetricsListen: metricsListen, Init: initStore, CAKey: caKey, TPMEKCA: tpmEKCA}
+				MetricsListen: metricsListen, Init: initStore, CAKey: caKey, TPMEKCA: tpmEKCA, ConsoleOrigin: consoleOrigin}
 			if cfg.TPMPCRs, err = parsePCRs(tpmPCRs); err != nil {
 				return err
 			}
@@ -86,6 +87,7 @@ or not the store's, and a data directory another serve is using.`,
 	f.DurationVar(&svidTTL, "svid-ttl", 0, "default SVID lifetime for new agents (default 1h)")
 	f.DurationVar(&operatorTTL, "operator-ttl", 0, "lifetime of the bootstrap operator credential (default 24h)")
 	f.StringVar(&caKey, "ca-key", "", `keep the CA's keys in a PKCS#11 token (an HSM): "pkcs11:token=LABEL?module-path=/path/lib.so&pin-source=file:PATH" (or the PIN in $`+ca.DefaultPINEnv+`); see docs/hardware.md`)
+	f.StringVar(&consoleOrigin, "console-origin", "", "the console's origin as browsers reach it, https://HOST[:PORT] (default https://localhost:PORT); passkeys are bound to its host")
 	f.StringVar(&tpmEKCA, "tpm-ek-ca", "", "PEM file of TPM makers' CAs: a TPM whose endorsement key certificate chains to one may enroll an agent registered with --tpm-ek ek-ca")
 	f.StringSliceVar(&tpmPCRs, "tpm-pcr", nil, "INDEX=SHA256-HEX: a PCR value every attested enrollment's quote must show (repeatable)")
 	f.BoolVar(&initStore, "init", false, "start a new, empty store although DATA-DIR holds the CA and audit key of a control plane that has run")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/browsertest"
 	"github.com/bulkhead-dev/bulkhead/internal/report"
 )
 
@@ -60,7 +61,7 @@ func TestReportsEscapeWhatTheyShow(t *testing.T) {
 // hostile name stays text: no element it spells exists, and no script
 // ran.
 func TestReportsRenderInChromium(t *testing.T) {
-	browser := chromium(t)
+	browser := browsertest.Chromium(t)
 	dir := t.TempDir()
 	for _, c := range []struct {
 		name   string
@@ -98,19 +99,4 @@ func TestReportsRenderInChromium(t *testing.T) {
 			t.Errorf("%s: a hostile name became markup:\n%s", c.name, dom)
 		}
 	}
-}
-
-// chromium finds Debian's chromium; without it the test skips, except
-// under CI=true, where .ci/run installs it.
-func chromium(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed (.ci/run installs Debian's chromium)")
-	}
-	t.Skip("chromium is not installed (apt-get install chromium)")
-	return ""
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// enrollment's quote must show.
 	TPMEKCA string
 	TPMPCRs map[int][]byte
+	// ConsoleOrigin is the console's origin as browsers reach it
+	// (https://HOST[:PORT]); empty means https://localhost:PORT.
+	ConsoleOrigin string
 	// AlertWebhook, if set, receives the gateways' anomaly records
 	// (gateway.anomaly) alone, in the same format: OCSF Detection Findings.
 	AlertWebhook string

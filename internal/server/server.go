@@ -26,6 +26,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/budget"
 	"github.com/bulkhead-dev/bulkhead/internal/ca"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
+	"github.com/bulkhead-dev/bulkhead/internal/console"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
@@ -35,6 +36,7 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/reach"
 	"github.com/bulkhead-dev/bulkhead/internal/run"
 	"github.com/bulkhead-dev/bulkhead/internal/secret"
+	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
 	"github.com/bulkhead-dev/bulkhead/internal/token"
 )
@@ -64,7 +66,11 @@ type Server struct {
 	serving  *ownCred
 	operator *ownCred
 	listener net.Listener
-	http     *http.Server
+	// box is the master key; console is built once the listener's port is
+	// known (its default origin names it).
+	box     *secretbox.Box
+	console *console.Console
+	http    *http.Server
 	// metricsLn is the plain-HTTP loopback listener of /metrics, if any.
 	metricsLn net.Listener
 	// unlock releases the data directory (see LockDataDir).
@@ -127,6 +133,7 @@ func (s *Server) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.box = box
 	if err := s.restoreKeys(ctx, box); err != nil {
 		return err
 	}
@@ -254,6 +261,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/events", s.identity.Guard(s.logger).Require(peer.Kinds(audit.ActorOperator, audit.ActorWorkload),
 		s.untilCertExpires(audit.StreamHandler(s.audit, s.db, s.logger))))
 	s.evidenceRoutes(mux)
+	if s.console != nil {
+		s.console.Routes(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -293,7 +303,29 @@ func (s *Server) Listen() error {
 		_ = ln.Close()
 		return err
 	}
+	if err := s.newConsole(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	return s.listenGateway()
+}
+
+// newConsole builds the operators' console for --console-origin, by
+// default https://localhost:PORT (a passkey's relying party is a name,
+// never an IP address).
+func (s *Server) newConsole() error {
+	origin := s.cfg.ConsoleOrigin
+	if origin == "" {
+		_, port, _ := net.SplitHostPort(s.listener.Addr().String())
+		origin = "https://localhost:" + port
+	}
+	c, err := console.New(console.Config{Store: s.db, Audit: s.audit, Sealer: s.box, Clock: s.clock, Logger: s.logger,
+		Origin: origin, Guard: s.identity.Guard(s.logger)})
+	if err != nil {
+		return fmt.Errorf("config: --console-origin: %w", err)
+	}
+	s.console = c
+	return nil
 }
 
 // shareIssuer makes the token issuer the trust domain's, not this

@@ -38,6 +38,7 @@ func TestConformance(t *testing.T) {
 		{"audit checkpoints are kept once per size", testAuditCheckpoints},
 		{"audit cursors only move forward", testAuditCursors},
 		{"baselines only move forward", testBaselines},
+		{"passkeys and their one-time links", testPasskeys},
 		{"audit pruning keeps the tree", testAuditPrune},
 		{"audit searches filter by subject, decision and time", testAuditSearch},
 		{"meta is set once", testMeta},

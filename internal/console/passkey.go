@@ -1,0 +1,303 @@
+package console
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+
+	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
+	"github.com/bulkhead-dev/bulkhead/internal/peer"
+)
+
+// maxCeremonyBody bounds a browser's answer to a ceremony.
+const maxCeremonyBody = 64 << 10
+
+// human is an operator as a WebAuthn user: its handle is the SHA-256 of
+// its SPIFFE ID, stable across its passkeys.
+type human struct {
+	id    string
+	creds []webauthn.Credential
+}
+
+func (h human) WebAuthnID() []byte {
+	sum := sha256.Sum256([]byte(h.id))
+	return sum[:]
+}
+func (h human) WebAuthnName() string                       { return h.id }
+func (h human) WebAuthnDisplayName() string                { return h.id[strings.LastIndex(h.id, "/")+1:] }
+func (h human) WebAuthnCredentials() []webauthn.Credential { return h.creds }
+
+func (c *Console) human(ctx context.Context, operator string) (human, error) {
+	keys, err := c.cfg.Store.PasskeysOf(ctx, operator)
+	if err != nil {
+		return human{}, err
+	}
+	h := human{id: operator}
+	for _, k := range keys {
+		var cred webauthn.Credential
+		if err := json.Unmarshal(k.Credential, &cred); err != nil {
+			return human{}, fmt.Errorf("console: stored passkey: %w", err)
+		}
+		h.creds = append(h.creds, cred)
+	}
+	return h, nil
+}
+
+// ceremony is a registration or sign-in in progress, sealed in a cookie
+// between its two requests.
+type ceremony struct {
+	Kind     string               `json:"kind"`
+	Session  webauthn.SessionData `json:"session"`
+	Operator string               `json:"op,omitempty"`
+	Link     string               `json:"link,omitempty"`
+}
+
+func linkHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// createLink makes a one-time link with which the calling operator
+// registers a passkey in a browser.
+func (c *Console) createLink(w http.ResponseWriter, r *http.Request) {
+	p, _ := peer.FromContext(r.Context())
+	token, err := randomToken()
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	now := c.cfg.Clock.Now()
+	l := Link{Hash: linkHash(token), Operator: p.ID.String(), ExpiresAt: now.Add(LinkTTL), CreatedAt: now, CreatedBy: p.ID.String()}
+	ev := audit.Event{Time: now, Actor: p.Actor(), Action: ActionPasskeyLink, Target: l.Operator,
+		Detail: map[string]string{"link": "sha256:" + l.Hash, "expires_at": l.ExpiresAt.UTC().Format(time.RFC3339)}}
+	if err := audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error { return c.cfg.Store.CreatePasskeyLink(r.Context(), l) }); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	// The token rides in the fragment: browsers never send it to a server
+	// or a Referer.
+	httpx.WriteJSON(w, http.StatusCreated, api.PasskeyLink{URL: c.origin.String() + "/console/register#" + token, Operator: l.Operator, ExpiresAt: l.ExpiresAt.UTC()})
+}
+
+type linkRequest struct {
+	Link string `json:"link"`
+}
+
+// registerBegin starts registering a passkey for the operator a link
+// names.
+func (c *Console) registerBegin(w http.ResponseWriter, r *http.Request) {
+	var req linkRequest
+	if err := httpx.DecodeJSON(w, r, 4<<10, &req); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	l, err := c.usableLink(r.Context(), req.Link)
+	if err != nil {
+		c.refuseCeremony(w, r, ActionPasskeyRegister, "", err)
+		return
+	}
+	h, err := c.human(r.Context(), l.Operator)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	exclude := make([]protocol.CredentialDescriptor, 0, len(h.creds))
+	for _, cr := range h.creds {
+		exclude = append(exclude, cr.Descriptor())
+	}
+	creation, sess, err := c.wa.BeginRegistration(h,
+		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{ResidentKey: protocol.ResidentKeyRequirementRequired,
+			UserVerification: protocol.VerificationRequired}),
+		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementRequired),
+		webauthn.WithExclusions(exclude))
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, fmt.Errorf("console: begin registration: %w", err))
+		return
+	}
+	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "register", Session: *sess, Operator: l.Operator, Link: l.Hash}, ceremonyTTL); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, creation)
+}
+
+func (c *Console) usableLink(ctx context.Context, token string) (Link, error) {
+	if token == "" {
+		return Link{}, fmt.Errorf("%w: no registration link", fault.Unauthenticated)
+	}
+	l, err := c.cfg.Store.PasskeyLink(ctx, linkHash(token))
+	switch {
+	case errors.Is(err, fault.NotFound):
+		return Link{}, fmt.Errorf("%w: unknown registration link", fault.Unauthenticated)
+	case err != nil:
+		return Link{}, err
+	case !l.UsedAt.IsZero():
+		return Link{}, fmt.Errorf("%w: the registration link was already used", fault.Unauthenticated)
+	case !c.cfg.Clock.Now().Before(l.ExpiresAt):
+		return Link{}, fmt.Errorf("%w: the registration link expired", fault.Unauthenticated)
+	}
+	return l, nil
+}
+
+// registerFinish checks the browser's new credential and stores it.
+func (c *Console) registerFinish(w http.ResponseWriter, r *http.Request) {
+	var cer ceremony
+	if err := c.cookie(r, ceremonyCookie, &cer); err != nil || cer.Kind != "register" {
+		c.refuseCeremony(w, r, ActionPasskeyRegister, "", fmt.Errorf("%w: no registration in progress", fault.Unauthenticated))
+		return
+	}
+	clearCookie(w, ceremonyCookie)
+	h, err := c.human(r.Context(), cer.Operator)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxCeremonyBody)
+	cred, err := c.wa.FinishRegistration(h, cer.Session, r)
+	if err != nil {
+		c.refuseCeremony(w, r, ActionPasskeyRegister, cer.Operator, fmt.Errorf("%w: %s", fault.Unauthenticated, describe(err)))
+		return
+	}
+	if !cred.Flags.UserVerified {
+		c.refuseCeremony(w, r, ActionPasskeyRegister, cer.Operator, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
+		return
+	}
+	b, err := json.Marshal(cred)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	now := c.cfg.Clock.Now()
+	ev := audit.Event{Time: now, Actor: audit.Actor{Kind: audit.ActorOperator, ID: cer.Operator}, Action: ActionPasskeyRegister, Target: cer.Operator,
+		Detail: map[string]string{"passkey": base64.RawURLEncoding.EncodeToString(cred.ID), "link": "sha256:" + cer.Link, "aaguid": hex.EncodeToString(cred.Authenticator.AAGUID)}}
+	err = audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error {
+		return c.cfg.Store.AddPasskey(r.Context(), Passkey{ID: cred.ID, Operator: cer.Operator, Credential: b, CreatedAt: now}, cer.Link, now)
+	})
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"operator": cer.Operator})
+}
+
+// refuseCeremony records a refused registration or sign-in (action) and
+// answers it; operator is whose it was, if known.
+func (c *Console) refuseCeremony(w http.ResponseWriter, r *http.Request, action, operator string, why error) {
+	who := audit.Actor{Kind: audit.ActorAnonymous}
+	if operator != "" {
+		who = audit.Actor{Kind: audit.ActorOperator, ID: operator}
+	}
+	audit.Refuse(r.Context(), c.cfg.Audit, c.cfg.Logger, audit.Event{Time: c.cfg.Clock.Now(), Actor: who, Action: action, Target: operator}, why)
+	httpx.WriteError(w, r, c.cfg.Logger, why)
+}
+
+// loginBegin starts a sign-in with any of the operators' passkeys (a
+// discoverable credential: the authenticator says whose it is).
+func (c *Console) loginBegin(w http.ResponseWriter, r *http.Request) {
+	assertion, sess, err := c.wa.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, fmt.Errorf("console: begin sign-in: %w", err))
+		return
+	}
+	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "login", Session: *sess}, ceremonyTTL); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, assertion)
+}
+
+// loginFinish checks the assertion and opens a session for its operator.
+func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
+	var cer ceremony
+	if err := c.cookie(r, ceremonyCookie, &cer); err != nil || cer.Kind != "login" {
+		c.refuseCeremony(w, r, ActionSignIn, "", fmt.Errorf("%w: no sign-in in progress", fault.Unauthenticated))
+		return
+	}
+	clearCookie(w, ceremonyCookie)
+	r.Body = http.MaxBytesReader(w, r.Body, maxCeremonyBody)
+	var who string
+	user, cred, err := c.wa.FinishPasskeyLogin(func(rawID, handle []byte) (webauthn.User, error) {
+		k, err := c.cfg.Store.Passkey(r.Context(), rawID)
+		if err != nil {
+			return nil, err
+		}
+		h, err := c.human(r.Context(), k.Operator)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(h.WebAuthnID(), handle) {
+			return nil, errors.New("the passkey's user handle is not its operator's")
+		}
+		who = k.Operator
+		return h, nil
+	}, cer.Session, r)
+	if err != nil {
+		c.refuseCeremony(w, r, ActionSignIn, who, fmt.Errorf("%w: %s", fault.Unauthenticated, describe(err)))
+		return
+	}
+	h := user.(human)
+	if !cred.Flags.UserVerified {
+		c.refuseCeremony(w, r, ActionSignIn, h.id, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
+		return
+	}
+	csrf, err := randomToken()
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	now := c.cfg.Clock.Now()
+	s := session{Operator: h.id, Passkey: cred.ID, CSRF: csrf, Expires: now.Add(SessionTTL)}
+	b, err := json.Marshal(cred)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	ev := audit.Event{Time: now, Actor: s.actor(), Action: ActionSignIn, Target: h.id,
+		Detail: map[string]string{"passkey": base64.RawURLEncoding.EncodeToString(cred.ID), "expires_at": s.Expires.UTC().Format(time.RFC3339)}}
+	err = audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error {
+		// The sign count moves on: a cloned authenticator shows up.
+		return c.cfg.Store.UsePasskey(r.Context(), cred.ID, b, now)
+	})
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	if err := c.setCookie(w, sessionCookie, s, SessionTTL); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"operator": h.id})
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request, s session) {
+	ev := audit.Event{Time: c.cfg.Clock.Now(), Actor: s.actor(), Action: ActionSignOut, Target: s.Operator}
+	if err := audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error { return nil }); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	clearCookie(w, sessionCookie)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// describe is a WebAuthn error's detail, which says what failed.
+func describe(err error) string {
+	var pe *protocol.Error
+	if errors.As(err, &pe) && pe.DevInfo != "" {
+		return pe.Details + ": " + pe.DevInfo
+	}
+	return err.Error()
+}

@@ -1,0 +1,42 @@
+package console
+
+import (
+	"context"
+	"time"
+)
+
+// Passkey is an operator's registered WebAuthn credential.
+type Passkey struct {
+	ID       []byte
+	Operator string // the operator's SPIFFE ID
+	// Credential is the webauthn.Credential, JSON: its public key, sign
+	// count and flags.
+	Credential []byte
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+}
+
+// Link is a one-time passkey registration link; only its hash is stored.
+type Link struct {
+	Hash      string
+	Operator  string
+	ExpiresAt time.Time
+	CreatedAt time.Time
+	CreatedBy string
+	UsedAt    time.Time
+}
+
+// Store is what the console keeps. Errors wrap fault kinds: fault.NotFound
+// for a missing row, fault.Conflict for a duplicate or a used link.
+type Store interface {
+	CreatePasskeyLink(ctx context.Context, l Link) error
+	PasskeyLink(ctx context.Context, hash string) (Link, error)
+	// AddPasskey stores p and marks link used in one transaction; it fails
+	// with fault.Conflict if the link is used or expired at now.
+	AddPasskey(ctx context.Context, p Passkey, link string, now time.Time) error
+	Passkey(ctx context.Context, id []byte) (Passkey, error)
+	PasskeysOf(ctx context.Context, operator string) ([]Passkey, error)
+	// UsePasskey stores a credential's new state (its sign count) after a
+	// sign-in or an approval.
+	UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error
+}

@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/browsertest"
+	"github.com/bulkhead-dev/bulkhead/internal/console"
+	"github.com/bulkhead-dev/bulkhead/internal/testenv"
+)
+
+// consoleURL is the console's origin: https://localhost:PORT.
+func consoleURL(env *testenv.Env) string {
+	_, port, _ := net.SplitHostPort(env.Server.Addr())
+	return "https://localhost:" + port
+}
+
+// servingCert is the control plane's TLS certificate, which the browser is
+// told to trust.
+func servingCert(t *testing.T, env *testenv.Env) *x509.Certificate {
+	t.Helper()
+	conn, err := tls.Dial("tcp", env.Server.Addr(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // only reads the certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0]
+}
+
+// shot saves a screenshot for docs/console.md when BULKHEAD_CONSOLE_SHOTS
+// names a directory (make console-shots).
+func shot(t *testing.T, b *browsertest.Browser, name string) {
+	t.Helper()
+	dir := os.Getenv("BULKHEAD_CONSOLE_SHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	b.Screenshot(t, filepath.Join(dir, name+".png"))
+}
+
+// An operator registers a passkey through a one-time link and signs in to
+// the console with it, in headless chromium with a virtual authenticator.
+// The link does not work twice; an authenticator that does not verify its
+// user cannot sign in; a page of another origin cannot post to the
+// console; a request without the session's CSRF token is refused; an
+// agent's certificate cannot open it. Each refusal is recorded.
+func TestConsolePasskeySignIn(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	origin := consoleURL(env)
+	link, err := env.Operator.PasskeyLink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link.URL, origin+"/console/register#") {
+		t.Fatalf("link %s is not on the console's origin %s", link.URL, origin)
+	}
+	b := browsertest.New(t, servingCert(t, env))
+
+	b.Do(t, chromedp.Navigate(link.URL))
+	shot(t, b, "register")
+	b.Do(t, chromedp.Click("#register"))
+	b.WaitFor(t, `document.getElementById("status").textContent.includes("registered")`)
+
+	// The same link again: refused.
+	b.Do(t, chromedp.Navigate(link.URL), chromedp.Click("#register"))
+	b.WaitFor(t, `document.getElementById("status").textContent.includes("already used")`)
+
+	// Sign-in without user verification. The browser itself refuses when
+	// the page asks for it, so a tampered page asks for none: the control
+	// plane refuses the assertion.
+	b.SetUserVerified(t, false)
+	b.Do(t, chromedp.Navigate(origin+"/console/login"))
+	got := b.Eval(t, `(async () => {
+		const o = (await post("/console/api/login/begin")).publicKey;
+		o.userVerification = "discouraged";
+		try { await post("/console/api/login/finish", await assertion(o)); return "signed in"; } catch (e) { return e.message; }
+	})()`)
+	if got == "signed in" || !strings.Contains(got, "verif") {
+		t.Fatalf("a sign-in without user verification: %s", got)
+	}
+	b.SetUserVerified(t, true)
+
+	b.Do(t, chromedp.Navigate(origin+"/console/login"))
+	shot(t, b, "login")
+	b.Do(t, chromedp.Click("#signin"))
+	b.WaitFor(t, `location.pathname == "/console/" && document.getElementById("operator") != null`)
+	shot(t, b, "overview")
+	if got := b.Eval(t, `document.getElementById("operator").textContent`); got != link.Operator {
+		t.Fatalf("signed in as %q, want %q", got, link.Operator)
+	}
+
+	// A signed-in request without the CSRF token: refused.
+	status := b.Eval(t, `fetch("/console/api/logout", {method: "POST", credentials: "same-origin"}).then(r => String(r.status))`)
+	if status != "403" {
+		t.Fatalf("logout without the CSRF token: %s", status)
+	}
+	// Another origin posting to the console: refused.
+	req, _ := http.NewRequest(http.MethodPost, env.URL+"/console/api/login/begin", strings.NewReader("{}"))
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := publicClient(t, env.Server.BundlePEM()).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin post: %s", resp.Status)
+	}
+	// An agent's certificate: refused.
+	agent := env.Client(env.Enroll("alpha"))
+	resp, err = agent.HTTPClient().Get(env.URL + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("an agent opening the console: %s", resp.Status)
+	}
+
+	// Signing out ends the session.
+	b.Do(t, chromedp.Click("#signout"))
+	b.WaitFor(t, `location.pathname == "/console/login"`)
+
+	var regs, refusedRegs, signIns, refusedSignIns, refused int
+	for _, ev := range storedEvents(t, env.Server) {
+		switch {
+		case ev.Action == console.ActionPasskeyRegister && ev.Decision == audit.Allow && ev.Actor.ID == link.Operator:
+			regs++
+		case ev.Action == console.ActionPasskeyRegister && ev.Decision == audit.Deny:
+			refusedRegs++
+		case ev.Action == console.ActionSignIn && ev.Decision == audit.Allow && ev.Actor.ID == link.Operator:
+			signIns++
+		case ev.Action == console.ActionSignIn && ev.Decision == audit.Deny:
+			refusedSignIns++
+		case ev.Action == console.ActionRefused:
+			refused++
+		}
+	}
+	if regs != 1 || refusedRegs != 1 || signIns != 1 || refusedSignIns != 1 || refused != 3 {
+		t.Fatalf("records: registrations %d (refused %d), sign-ins %d (refused %d), other refusals %d; want 1 1 1 1 3",
+			regs, refusedRegs, signIns, refusedSignIns, refused)
+	}
+}

@@ -1,0 +1,18 @@
+-- Operators' passkeys for the console, and the one-time links that
+-- register them. Only a link's hash is stored.
+CREATE TABLE passkey_links (
+    hash       TEXT PRIMARY KEY,
+    operator   TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    used_at    BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE passkeys (
+    id           {{bytes}} PRIMARY KEY,
+    operator     TEXT NOT NULL,
+    credential   {{bytes}} NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX passkeys_operator ON passkeys (operator);

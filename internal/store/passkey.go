@@ -1,0 +1,115 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/console"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+)
+
+var _ console.Store = (*DB)(nil)
+
+// CreatePasskeyLink stores a registration link's hash.
+func (s *DB) CreatePasskeyLink(ctx context.Context, l console.Link) error {
+	_, err := s.exec(ctx, `INSERT INTO passkey_links (hash, operator, expires_at, created_at, created_by) VALUES (?, ?, ?, ?, ?)`,
+		l.Hash, l.Operator, ts(l.ExpiresAt), ts(l.CreatedAt), l.CreatedBy)
+	if isUnique(err) {
+		return fmt.Errorf("%w: passkey link exists", fault.Conflict)
+	}
+	if err != nil {
+		return fmt.Errorf("store: create passkey link: %w", err)
+	}
+	return nil
+}
+
+// PasskeyLink returns a registration link by hash.
+func (s *DB) PasskeyLink(ctx context.Context, hash string) (console.Link, error) {
+	var (
+		l                      console.Link
+		expires, created, used sql.NullInt64
+	)
+	err := s.queryRow(ctx, `SELECT hash, operator, expires_at, created_at, created_by, used_at FROM passkey_links WHERE hash = ?`, hash).
+		Scan(&l.Hash, &l.Operator, &expires, &created, &l.CreatedBy, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return l, fmt.Errorf("%w: passkey link", fault.NotFound)
+	}
+	if err != nil {
+		return l, fmt.Errorf("store: get passkey link: %w", err)
+	}
+	l.ExpiresAt, l.CreatedAt = fromTS(expires), fromTS(created)
+	if used.Valid && used.Int64 != 0 {
+		l.UsedAt = fromTS(used)
+	}
+	return l, nil
+}
+
+// AddPasskey stores a passkey and spends its registration link in one
+// transaction.
+func (s *DB) AddPasskey(ctx context.Context, p console.Passkey, link string, now time.Time) error {
+	return s.tx(ctx, func(tx *Tx) error {
+		res, err := tx.exec(ctx, `UPDATE passkey_links SET used_at = ? WHERE hash = ? AND operator = ? AND used_at = 0 AND expires_at > ?`,
+			ts(now), link, p.Operator, ts(now))
+		if err != nil {
+			return fmt.Errorf("store: spend passkey link: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("%w: the registration link is used, expired or another operator's", fault.Conflict)
+		}
+		_, err = tx.exec(ctx, `INSERT INTO passkeys (id, operator, credential, created_at) VALUES (?, ?, ?, ?)`,
+			p.ID, p.Operator, p.Credential, ts(p.CreatedAt))
+		if isUnique(err) {
+			return fmt.Errorf("%w: passkey already registered", fault.Conflict)
+		}
+		if err != nil {
+			return fmt.Errorf("store: add passkey: %w", err)
+		}
+		return nil
+	})
+}
+
+func scanPasskey(sc rowScanner) (console.Passkey, error) {
+	var (
+		p             console.Passkey
+		created, used sql.NullInt64
+	)
+	if err := sc.Scan(&p.ID, &p.Operator, &p.Credential, &created, &used); err != nil {
+		return p, err
+	}
+	p.CreatedAt = fromTS(created)
+	if used.Valid && used.Int64 != 0 {
+		p.LastUsedAt = fromTS(used)
+	}
+	return p, nil
+}
+
+const passkeyCols = `id, operator, credential, created_at, last_used_at`
+
+// Passkey returns a passkey by credential id.
+func (s *DB) Passkey(ctx context.Context, id []byte) (console.Passkey, error) {
+	p, err := scanPasskey(s.queryRow(ctx, `SELECT `+passkeyCols+` FROM passkeys WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("%w: passkey", fault.NotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("store: get passkey: %w", err)
+	}
+	return p, nil
+}
+
+// PasskeysOf lists an operator's passkeys.
+func (s *DB) PasskeysOf(ctx context.Context, operator string) ([]console.Passkey, error) {
+	return queryList(ctx, s, "list passkeys", scanPasskey, `SELECT `+passkeyCols+` FROM passkeys WHERE operator = ? ORDER BY created_at`, operator)
+}
+
+// UsePasskey stores a passkey's state after a ceremony.
+func (s *DB) UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE passkeys SET credential = ?, last_used_at = ? WHERE id = ?`, credential, ts(at), id)
+	if err != nil {
+		return fmt.Errorf("store: use passkey: %w", err)
+	}
+	return oneRow(res, "passkey")
+}

@@ -1,0 +1,62 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/console"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/store"
+)
+
+func testPasskeys(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	op := "spiffe://bulkhead.local/operator/ada"
+	for _, l := range []console.Link{
+		{Hash: "h1", Operator: op, ExpiresAt: now.Add(time.Hour), CreatedAt: now, CreatedBy: op},
+		{Hash: "old", Operator: op, ExpiresAt: now.Add(-time.Second), CreatedAt: now.Add(-time.Hour), CreatedBy: op},
+	} {
+		if err := db.CreatePasskeyLink(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l, err := db.PasskeyLink(ctx, "h1"); err != nil || l.Operator != op || !l.UsedAt.IsZero() || !l.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("link: %+v %v", l, err)
+	}
+	p := console.Passkey{ID: []byte{1, 2, 3}, Operator: op, Credential: []byte(`{"a":1}`), CreatedAt: now}
+	for _, bad := range []struct {
+		name string
+		p    console.Passkey
+		link string
+	}{
+		{"an expired link", p, "old"},
+		{"another operator's link", console.Passkey{ID: []byte{9}, Operator: "spiffe://bulkhead.local/operator/eve", Credential: []byte("{}"), CreatedAt: now}, "h1"},
+		{"an unknown link", p, "nope"},
+	} {
+		if err := db.AddPasskey(ctx, bad.p, bad.link, now); !errors.Is(err, fault.Conflict) {
+			t.Fatalf("%s: %v", bad.name, err)
+		}
+	}
+	if err := db.AddPasskey(ctx, p, "h1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddPasskey(ctx, console.Passkey{ID: []byte{4}, Operator: op, Credential: []byte("{}"), CreatedAt: now}, "h1", now); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("a link used twice: %v", err)
+	}
+	if err := db.UsePasskey(ctx, p.ID, []byte(`{"a":2}`), now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Passkey(ctx, p.ID)
+	if err != nil || got.Operator != op || string(got.Credential) != `{"a":2}` || !got.LastUsedAt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("passkey: %+v %v", got, err)
+	}
+	if list, err := db.PasskeysOf(ctx, op); err != nil || len(list) != 1 {
+		t.Fatalf("passkeys of ada: %+v %v", list, err)
+	}
+	if _, err := db.Passkey(ctx, []byte{7}); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("unknown passkey: %v", err)
+	}
+}
