@@ -65,6 +65,8 @@ type Config struct {
 	Origin string
 	// Guard authenticates the operator API (passkey links) over mTLS.
 	Guard peer.Guard
+	// Elevations are the requests humans approve here.
+	Elevations Elevations
 }
 
 // Session lifetimes.
@@ -84,8 +86,8 @@ type Console struct {
 
 // New returns a Console.
 func New(cfg Config) (*Console, error) {
-	if cfg.Store == nil || cfg.Audit == nil || cfg.Sealer == nil || cfg.Clock == nil || cfg.Logger == nil || cfg.Guard.Auth == nil {
-		return nil, errors.New("console: store, audit log, sealer, clock, logger and guard are required")
+	if cfg.Store == nil || cfg.Audit == nil || cfg.Sealer == nil || cfg.Clock == nil || cfg.Logger == nil || cfg.Guard.Auth == nil || cfg.Elevations == nil {
+		return nil, errors.New("console: store, audit log, sealer, clock, logger, guard and elevations are required")
 	}
 	u, err := url.Parse(cfg.Origin)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Path != "" && u.Path != "/" {
@@ -115,6 +117,9 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /console/api/login/begin", c.secure(c.sameOrigin(c.loginBegin)))
 	mux.Handle("POST /console/api/login/finish", c.secure(c.sameOrigin(c.loginFinish)))
 	mux.Handle("POST /console/api/logout", c.secure(c.sameOrigin(c.signedIn(c.logout))))
+	mux.Handle("GET /console/approvals", c.secure(http.HandlerFunc(c.approvalsPage)))
+	mux.Handle("POST /console/api/approvals/{id}/begin", c.secure(c.sameOrigin(c.signedIn(c.decideBegin))))
+	mux.Handle("POST /console/api/approvals/{id}/finish", c.secure(c.sameOrigin(c.signedIn(c.decideFinish))))
 	mux.Handle("POST /v1/operators/passkey-links", c.cfg.Guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(c.createLink)))
 }
 

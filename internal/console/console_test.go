@@ -16,6 +16,8 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/console"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
 	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
@@ -29,6 +31,22 @@ type nobody struct{}
 
 func (nobody) Authenticate(context.Context, *x509.Certificate) (peer.Principal, error) {
 	return peer.Principal{}, errors.New("no certificates here")
+}
+
+// noRequests is an elevation service with nothing pending.
+type noRequests struct{}
+
+func (noRequests) Elevations(context.Context, elevation.Filter, bool) ([]elevation.Elevation, error) {
+	return nil, nil
+}
+func (noRequests) Elevation(context.Context, peer.Principal, string) (elevation.Elevation, error) {
+	return elevation.Elevation{}, fault.NotFound
+}
+func (noRequests) Approve(context.Context, peer.Principal, string, elevation.Binding, string) (elevation.Elevation, error) {
+	return elevation.Elevation{}, fault.NotFound
+}
+func (noRequests) Deny(context.Context, peer.Principal, string, elevation.Binding, string) (elevation.Elevation, error) {
+	return elevation.Elevation{}, fault.NotFound
 }
 
 type fixture struct {
@@ -47,7 +65,7 @@ func newFixture(t testing.TB) fixture {
 	}
 	log := audit.New(db, clk, storetest.Logger(t))
 	c, err := console.New(console.Config{Store: db, Audit: log, Sealer: box, Clock: clk, Logger: storetest.Logger(t), Origin: origin,
-		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}})
+		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}, Elevations: noRequests{}})
 	if err != nil {
 		t.Fatal(err)
 	}

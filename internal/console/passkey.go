@@ -64,6 +64,8 @@ type ceremony struct {
 	Session  webauthn.SessionData `json:"session"`
 	Operator string               `json:"op,omitempty"`
 	Link     string               `json:"link,omitempty"`
+	// Statement is what a decision's assertion confirms.
+	Statement *statement `json:"statement,omitempty"`
 }
 
 func linkHash(token string) string {

@@ -151,3 +151,113 @@ func TestConsolePasskeySignIn(t *testing.T) {
 			regs, refusedRegs, signIns, refusedSignIns, refused)
 	}
 }
+
+// signIn registers a passkey for the bootstrap operator in b and signs in.
+func signIn(t *testing.T, b *browsertest.Browser, env *testenv.Env) {
+	t.Helper()
+	link, err := env.Operator.PasskeyLink(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Do(t, chromedp.Navigate(link.URL), chromedp.Click("#register"))
+	b.WaitFor(t, `document.getElementById("status").textContent.includes("registered")`)
+	b.Do(t, chromedp.Navigate(consoleURL(env)+"/console/login"), chromedp.Click("#signin"))
+	b.WaitFor(t, `location.pathname == "/console/" && document.getElementById("operator") != null`)
+}
+
+// An agent asks for an elevation through its task; a human approves it in
+// the console, confirming with a passkey; the elevated call passes, the
+// task completes, and the call is denied again. The attacks on approval
+// fail and are recorded: an assertion replayed onto another request, a
+// confirmation without user verification, a request without the CSRF
+// token, and the same human approving a two-person request twice.
+func TestConsoleApprovalWithPasskey(t *testing.T) {
+	e := startElevation(t)
+	ctx := context.Background()
+	b := browsertest.New(t, servingCert(t, e.Env.Env))
+	signIn(t, b, e.Env.Env)
+	origin := consoleURL(e.Env.Env)
+
+	_, alpha := e.Agent(t, "alpha", "reader")
+	task := e.start(alpha)
+	cs := e.session(alpha, task.ID)
+	if _, err := write(cs, "/reports/weekly.md"); err == nil {
+		t.Fatal("a write before any grant was allowed")
+	}
+	el := e.request(alpha, task.ID, "write-report")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/approvals"))
+	b.WaitFor(t, `document.getElementById("req-`+el.ID+`") != null`)
+	shot(t, b, "approvals")
+	b.Do(t, chromedp.SendKeys("#reason-"+el.ID, "the weekly report"),
+		chromedp.Click(`#req-`+el.ID+` button[data-decision="approve"]`))
+	b.WaitFor(t, `document.getElementById("status").textContent.includes(": active")`)
+	if got, err := e.Operator.Elevation(ctx, el.ID); err != nil || got.Status != "active" {
+		t.Fatalf("after the console's approval: %+v %v", got, err)
+	}
+	if _, err := write(cs, "/reports/weekly.md"); err != nil {
+		t.Fatalf("the elevated call: %v", err)
+	}
+	if _, err := alpha.CompleteTask(ctx, task.ID, "report written"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := write(cs, "/reports/weekly.md"); err == nil {
+		t.Fatal("the call passed after the task completed")
+	}
+
+	// Two open requests for the attacks.
+	task2 := e.start(alpha)
+	a := e.request(alpha, task2.ID, "write-report")
+	pub := e.request(alpha, task2.ID, "publish")
+	b.Do(t, chromedp.Navigate(origin+"/console/approvals"))
+	try := func(js string) string {
+		t.Helper()
+		return b.Eval(t, `(async () => { try { `+js+` } catch (e) { return e.message; } })()`)
+	}
+	// An assertion made for request a, posted as the approval of pub.
+	if got := try(`const g = await post("/console/api/approvals/` + a.ID + `/begin", {decision: "approve", reason: ""});
+		await post("/console/api/approvals/` + pub.ID + `/finish", await assertion(g.publicKey)); return "accepted";`); !strings.Contains(got, "not "+pub.ID) {
+		t.Fatalf("an assertion replayed onto another request: %s", got)
+	}
+	// No user verification, from a tampered page.
+	b.SetUserVerified(t, false)
+	if got := try(`const g = await post("/console/api/approvals/` + a.ID + `/begin", {decision: "approve", reason: ""});
+		g.publicKey.userVerification = "discouraged";
+		await post("/console/api/approvals/` + a.ID + `/finish", await assertion(g.publicKey)); return "accepted";`); !strings.Contains(got, "verif") {
+		t.Fatalf("an approval without user verification: %s", got)
+	}
+	b.SetUserVerified(t, true)
+	// No CSRF token.
+	if got := try(`const r = await fetch("/console/api/approvals/` + a.ID + `/begin", {method: "POST", credentials: "same-origin", body: "{}"}); return String(r.status);`); got != "403" {
+		t.Fatalf("an approval without the CSRF token: %s", got)
+	}
+	// The same human twice on a two-person request.
+	approve := `const g = await post("/console/api/approvals/` + pub.ID + `/begin", {decision: "approve", reason: "ok"});
+		const d = await post("/console/api/approvals/` + pub.ID + `/finish", await assertion(g.publicKey)); return d.status + " " + d.approvals;`
+	if got := try(approve); got != "pending 1" {
+		t.Fatalf("the first of two approvals: %s", got)
+	}
+	if got := try(approve); !strings.Contains(got, "another human must approve") {
+		t.Fatalf("the same human approving twice: %s", got)
+	}
+	for _, id := range []string{a.ID, pub.ID} {
+		if got, err := e.Operator.Elevation(ctx, id); err != nil || got.Status != "pending" {
+			t.Fatalf("request %s after the attacks: %+v %v", id, got, err)
+		}
+	}
+
+	var confirmed, refused int
+	for _, ev := range storedEvents(t, e.Server) {
+		switch {
+		case ev.Action == console.ActionDecide && ev.Decision == audit.Allow:
+			confirmed++
+		case ev.Action == console.ActionDecide && ev.Decision == audit.Deny:
+			refused++
+		}
+	}
+	// Confirmed: the approval, and the two-person request's two tries (the
+	// elevation service refuses the second and records that itself).
+	if confirmed != 3 || refused != 2 {
+		t.Fatalf("records: %d confirmed decisions, %d refused; want 3 and 2", confirmed, refused)
+	}
+}

@@ -320,7 +320,7 @@ func (s *Server) newConsole() error {
 		origin = "https://localhost:" + port
 	}
 	c, err := console.New(console.Config{Store: s.db, Audit: s.audit, Sealer: s.box, Clock: s.clock, Logger: s.logger,
-		Origin: origin, Guard: s.identity.Guard(s.logger)})
+		Origin: origin, Guard: s.identity.Guard(s.logger), Elevations: s.elev})
 	if err != nil {
 		return fmt.Errorf("config: --console-origin: %w", err)
 	}

@@ -87,6 +87,22 @@ async function signout() {
   location.assign("/console/login");
 }
 
+// decide confirms an approval or a denial with the passkey: the
+// assertion's challenge binds this request and this decision.
+async function decide(button) {
+  const id = button.dataset.id;
+  const decision = button.dataset.decision;
+  const reason = document.getElementById("reason-" + id).value;
+  say("Confirm with your authenticator…");
+  const begun = await post("/console/api/approvals/" + encodeURIComponent(id) + "/begin", { decision, reason });
+  const done = await post("/console/api/approvals/" + encodeURIComponent(id) + "/finish", await assertion(begun.publicKey));
+  say("Request " + done.elevation + ": " + done.status + " (" + done.approvals + " approval(s))");
+}
+
+for (const b of document.querySelectorAll("button.decide")) {
+  b.addEventListener("click", () => decide(b).catch((e) => say(e.message, true)));
+}
+
 function on(id, fn) {
   const el = document.getElementById(id);
   if (el) el.addEventListener("click", () => fn().catch((e) => say(e.message, true)));
