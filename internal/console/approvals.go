@@ -67,19 +67,14 @@ func (s statement) digest() string {
 }
 
 // approvalsPage lists the pending requests with what each would grant.
-func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request) {
-	s, ok := c.current(r)
-	if !ok {
-		http.Redirect(w, r, "/console/login", http.StatusSeeOther)
-		return
-	}
+func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Approvals"
 	pending, err := c.cfg.Elevations.Elevations(r.Context(), elevation.Filter{Statuses: []elevation.Status{elevation.StatusPending}}, false)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	c.render(w, "approvals.html", approvalsView{page: page{Title: "Approvals", Operator: s.Operator, CSRF: s.CSRF,
-		Expires: s.Expires.UTC().Format(time.RFC3339)}, Pending: pending})
+	c.render(w, "approvals.html", approvalsView{page: p, Pending: pending})
 }
 
 type approvalsView struct {

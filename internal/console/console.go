@@ -67,6 +67,10 @@ type Config struct {
 	Guard peer.Guard
 	// Elevations are the requests humans approve here.
 	Elevations Elevations
+	// Agents, Policies and Evidence are what the other pages show.
+	Agents   Agents
+	Policies Policies
+	Evidence Evidence
 }
 
 // Session lifetimes.
@@ -86,8 +90,9 @@ type Console struct {
 
 // New returns a Console.
 func New(cfg Config) (*Console, error) {
-	if cfg.Store == nil || cfg.Audit == nil || cfg.Sealer == nil || cfg.Clock == nil || cfg.Logger == nil || cfg.Guard.Auth == nil || cfg.Elevations == nil {
-		return nil, errors.New("console: store, audit log, sealer, clock, logger, guard and elevations are required")
+	if cfg.Store == nil || cfg.Audit == nil || cfg.Sealer == nil || cfg.Clock == nil || cfg.Logger == nil || cfg.Guard.Auth == nil || cfg.Elevations == nil ||
+		cfg.Agents == nil || cfg.Policies == nil || cfg.Evidence.Events == nil || cfg.Evidence.Stream == nil || cfg.Evidence.Verify == nil {
+		return nil, errors.New("console: store, audit log, sealer, clock, logger, guard, elevations, agents, policies and evidence are required")
 	}
 	u, err := url.Parse(cfg.Origin)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Path != "" && u.Path != "/" {
@@ -109,7 +114,14 @@ func New(cfg Config) (*Console, error) {
 func (c *Console) Routes(mux *http.ServeMux) {
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /console/static/", c.secure(http.StripPrefix("/console/static/", http.FileServerFS(static))))
-	mux.Handle("GET /console/{$}", c.secure(http.HandlerFunc(c.home)))
+	mux.Handle("GET /console/{$}", c.view(c.home))
+	mux.Handle("GET /console/decisions", c.view(c.decisionsPage))
+	mux.Handle("GET /console/api/events", c.secure(http.HandlerFunc(c.events)))
+	mux.Handle("GET /console/audit", c.view(c.auditPage))
+	mux.Handle("POST /console/api/audit/verify", c.secure(c.sameOrigin(c.signedIn(c.verify))))
+	mux.Handle("GET /console/agents", c.view(c.agentsPage))
+	mux.Handle("POST /console/api/agents/{name}", c.secure(c.sameOrigin(c.signedIn(c.agentChange))))
+	mux.Handle("GET /console/policies", c.view(c.policiesPage))
 	mux.Handle("GET /console/login", c.secure(http.HandlerFunc(c.loginPage)))
 	mux.Handle("GET /console/register", c.secure(http.HandlerFunc(c.registerPage)))
 	mux.Handle("POST /console/api/register/begin", c.secure(c.sameOrigin(c.registerBegin)))
@@ -117,7 +129,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /console/api/login/begin", c.secure(c.sameOrigin(c.loginBegin)))
 	mux.Handle("POST /console/api/login/finish", c.secure(c.sameOrigin(c.loginFinish)))
 	mux.Handle("POST /console/api/logout", c.secure(c.sameOrigin(c.signedIn(c.logout))))
-	mux.Handle("GET /console/approvals", c.secure(http.HandlerFunc(c.approvalsPage)))
+	mux.Handle("GET /console/approvals", c.view(c.approvalsPage))
 	mux.Handle("POST /console/api/approvals/{id}/begin", c.secure(c.sameOrigin(c.signedIn(c.decideBegin))))
 	mux.Handle("POST /console/api/approvals/{id}/finish", c.secure(c.sameOrigin(c.signedIn(c.decideFinish))))
 	mux.Handle("POST /v1/operators/passkey-links", c.cfg.Guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(c.createLink)))
@@ -200,13 +212,8 @@ func (c *Console) registerPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, "register.html", page{Title: "Register a passkey"})
 }
 
-// home is the signed-in overview; without a session it sends the browser
-// to sign in.
-func (c *Console) home(w http.ResponseWriter, r *http.Request) {
-	s, ok := c.current(r)
-	if !ok {
-		http.Redirect(w, r, "/console/login", http.StatusSeeOther)
-		return
-	}
-	c.render(w, "home.html", page{Title: "Overview", Operator: s.Operator, CSRF: s.CSRF, Expires: s.Expires.UTC().Format(time.RFC3339)})
+// home is the signed-in overview.
+func (c *Console) home(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Overview"
+	c.render(w, "home.html", p)
 }

@@ -18,7 +18,9 @@ import (
 	"github.com/bulkhead-dev/bulkhead/internal/console"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
 	"github.com/bulkhead-dev/bulkhead/internal/peer"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/secretbox"
 	"github.com/bulkhead-dev/bulkhead/internal/store"
 	"github.com/bulkhead-dev/bulkhead/internal/store/storetest"
@@ -49,6 +51,23 @@ func (noRequests) Deny(context.Context, peer.Principal, string, elevation.Bindin
 	return elevation.Elevation{}, fault.NotFound
 }
 
+// noAgents and noPolicies stand for services with nothing registered.
+type noAgents struct{}
+
+func (noAgents) ListAgents(context.Context) ([]identity.Agent, error) { return nil, nil }
+func (noAgents) Revoke(context.Context, audit.Actor, string, string) ([]string, error) {
+	return nil, fault.NotFound
+}
+func (noAgents) SetEnabled(context.Context, audit.Actor, string, bool) (identity.Agent, error) {
+	return identity.Agent{}, fault.NotFound
+}
+
+type noPolicies struct{}
+
+func (noPolicies) Versions(context.Context) ([]policy.Version, policy.State, error) {
+	return nil, policy.State{}, nil
+}
+
 type fixture struct {
 	mux   *http.ServeMux
 	db    *store.DB
@@ -65,7 +84,9 @@ func newFixture(t testing.TB) fixture {
 	}
 	log := audit.New(db, clk, storetest.Logger(t))
 	c, err := console.New(console.Config{Store: db, Audit: log, Sealer: box, Clock: clk, Logger: storetest.Logger(t), Origin: origin,
-		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}, Elevations: noRequests{}})
+		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}, Elevations: noRequests{}, Agents: noAgents{}, Policies: noPolicies{},
+		Evidence: console.Evidence{Events: db, Stream: audit.StreamHandler(log, db, storetest.Logger(t)),
+			Verify: func(context.Context) (audit.Report, error) { return audit.Report{}, nil }}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +131,15 @@ func TestPagesCarryStrictHeaders(t *testing.T) {
 			t.Errorf("%s has inline script", path)
 		}
 	}
-	// Without a session the overview sends the browser to sign in.
-	if w := f.do(http.MethodGet, "/console/", ""); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/login" {
-		t.Fatalf("overview without a session: %d %v", w.Code, w.Header())
+	// Without a session every page sends the browser to sign in, and the
+	// event stream opens to nobody.
+	for _, path := range []string{"/console/", "/console/approvals", "/console/decisions", "/console/audit", "/console/agents", "/console/policies"} {
+		if w := f.do(http.MethodGet, path, ""); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/login" {
+			t.Errorf("%s without a session: %d %v", path, w.Code, w.Header())
+		}
+	}
+	if w := f.do(http.MethodGet, "/console/api/events", ""); w.Code != http.StatusUnauthorized {
+		t.Errorf("the event stream without a session: %d", w.Code)
 	}
 }
 

@@ -152,6 +152,17 @@ func TestConsolePasskeySignIn(t *testing.T) {
 	}
 }
 
+// signedInConsole is the elevation story's control plane, gateway and
+// manifest, with a browser signed in to the console as the bootstrap
+// operator.
+func signedInConsole(t *testing.T) (*elevEnv, *browsertest.Browser, string) {
+	t.Helper()
+	e := startElevation(t)
+	b := browsertest.New(t, servingCert(t, e.Env.Env))
+	signIn(t, b, e.Env.Env)
+	return e, b, consoleURL(e.Env.Env)
+}
+
 // signIn registers a passkey for the bootstrap operator in b and signs in.
 func signIn(t *testing.T, b *browsertest.Browser, env *testenv.Env) {
 	t.Helper()
@@ -172,11 +183,8 @@ func signIn(t *testing.T, b *browsertest.Browser, env *testenv.Env) {
 // confirmation without user verification, a request without the CSRF
 // token, and the same human approving a two-person request twice.
 func TestConsoleApprovalWithPasskey(t *testing.T) {
-	e := startElevation(t)
+	e, b, origin := signedInConsole(t)
 	ctx := context.Background()
-	b := browsertest.New(t, servingCert(t, e.Env.Env))
-	signIn(t, b, e.Env.Env)
-	origin := consoleURL(e.Env.Env)
 
 	_, alpha := e.Agent(t, "alpha", "reader")
 	task := e.start(alpha)
@@ -259,5 +267,61 @@ func TestConsoleApprovalWithPasskey(t *testing.T) {
 	// elevation service refuses the second and records that itself).
 	if confirmed != 3 || refused != 2 {
 		t.Fatalf("records: %d confirmed decisions, %d refused; want 3 and 2", confirmed, refused)
+	}
+}
+
+// The console's views, signed in: live decisions arrive as the gateway
+// makes them, the audit search finds an agent's denials and the log
+// verifies against a signed checkpoint, the agents page disables an agent
+// (recorded as the human), and the policies page shows the live version.
+func TestConsoleViews(t *testing.T) {
+	e, b, origin := signedInConsole(t)
+	ctx := context.Background()
+	_, alpha := e.Agent(t, "alpha", "reader")
+	cs := e.MCP(t, e.AgentHTTP(alpha), "files")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/decisions"))
+	// The page follows the stream from its start: decisions made before
+	// and after it opened both show.
+	if _, err := write(cs, "/srv/out"); err == nil {
+		t.Fatal("a reader's write was allowed")
+	}
+	b.WaitFor(t, `[...document.querySelectorAll("#decisions tbody tr.deny")].some(r => r.textContent.includes("write_file"))`)
+	shot(t, b, "decisions")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/audit?agent=alpha&decision=deny"))
+	b.WaitFor(t, `document.querySelector("#results tbody tr.deny") != null`)
+	if rows := b.Eval(t, `String(document.querySelectorAll("#results tbody tr").length)`); rows == "0" {
+		t.Fatal("the search found none of alpha's denials")
+	}
+	if _, err := e.Server.Checkpointer().Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.Do(t, chromedp.Click("#verify"))
+	b.WaitFor(t, `document.getElementById("verified").textContent.startsWith("ok:")`)
+	shot(t, b, "audit")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/policies"))
+	b.WaitFor(t, `document.getElementById("live").textContent == "1"`)
+	shot(t, b, "policies")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/agents"))
+	shot(t, b, "agents")
+	// The confirmation dialog is the human's; the test answers yes.
+	b.Eval(t, `(window.confirm = () => true, "ok")`)
+	b.Do(t, chromedp.Click(`#agent-alpha button[data-action="disable"]`))
+	b.WaitFor(t, `document.querySelector("#agent-alpha .status").textContent == "disabled"`)
+	a, err := e.Operator.GetAgent(ctx, "alpha")
+	if err != nil || a.Status != "disabled" {
+		t.Fatalf("alpha after the console disabled it: %+v %v", a, err)
+	}
+	found := false
+	for _, ev := range storedEvents(t, e.Server) {
+		if ev.Action == audit.ActionAgentDisable && ev.Actor.ID == "spiffe://bulkhead.local/operator/admin" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the console's disable is not recorded as the human's")
 	}
 }

@@ -320,7 +320,10 @@ func (s *Server) newConsole() error {
 		origin = "https://localhost:" + port
 	}
 	c, err := console.New(console.Config{Store: s.db, Audit: s.audit, Sealer: s.box, Clock: s.clock, Logger: s.logger,
-		Origin: origin, Guard: s.identity.Guard(s.logger), Elevations: s.elev})
+		Origin: origin, Guard: s.identity.Guard(s.logger), Elevations: s.elev, Agents: s.identity, Policies: s.policy,
+		Evidence: console.Evidence{Events: s.db, Stream: audit.StreamHandler(s.audit, s.db, s.logger), Verify: func(ctx context.Context) (audit.Report, error) {
+			return audit.Verify(ctx, s.db, audit.VerifyOptions{Verifier: s.evidence.key.Verifier})
+		}}})
 	if err != nil {
 		return fmt.Errorf("config: --console-origin: %w", err)
 	}

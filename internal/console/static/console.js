@@ -103,6 +103,47 @@ for (const b of document.querySelectorAll("button.decide")) {
   b.addEventListener("click", () => decide(b).catch((e) => say(e.message, true)));
 }
 
+// The live decisions table follows the audit stream.
+const live = document.getElementById("decisions");
+if (live) {
+  const body = live.querySelector("tbody");
+  // Each event is named by its action.
+  const actions = ["gateway.call_tool", "gateway.read_resource", "gateway.get_prompt", "gateway.list_tools", "gateway.connect", "gateway.http"];
+  const src = new EventSource(live.dataset.stream + "?action=" + actions.join(","));
+  const show = (msg) => {
+    const ev = JSON.parse(msg.data);
+    const tr = document.createElement("tr");
+    tr.className = ev.decision;
+    for (const v of [ev.seq, (ev.time || "").replace("T", " ").slice(0, 19), (ev.actor || {}).id, ev.action, ev.target, ev.decision, (ev.reasons || []).join("; ")]) {
+      const td = document.createElement("td");
+      td.textContent = v === undefined ? "" : String(v);
+      tr.appendChild(td);
+    }
+    body.prepend(tr);
+    while (body.rows.length > 500) body.deleteRow(-1);
+  };
+  for (const a of actions) src.addEventListener(a, show);
+}
+
+async function verify() {
+  const out = document.getElementById("verified");
+  out.textContent = "verifying…";
+  const r = await post("/console/api/audit/verify");
+  out.textContent = r.ok ? "ok: " + r.summary : "DOES NOT VERIFY: " + r.error;
+  out.className = r.ok ? "ok" : "error";
+}
+
+for (const b of document.querySelectorAll("button.agent-action")) {
+  b.addEventListener("click", async () => {
+    const { agent, action } = b.dataset;
+    if (!confirm(action[0].toUpperCase() + action.slice(1) + " agent " + agent + "?")) return;
+    try {
+      await post("/console/api/agents/" + encodeURIComponent(agent), { action, reason: action + "d in the console" });
+      location.reload();
+    } catch (e) { say(e.message, true); }
+  });
+}
+
 function on(id, fn) {
   const el = document.getElementById(id);
   if (el) el.addEventListener("click", () => fn().catch((e) => say(e.message, true)));
@@ -111,3 +152,4 @@ function on(id, fn) {
 on("register", register);
 on("signin", signin);
 on("signout", signout);
+on("verify", verify);

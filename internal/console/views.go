@@ -1,0 +1,206 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
+	"github.com/bulkhead-dev/bulkhead/internal/httpx"
+	"github.com/bulkhead-dev/bulkhead/internal/identity"
+	"github.com/bulkhead-dev/bulkhead/internal/policy"
+)
+
+// Agents is what the console needs of the identity service.
+type Agents interface {
+	ListAgents(ctx context.Context) ([]identity.Agent, error)
+	Revoke(ctx context.Context, by audit.Actor, name, reason string) ([]string, error)
+	SetEnabled(ctx context.Context, by audit.Actor, name string, enabled bool) (identity.Agent, error)
+}
+
+// Policies is what the console needs of the policy service.
+type Policies interface {
+	Versions(ctx context.Context) ([]policy.Version, policy.State, error)
+}
+
+// Evidence is the audit log as the console shows it.
+type Evidence struct {
+	// Events reads stored events (search).
+	Events audit.Reader
+	// Stream serves the live event stream (audit.StreamHandler).
+	Stream http.Handler
+	// Verify checks the whole log against its signed checkpoints.
+	Verify func(ctx context.Context) (audit.Report, error)
+}
+
+// view serves a signed-in page: without a session, the browser is sent
+// to sign in.
+func (c *Console) view(render func(w http.ResponseWriter, r *http.Request, p page)) http.Handler {
+	return c.secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.current(r)
+		if !ok {
+			http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+			return
+		}
+		render(w, r, page{Operator: s.Operator, CSRF: s.CSRF, Expires: s.Expires.UTC().Format(time.RFC3339)})
+	}))
+}
+
+// decisionsPage shows decisions as they are made (the page's script
+// follows /console/api/events).
+func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Live decisions"
+	c.render(w, "decisions.html", p)
+}
+
+// events is the audit stream for a signed-in browser: the same stream as
+// /v1/events, authenticated by the session instead of a certificate.
+func (c *Console) events(w http.ResponseWriter, r *http.Request) {
+	if _, ok := c.current(r); !ok {
+		httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "sign in with a passkey"})
+		return
+	}
+	c.cfg.Evidence.Stream.ServeHTTP(w, r)
+}
+
+type auditView struct {
+	page
+	Query   auditQuery
+	Events  []audit.Event
+	Error   string
+	Limited bool
+}
+
+type auditQuery struct {
+	Agent, Decision, Action, DecisionID string
+}
+
+// searchLimit bounds a search's page.
+const searchLimit = 200
+
+// auditPage searches the audit log by agent, decision, action and
+// decision id, newest first.
+func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Audit"
+	v := auditView{page: p}
+	qs := r.URL.Query()
+	v.Query = auditQuery{Agent: qs.Get("agent"), Decision: qs.Get("decision"), Action: qs.Get("action"), DecisionID: qs.Get("decision_id")}
+	q := audit.Query{AfterSeq: -1, Limit: searchLimit, Newest: true, DecisionID: v.Query.DecisionID, Decision: audit.Decision(v.Query.Decision)}
+	if v.Query.Action != "" {
+		q.Actions = []string{v.Query.Action}
+	}
+	if a := v.Query.Agent; a != "" {
+		if !strings.HasPrefix(a, "spiffe://") {
+			a = "spiffe://" + strings.TrimPrefix(c.trustDomainOf(p.Operator), "spiffe://") + "/agent/" + a
+		}
+		q.Subject = a
+	}
+	rows, err := c.cfg.Evidence.Events.Events(r.Context(), q)
+	if err != nil {
+		v.Error = "the audit log could not be read"
+		c.cfg.Logger.Error("console audit search", "err", err)
+	}
+	for i := len(rows) - 1; i >= 0; i-- {
+		ev, err := audit.EventFromRow(rows[i])
+		if err != nil {
+			v.Error = err.Error()
+			break
+		}
+		v.Events = append(v.Events, ev)
+	}
+	v.Limited = len(rows) == searchLimit
+	c.render(w, "audit.html", v)
+}
+
+// trustDomainOf is the trust domain of a SPIFFE ID.
+func (c *Console) trustDomainOf(id string) string {
+	rest := strings.TrimPrefix(id, "spiffe://")
+	td, _, _ := strings.Cut(rest, "/")
+	return td
+}
+
+// verify checks the audit log against its signed checkpoints and says
+// what it found.
+func (c *Console) verify(w http.ResponseWriter, r *http.Request, s session) {
+	rep, err := c.cfg.Evidence.Verify(r.Context())
+	var ve *audit.VerifyError
+	switch {
+	case errors.As(err, &ve), errors.Is(err, audit.ErrTampered), errors.Is(err, audit.ErrNoCheckpoint):
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"ok": false, "error": err.Error()})
+	case err != nil:
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+	default:
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "report": rep,
+			"summary": fmt.Sprintf("%d entries verify against the signed checkpoint of size %d (%d checkpoints checked, %d entries after it checked by hash)",
+				rep.Size, rep.Latest.Size, rep.Checkpoints, rep.Unsigned)})
+	}
+}
+
+type agentsView struct {
+	page
+	Agents []identity.Agent
+}
+
+func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Agents"
+	agents, err := c.cfg.Agents.ListAgents(r.Context())
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	c.render(w, "agents.html", agentsView{page: p, Agents: agents})
+}
+
+type agentAction struct {
+	Action string `json:"action"` // revoke, disable or enable
+	Reason string `json:"reason"`
+}
+
+// agentChange revokes, disables or enables an agent as the signed-in
+// human; the identity service records it.
+func (c *Console) agentChange(w http.ResponseWriter, r *http.Request, s session) {
+	var req agentAction
+	if err := httpx.DecodeJSON(w, r, 4<<10, &req); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	name := r.PathValue("name")
+	var err error
+	switch req.Action {
+	case "revoke":
+		reason := req.Reason
+		if reason == "" {
+			reason = "revoked in the console"
+		}
+		_, err = c.cfg.Agents.Revoke(r.Context(), s.actor(), name, reason)
+	case "disable", "enable":
+		_, err = c.cfg.Agents.SetEnabled(r.Context(), s.actor(), name, req.Action == "enable")
+	default:
+		err = fmt.Errorf("%w: action must be revoke, disable or enable", fault.Invalid)
+	}
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"agent": name, "done": req.Action})
+}
+
+type policiesView struct {
+	page
+	Versions []policy.Version
+	State    policy.State
+}
+
+func (c *Console) policiesPage(w http.ResponseWriter, r *http.Request, p page) {
+	p.Title = "Policies"
+	versions, state, err := c.cfg.Policies.Versions(r.Context())
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	c.render(w, "policies.html", policiesView{page: p, Versions: versions, State: state})
+}
