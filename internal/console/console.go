@@ -71,6 +71,7 @@ type Config struct {
 	Agents   Agents
 	Policies Policies
 	Evidence Evidence
+	Reports  Reports
 }
 
 // Session lifetimes.
@@ -91,8 +92,8 @@ type Console struct {
 // New returns a Console.
 func New(cfg Config) (*Console, error) {
 	if cfg.Store == nil || cfg.Audit == nil || cfg.Sealer == nil || cfg.Clock == nil || cfg.Logger == nil || cfg.Guard.Auth == nil || cfg.Elevations == nil ||
-		cfg.Agents == nil || cfg.Policies == nil || cfg.Evidence.Events == nil || cfg.Evidence.Stream == nil || cfg.Evidence.Verify == nil {
-		return nil, errors.New("console: store, audit log, sealer, clock, logger, guard, elevations, agents, policies and evidence are required")
+		cfg.Agents == nil || cfg.Policies == nil || cfg.Evidence.Events == nil || cfg.Evidence.Stream == nil || cfg.Evidence.Verify == nil || cfg.Reports == nil {
+		return nil, errors.New("console: store, audit log, sealer, clock, logger, guard, elevations, agents, policies, evidence and reports are required")
 	}
 	u, err := url.Parse(cfg.Origin)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Path != "" && u.Path != "/" {
@@ -122,6 +123,8 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /console/agents", c.view(c.agentsPage))
 	mux.Handle("POST /console/api/agents/{name}", c.secure(c.sameOrigin(c.signedIn(c.agentChange))))
 	mux.Handle("GET /console/policies", c.view(c.policiesPage))
+	mux.Handle("GET /console/assess", c.view(c.assessPage))
+	mux.Handle("GET /console/blast-radius", c.view(c.blastPage))
 	mux.Handle("GET /console/login", c.secure(http.HandlerFunc(c.loginPage)))
 	mux.Handle("GET /console/register", c.secure(http.HandlerFunc(c.registerPage)))
 	mux.Handle("POST /console/api/register/begin", c.secure(c.sameOrigin(c.registerBegin)))

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"github.com/bulkhead-dev/bulkhead/api"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -62,6 +63,13 @@ func (noAgents) SetEnabled(context.Context, audit.Actor, string, bool) (identity
 	return identity.Agent{}, fault.NotFound
 }
 
+type noReports struct{}
+
+func (noReports) Assessment(context.Context) (api.Assessment, error) { return api.Assessment{}, nil }
+func (noReports) BlastRadius(context.Context, string) (api.BlastRadius, error) {
+	return api.BlastRadius{}, fault.NotFound
+}
+
 type noPolicies struct{}
 
 func (noPolicies) Versions(context.Context) ([]policy.Version, policy.State, error) {
@@ -84,7 +92,7 @@ func newFixture(t testing.TB) fixture {
 	}
 	log := audit.New(db, clk, storetest.Logger(t))
 	c, err := console.New(console.Config{Store: db, Audit: log, Sealer: box, Clock: clk, Logger: storetest.Logger(t), Origin: origin,
-		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}, Elevations: noRequests{}, Agents: noAgents{}, Policies: noPolicies{},
+		Guard: peer.Guard{Auth: nobody{}, Audit: log, Logger: storetest.Logger(t)}, Elevations: noRequests{}, Agents: noAgents{}, Policies: noPolicies{}, Reports: noReports{},
 		Evidence: console.Evidence{Events: db, Stream: audit.StreamHandler(log, db, storetest.Logger(t)),
 			Verify: func(context.Context) (audit.Report, error) { return audit.Report{}, nil }}})
 	if err != nil {
@@ -133,7 +141,8 @@ func TestPagesCarryStrictHeaders(t *testing.T) {
 	}
 	// Without a session every page sends the browser to sign in, and the
 	// event stream opens to nobody.
-	for _, path := range []string{"/console/", "/console/approvals", "/console/decisions", "/console/audit", "/console/agents", "/console/policies"} {
+	for _, path := range []string{"/console/", "/console/approvals", "/console/decisions", "/console/audit", "/console/agents", "/console/policies",
+		"/console/assess", "/console/blast-radius?agent=alpha"} {
 		if w := f.do(http.MethodGet, path, ""); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/login" {
 			t.Errorf("%s without a session: %d %v", path, w.Code, w.Header())
 		}

@@ -305,6 +305,13 @@ func TestConsoleViews(t *testing.T) {
 	b.WaitFor(t, `document.getElementById("live").textContent == "1"`)
 	shot(t, b, "policies")
 
+	b.Do(t, chromedp.Navigate(origin+"/console/assess"))
+	b.WaitFor(t, `document.querySelector("table") != null && document.body.innerText.includes("identity")`)
+	shot(t, b, "assess")
+	b.Do(t, chromedp.Navigate(origin+"/console/blast-radius?agent=alpha"))
+	b.WaitFor(t, `document.body.innerText.includes("files/read_file")`)
+	shot(t, b, "blast-radius")
+
 	b.Do(t, chromedp.Navigate(origin+"/console/agents"))
 	shot(t, b, "agents")
 	// The confirmation dialog is the human's; the test answers yes.

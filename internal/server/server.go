@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/assess"
 	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
@@ -310,6 +311,20 @@ func (s *Server) Listen() error {
 	return s.listenGateway()
 }
 
+// consoleReports computes the console's evidence views as the assess and
+// blast-radius APIs do.
+type consoleReports struct{ s *Server }
+
+func (r consoleReports) Assessment(ctx context.Context) (api.Assessment, error) {
+	s := r.s
+	return assess.Assess(ctx, assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev, Grants: s.elev,
+		TokenTTL: s.token.TTL()}, s.clock.Now())
+}
+
+func (r consoleReports) BlastRadius(ctx context.Context, agent string) (api.BlastRadius, error) {
+	return reach.Answer(ctx, r.s.policy, r.s.elev, r.s.db, api.BlastRadiusRequest{Agent: agent}, r.s.clock)
+}
+
 // newConsole builds the operators' console for --console-origin, by
 // default https://localhost:PORT (a passkey's relying party is a name,
 // never an IP address).
@@ -323,7 +338,7 @@ func (s *Server) newConsole() error {
 		Origin: origin, Guard: s.identity.Guard(s.logger), Elevations: s.elev, Agents: s.identity, Policies: s.policy,
 		Evidence: console.Evidence{Events: s.db, Stream: audit.StreamHandler(s.audit, s.db, s.logger), Verify: func(ctx context.Context) (audit.Report, error) {
 			return audit.Verify(ctx, s.db, audit.VerifyOptions{Verifier: s.evidence.key.Verifier})
-		}}})
+		}}, Reports: consoleReports{s}})
 	if err != nil {
 		return fmt.Errorf("config: --console-origin: %w", err)
 	}
