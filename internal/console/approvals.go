@@ -34,6 +34,7 @@ type Elevations interface {
 	Elevation(ctx context.Context, by peer.Principal, id string) (elevation.Elevation, error)
 	Approve(ctx context.Context, by peer.Principal, id string, b elevation.Binding, reason string) (elevation.Elevation, error)
 	Deny(ctx context.Context, by peer.Principal, id string, b elevation.Binding, reason string) (elevation.Elevation, error)
+	Task(ctx context.Context, by peer.Principal, id string) (elevation.Task, error)
 }
 
 // statement is what a human confirms with a passkey: the request, exactly
@@ -50,14 +51,69 @@ type statement struct {
 	Approval      string    `json:"approval"`
 	Sensitivity   string    `json:"sensitivity"`
 	Tainted       bool      `json:"tainted"`
+	TaintSource   string    `json:"taint_source"`
 	RequestedAt   time.Time `json:"requested_at"`
-	Decision      string    `json:"decision"`
-	Reason        string    `json:"reason"`
+	// Adds is what approving lets the agent reach that it cannot reach
+	// without this grant (its blast-radius delta).
+	Adds     []string `json:"adds"`
+	Decision string   `json:"decision"`
+	Reason   string   `json:"reason"`
 }
 
-func statementOf(e elevation.Elevation, decision, reason string) statement {
+// provenance is a request with what a human needs to judge it.
+type provenance struct {
+	elevation.Elevation
+	TaintSource string
+	Adds        []string
+}
+
+// provenanceOf reads the request's task (who tainted it) and what
+// approving would add to the agent's reach.
+func (c *Console) provenanceOf(ctx context.Context, p peer.Principal, e elevation.Elevation) (provenance, error) {
+	t, err := c.cfg.Elevations.Task(ctx, p, e.Task)
+	if err != nil {
+		return provenance{}, err
+	}
+	adds, err := c.grantDelta(ctx, e)
+	if err != nil {
+		return provenance{}, err
+	}
+	return provenance{Elevation: e, TaintSource: t.TaintSource, Adds: adds}, nil
+}
+
+// grantDelta is what the agent can reach only through this request's
+// grant, from its blast radius.
+func (c *Console) grantDelta(ctx context.Context, e elevation.Elevation) ([]string, error) {
+	_, name, _ := strings.Cut(e.Agent, "/agent/")
+	br, err := c.cfg.Reports.BlastRadius(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("console: blast radius of %s: %w", name, err)
+	}
+	var adds []string
+	for _, a := range br.Fleet.Agents {
+		for _, it := range a.Items {
+			this, other := false, false
+			for _, w := range it.Ways {
+				switch {
+				case w.Via == "elevation" && w.Manifest == e.Manifest && w.Trigger == e.Trigger:
+					this = true
+				case w.Via != "elevation":
+					other = true
+				}
+			}
+			if this && !other {
+				adds = append(adds, fmt.Sprintf("%s %s (weight %g)", it.Action, it.Resource, it.Weight))
+			}
+		}
+	}
+	return adds, nil
+}
+
+func statementOf(p provenance, decision, reason string) statement {
+	e := p.Elevation
 	return statement{Elevation: e.ID, Task: e.Task, Agent: e.Agent, Manifest: e.Manifest, Trigger: e.Trigger, Justification: e.Justification,
-		Approval: e.Approval, Sensitivity: e.Sensitivity, Tainted: e.Tainted, RequestedAt: e.RequestedAt.UTC(), Decision: decision, Reason: reason}
+		Approval: e.Approval, Sensitivity: e.Sensitivity, Tainted: e.Tainted, TaintSource: p.TaintSource, RequestedAt: e.RequestedAt.UTC(),
+		Adds: p.Adds, Decision: decision, Reason: reason}
 }
 
 func (s statement) digest() string {
@@ -74,12 +130,27 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, p page) 
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	c.render(w, "approvals.html", approvalsView{page: p, Pending: pending})
+	s, _ := c.current(r)
+	who, err := principal(s)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	v := approvalsView{page: p}
+	for _, e := range pending {
+		pv, err := c.provenanceOf(r.Context(), who, e)
+		if err != nil {
+			httpx.WriteError(w, r, c.cfg.Logger, err)
+			return
+		}
+		v.Pending = append(v.Pending, pv)
+	}
+	c.render(w, "approvals.html", v)
 }
 
 type approvalsView struct {
 	page
-	Pending []elevation.Elevation
+	Pending []provenance
 }
 
 type decideRequest struct {
@@ -110,7 +181,12 @@ func (c *Console) decideBegin(w http.ResponseWriter, r *http.Request, s session)
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	st := statementOf(e, req.Decision, req.Reason)
+	pv, err := c.provenanceOf(r.Context(), p, e)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	st := statementOf(pv, req.Decision, req.Reason)
 	h, err := c.human(r.Context(), s.Operator)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
@@ -187,7 +263,12 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	if now := statementOf(e, st.Decision, st.Reason); now.digest() != st.digest() {
+	pv, err := c.provenanceOf(r.Context(), p, e)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	if now := statementOf(pv, st.Decision, st.Reason); now.digest() != st.digest() {
 		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the request changed after it was confirmed", fault.Conflict))
 		return
 	}

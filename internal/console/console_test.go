@@ -51,6 +51,9 @@ func (noRequests) Approve(context.Context, peer.Principal, string, elevation.Bin
 func (noRequests) Deny(context.Context, peer.Principal, string, elevation.Binding, string) (elevation.Elevation, error) {
 	return elevation.Elevation{}, fault.NotFound
 }
+func (noRequests) Task(context.Context, peer.Principal, string) (elevation.Task, error) {
+	return elevation.Task{}, fault.NotFound
+}
 
 // noAgents and noPolicies stand for services with nothing registered.
 type noAgents struct{}

@@ -230,9 +230,21 @@ func (a *analysis) item(agent cedar.EntityUID, action string, r policy.Resource)
 			if err != nil {
 				return it, false, err
 			}
-			if d.Allowed && !base.Allowed {
+			switch {
+			case d.Allowed && !base.Allowed:
 				it.Ways = append(it.Ways, Way{Via: ViaElevation, Context: "with grant " + elevation.GrantName(m.Name, t.Name),
 					Manifest: m.Name, Trigger: t.Name, Approval: t.Approval, Policies: d.Reasons})
+			case !base.Allowed:
+				// A grant whose permit reads the arguments allows for some
+				// of them ("paths under /reports"): still what approving
+				// it adds.
+				w, err := a.conditionalGrant(q, m.Name, t)
+				if err != nil {
+					return it, false, err
+				}
+				if w != nil {
+					it.Ways = append(it.Ways, *w)
+				}
 			}
 		}
 	}
@@ -252,6 +264,23 @@ func (a *analysis) item(agent cedar.EntityUID, action string, r policy.Resource)
 		}
 	}
 	return it, true, nil
+}
+
+// conditionalGrant is the way a grant of trigger t reaches req for some
+// arguments: its permit applies and reads context.input.
+func (a *analysis) conditionalGrant(q policy.Request, manifest string, t elevation.Trigger) (*Way, error) {
+	app, err := a.o.Applicable(q)
+	if err != nil {
+		return nil, err
+	}
+	id := elevation.TriggerPolicyID(manifest, t.Name)
+	for _, p := range app {
+		if p.Effect == "permit" && p.ID == id && strings.Contains(p.Text, "context.input") {
+			return &Way{Via: ViaElevation, Context: "with grant " + elevation.GrantName(manifest, t.Name) + ", when " + condition(p.Text),
+				Manifest: manifest, Trigger: t.Name, Approval: t.Approval, Policies: []string{p.ID}}, nil
+		}
+	}
+	return nil, nil
 }
 
 // other finds what a denied baseline leaves open: another time, when a

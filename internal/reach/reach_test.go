@@ -196,6 +196,7 @@ func TestBlastRadiusNamesItsConditions(t *testing.T) {
 	if purge.Manifest != "maintenance" || purge.Trigger != "purge" || purge.Approval != "two_humans" {
 		t.Errorf("delete_page way %+v", purge)
 	}
+
 	args := byKey[`call_tool Tool::"fs/read_file"`].Ways[0]
 	if !strings.Contains(args.Context, `context.input.path like "/srv/*"`) {
 		t.Errorf("read_file condition %q", args.Context)
@@ -300,8 +301,8 @@ func TestBlastRadiusAgreesWithThePDP(t *testing.T) {
 				reported[r.Agent+" "+it.Key()] = true
 				res := resourceUID(t, it.Resource)
 				for _, way := range it.Ways {
-					if way.Via == reach.ViaArguments {
-						continue
+					if way.Via == reach.ViaArguments || way.Via == reach.ViaElevation && strings.Contains(way.Context, ", when ") {
+						continue // allowed for some arguments only
 					}
 					req, when := requestFor(p, it.Action, res, way, at)
 					if d, err := w.frozen.Decide(req, when); err != nil || !d.Allowed {
@@ -420,4 +421,36 @@ func TestDiffSeesARemovedGuardrail(t *testing.T) {
 	}) {
 		t.Fatalf("removing the taint guardrail went unseen: %+v", d)
 	}
+}
+
+// A grant whose permit reads the arguments (deletes under /drafts only)
+// is what approving it adds, though no request without arguments shows it.
+func TestConditionalGrantIsAWay(t *testing.T) {
+	const tidy = `name: tidy
+agents: ["spiffe://bulkhead.local/agent/alpha"]
+approved_actions:
+  - { actions: [call_tool], resources: [docs] }
+escalation_triggers:
+  - name: drafts
+    grants: [{ actions: [call_tool], resources: [docs/delete_page], when: 'context.input has path && context.input.path like "/drafts/*"' }]
+    approval: human
+`
+	f, ms := reachtest.World{Policies: basePolicies, Catalog: catalogYAML, Manifests: []string{tidy}, Agents: []policy.AgentRoles{
+		{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
+	}}.Freeze(t)
+	r, err := reach.Agent(f, agent("alpha"), reach.Options{At: office, Manifests: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range r.Items {
+		if it.Key() != `call_tool Tool::"docs/delete_page"` {
+			continue
+		}
+		if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaElevation || it.Ways[0].Trigger != "drafts" ||
+			!strings.Contains(it.Ways[0].Context, `context.input.path like "/drafts/*"`) {
+			t.Fatalf("delete_page ways %+v", it.Ways)
+		}
+		return
+	}
+	t.Fatalf("the conditional grant's delete_page is not in alpha's reach: %v", summary(r))
 }

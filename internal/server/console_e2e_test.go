@@ -196,6 +196,10 @@ func TestConsoleApprovalWithPasskey(t *testing.T) {
 
 	b.Do(t, chromedp.Navigate(origin+"/console/approvals"))
 	b.WaitFor(t, `document.getElementById("req-`+el.ID+`") != null`)
+	// What approving adds to alpha's reach: the write it asked for.
+	if adds := b.Eval(t, `document.querySelector("#req-`+el.ID+` .adds").textContent`); !strings.Contains(adds, `call_tool Tool::"files/write_file"`) {
+		t.Fatalf("the approval does not show what it grants: %q", adds)
+	}
 	shot(t, b, "approvals")
 	b.Do(t, chromedp.SendKeys("#reason-"+el.ID, "the weekly report"),
 		chromedp.Click(`#req-`+el.ID+` button[data-decision="approve"]`))
