@@ -35,6 +35,7 @@ type Elevations interface {
 	Approve(ctx context.Context, by peer.Principal, id string, b elevation.Binding, reason string) (elevation.Elevation, error)
 	Deny(ctx context.Context, by peer.Principal, id string, b elevation.Binding, reason string) (elevation.Elevation, error)
 	Task(ctx context.Context, by peer.Principal, id string) (elevation.Task, error)
+	Tasks(ctx context.Context, openOnly bool) ([]elevation.Task, error)
 }
 
 // statement is what a human confirms with a passkey: the request, exactly

@@ -121,6 +121,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /console/audit", c.view(c.auditPage))
 	mux.Handle("POST /console/api/audit/verify", c.secure(c.sameOrigin(c.signedIn(c.verify))))
 	mux.Handle("GET /console/agents", c.view(c.agentsPage))
+	mux.Handle("GET /console/agents/{name}", c.view(c.agentPage))
 	mux.Handle("POST /console/api/agents/{name}", c.secure(c.sameOrigin(c.signedIn(c.agentChange))))
 	mux.Handle("GET /console/policies", c.view(c.policiesPage))
 	mux.Handle("GET /console/assess", c.view(c.assessPage))

@@ -54,11 +54,16 @@ func (noRequests) Deny(context.Context, peer.Principal, string, elevation.Bindin
 func (noRequests) Task(context.Context, peer.Principal, string) (elevation.Task, error) {
 	return elevation.Task{}, fault.NotFound
 }
+func (noRequests) Tasks(context.Context, bool) ([]elevation.Task, error) { return nil, nil }
 
 // noAgents and noPolicies stand for services with nothing registered.
 type noAgents struct{}
 
 func (noAgents) ListAgents(context.Context) ([]identity.Agent, error) { return nil, nil }
+func (noAgents) GetAgent(context.Context, string) (identity.Agent, error) {
+	return identity.Agent{}, fault.NotFound
+}
+func (noAgents) AgentCerts(context.Context, string) ([]identity.Cert, error) { return nil, nil }
 func (noAgents) Revoke(context.Context, audit.Actor, string, string) ([]string, error) {
 	return nil, fault.NotFound
 }
@@ -78,6 +83,13 @@ type noPolicies struct{}
 func (noPolicies) Versions(context.Context) ([]policy.Version, policy.State, error) {
 	return nil, policy.State{}, nil
 }
+func (noPolicies) Version(context.Context, int64) (policy.Version, policy.State, error) {
+	return policy.Version{}, policy.State{}, fault.NotFound
+}
+func (noPolicies) ShadowReport(context.Context, int64, int) (policy.ShadowSummary, []policy.ShadowDiff, error) {
+	return policy.ShadowSummary{}, nil, fault.NotFound
+}
+func (noPolicies) Roles(context.Context, string) ([]policy.RoleAssignment, error) { return nil, nil }
 
 type fixture struct {
 	mux   *http.ServeMux
@@ -145,7 +157,7 @@ func TestPagesCarryStrictHeaders(t *testing.T) {
 	// Without a session every page sends the browser to sign in, and the
 	// event stream opens to nobody.
 	for _, path := range []string{"/console/", "/console/approvals", "/console/decisions", "/console/audit", "/console/agents", "/console/policies",
-		"/console/assess", "/console/blast-radius?agent=alpha"} {
+		"/console/assess", "/console/blast-radius?agent=alpha", "/console/agents/alpha"} {
 		if w := f.do(http.MethodGet, path, ""); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/console/login" {
 			t.Errorf("%s without a session: %d %v", path, w.Code, w.Header())
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
 	"github.com/bulkhead-dev/bulkhead/internal/identity"
@@ -18,6 +20,8 @@ import (
 // Agents is what the console needs of the identity service.
 type Agents interface {
 	ListAgents(ctx context.Context) ([]identity.Agent, error)
+	GetAgent(ctx context.Context, name string) (identity.Agent, error)
+	AgentCerts(ctx context.Context, name string) ([]identity.Cert, error)
 	Revoke(ctx context.Context, by audit.Actor, name, reason string) ([]string, error)
 	SetEnabled(ctx context.Context, by audit.Actor, name string, enabled bool) (identity.Agent, error)
 }
@@ -25,6 +29,9 @@ type Agents interface {
 // Policies is what the console needs of the policy service.
 type Policies interface {
 	Versions(ctx context.Context) ([]policy.Version, policy.State, error)
+	Version(ctx context.Context, n int64) (policy.Version, policy.State, error)
+	ShadowReport(ctx context.Context, version int64, limit int) (policy.ShadowSummary, []policy.ShadowDiff, error)
+	Roles(ctx context.Context, agent string) ([]policy.RoleAssignment, error)
 }
 
 // Evidence is the audit log as the console shows it.
@@ -155,6 +162,43 @@ func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, p page) {
 	c.render(w, "agents.html", agentsView{page: p, Agents: agents})
 }
 
+type agentView struct {
+	page
+	Agent identity.Agent
+	Certs []identity.Cert
+	Roles []policy.RoleAssignment
+	Tasks []elevation.Task
+}
+
+// agentPage shows one agent: its certificates, roles and open tasks.
+func (c *Console) agentPage(w http.ResponseWriter, r *http.Request, p page) {
+	ctx, name := r.Context(), r.PathValue("name")
+	a, err := c.cfg.Agents.GetAgent(ctx, name)
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	p.Title = "Agent " + a.Name
+	v := agentView{page: p, Agent: a}
+	if v.Certs, err = c.cfg.Agents.AgentCerts(ctx, name); err == nil {
+		v.Roles, err = c.cfg.Policies.Roles(ctx, name)
+	}
+	var tasks []elevation.Task
+	if err == nil {
+		tasks, err = c.cfg.Elevations.Tasks(ctx, true)
+	}
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	for _, t := range tasks {
+		if t.Agent == a.SPIFFEID {
+			v.Tasks = append(v.Tasks, t)
+		}
+	}
+	c.render(w, "agent.html", v)
+}
+
 type agentAction struct {
 	Action string `json:"action"` // revoke, disable or enable
 	Reason string `json:"reason"`
@@ -193,14 +237,53 @@ type policiesView struct {
 	page
 	Versions []policy.Version
 	State    policy.State
+	// From and To are the versions compared (?from=&to=; by default the
+	// live version and the one before it), Diff their differences.
+	From, To int64
+	Diff     []FileDiff
+	// Shadow is the shadow candidate's report, if one is evaluated.
+	Shadow      *policy.ShadowSummary
+	ShadowDiffs []policy.ShadowDiff
 }
+
+// shadowShown bounds the shadow differences listed.
+const shadowShown = 50
 
 func (c *Console) policiesPage(w http.ResponseWriter, r *http.Request, p page) {
 	p.Title = "Policies"
-	versions, state, err := c.cfg.Policies.Versions(r.Context())
+	ctx := r.Context()
+	versions, state, err := c.cfg.Policies.Versions(ctx)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	c.render(w, "policies.html", policiesView{page: p, Versions: versions, State: state})
+	v := policiesView{page: p, Versions: versions, State: state, To: state.Live, From: state.Live - 1}
+	if n, err := strconv.ParseInt(r.URL.Query().Get("to"), 10, 64); err == nil {
+		v.To = n
+	}
+	if n, err := strconv.ParseInt(r.URL.Query().Get("from"), 10, 64); err == nil {
+		v.From = n
+	}
+	if v.From > 0 && v.To > 0 {
+		from, _, err := c.cfg.Policies.Version(ctx, v.From)
+		if err == nil {
+			var to policy.Version
+			if to, _, err = c.cfg.Policies.Version(ctx, v.To); err == nil {
+				v.Diff = diffVersions(from.Files, to.Files)
+			}
+		}
+		if err != nil && !errors.Is(err, fault.NotFound) {
+			httpx.WriteError(w, r, c.cfg.Logger, err)
+			return
+		}
+	}
+	if state.Shadow != 0 {
+		sum, diffs, err := c.cfg.Policies.ShadowReport(ctx, state.Shadow, shadowShown)
+		if err != nil {
+			httpx.WriteError(w, r, c.cfg.Logger, err)
+			return
+		}
+		v.Shadow, v.ShadowDiffs = &sum, diffs
+	}
+	c.render(w, "policies.html", v)
 }

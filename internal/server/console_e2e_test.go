@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/browsertest"
 	"github.com/bulkhead-dev/bulkhead/internal/console"
@@ -305,9 +307,30 @@ func TestConsoleViews(t *testing.T) {
 	b.WaitFor(t, `document.getElementById("verified").textContent.startsWith("ok:")`)
 	shot(t, b, "audit")
 
-	b.Do(t, chromedp.Navigate(origin+"/console/policies"))
-	b.WaitFor(t, `document.getElementById("live").textContent == "1"`)
+	// A second policy version, applied as a shadow candidate: the page
+	// shows the change and what the candidate would decide differently.
+	live, err := e.Operator.PolicyVersion(ctx, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := append(live.Files, api.PolicyFile{Name: "no-reads.cedar",
+		Content: "@id(\"no-reads\")\nforbid (principal, action == Action::\"call_tool\", resource == Tool::\"files/read_file\");\n"})
+	if _, err := e.Operator.ApplyPolicy(ctx, api.PolicyApplyRequest{Files: files, Shadow: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "read_file", Arguments: map[string]any{"path": "/srv/docs/guide.md"}}); err != nil {
+		t.Fatalf("a read the live set allows: %v", err)
+	}
+	b.Do(t, chromedp.Navigate(origin+"/console/policies?from=1&to=2"))
+	b.WaitFor(t, `document.getElementById("live").textContent == "1" && document.getElementById("diff").textContent.includes("no-reads.cedar")`)
+	if got := b.Eval(t, `document.getElementById("shadow").textContent`); !strings.HasPrefix(got, "1 decision(s) the candidate would deny") {
+		t.Fatalf("shadow report: %q", got)
+	}
 	shot(t, b, "policies")
+
+	b.Do(t, chromedp.Navigate(origin+"/console/agents/alpha"))
+	b.WaitFor(t, `document.getElementById("roles").textContent.includes("reader") && document.querySelectorAll("#certs tbody tr").length == 1`)
+	shot(t, b, "agent")
 
 	b.Do(t, chromedp.Navigate(origin+"/console/assess"))
 	b.WaitFor(t, `document.querySelector("table") != null && document.body.innerText.includes("identity")`)
