@@ -152,13 +152,6 @@ func do(ctx context.Context, hc *http.Client, base *url.URL, method, path string
 	if err != nil {
 		return fmt.Errorf("client: read response: %w", err)
 	}
-	if ctx.Err() != nil {
-		// The caller gave up while the answer came: whatever arrived was
-		// cut short by that (a server may even answer an empty 200 to a
-		// request whose cancellation it saw), and the cancellation is the
-		// error to report.
-		return fmt.Errorf("client: %s %s: %w", method, path, ctx.Err())
-	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
 		if json.Unmarshal(b, &e) != nil || e.Message == "" {
@@ -170,6 +163,13 @@ func do(ctx context.Context, hc *http.Client, base *url.URL, method, path string
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up while the answer came, and what came is
+			// not an answer (a server may even send an empty 200 to a
+			// request whose cancellation it saw): the cancellation is the
+			// error. A whole answer that arrived is kept, cancelled or not.
+			return fmt.Errorf("client: %s %s: %w", method, path, ctx.Err())
+		}
 		return fmt.Errorf("client: decode response: %w", err)
 	}
 	return nil

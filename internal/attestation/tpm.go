@@ -149,7 +149,14 @@ func (v Verifier) Verify(s Session, fin api.TPMFinishRequest, now time.Time) (cr
 		return nil, refuse("attestation key: %v", err)
 	}
 	pcrs := make([]attest.PCR, 0, len(fin.PCRs))
+	seen := map[int]bool{}
 	for _, p := range fin.PCRs {
+		// One value per PCR: the quote check keeps the last of a repeated
+		// index and the policy check would read the first.
+		if p.Index < 0 || p.Index > 23 || seen[p.Index] {
+			return nil, refuse("PCR %d is listed twice or does not exist", p.Index)
+		}
+		seen[p.Index] = true
 		pcrs = append(pcrs, attest.PCR{Index: p.Index, Digest: p.Digest, DigestAlg: crypto.SHA256})
 	}
 	if len(pcrs) == 0 {

@@ -129,6 +129,11 @@ func TestForgedTPMProofsRefused(t *testing.T) {
 			return f
 		}, t0},
 		{"PCRs outside the policy", attestation.Verifier{PCRs: map[int][]byte{0: pcr0[:]}}, sA, func() api.TPMFinishRequest { return finA }, t0},
+		{"a PCR listed twice, the first time with the policy's value", attestation.Verifier{PCRs: map[int][]byte{0: pcr0[:]}}, sA, func() api.TPMFinishRequest {
+			f := finA
+			f.PCRs = append([]api.TPMPCR{{Index: 0, Digest: pcr0[:]}}, f.PCRs...)
+			return f
+		}, t0},
 		{"PCR values the quote does not cover", v, sA, func() api.TPMFinishRequest {
 			f := finA
 			f.PCRs = append([]api.TPMPCR(nil), f.PCRs...)

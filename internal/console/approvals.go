@@ -253,6 +253,10 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
 		return
 	}
+	if cred.Authenticator.CloneWarning {
+		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the passkey's signature counter went back: a cloned authenticator?", fault.Unauthenticated))
+		return
+	}
 	ev.Detail["passkey"] = base64.RawURLEncoding.EncodeToString(cred.ID)
 	p, err := principal(s)
 	if err != nil {

@@ -48,6 +48,9 @@ func (c *Console) human(ctx context.Context, operator string) (human, error) {
 	}
 	h := human{id: operator}
 	for _, k := range keys {
+		if !k.RevokedAt.IsZero() {
+			continue
+		}
 		var cred webauthn.Credential
 		if err := json.Unmarshal(k.Credential, &cred); err != nil {
 			return human{}, fmt.Errorf("console: stored passkey: %w", err)
@@ -237,6 +240,10 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
+		who = k.Operator
+		if !k.RevokedAt.IsZero() {
+			return nil, errors.New("the passkey was revoked with its operator")
+		}
 		h, err := c.human(r.Context(), k.Operator)
 		if err != nil {
 			return nil, err
@@ -244,7 +251,6 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 		if !bytes.Equal(h.WebAuthnID(), handle) {
 			return nil, errors.New("the passkey's user handle is not its operator's")
 		}
-		who = k.Operator
 		return h, nil
 	}, cer.Session, r)
 	if err != nil {
@@ -254,6 +260,10 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 	h := user.(human)
 	if !cred.Flags.UserVerified {
 		c.refuseCeremony(w, r, ActionSignIn, h.id, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
+		return
+	}
+	if cred.Authenticator.CloneWarning {
+		c.refuseCeremony(w, r, ActionSignIn, h.id, fmt.Errorf("%w: the passkey's signature counter went back: a cloned authenticator?", fault.Unauthenticated))
 		return
 	}
 	csrf, err := randomToken()
@@ -302,4 +312,18 @@ func describe(err error) string {
 		return pe.Details + ": " + pe.DevInfo
 	}
 	return err.Error()
+}
+
+// ActionPasskeyRevoke records the revocation of an operator's passkeys.
+const ActionPasskeyRevoke = "console.passkey_revoke"
+
+// RevokeOperator revokes every passkey of operator (a SPIFFE ID): an
+// operator whose credentials are revoked signs in to the console no more,
+// and its open sessions end at their next request.
+func (c *Console) RevokeOperator(ctx context.Context, by audit.Actor, operator, reason string) error {
+	ev := audit.Event{Time: c.cfg.Clock.Now(), Actor: by, Action: ActionPasskeyRevoke, Target: operator, Reasons: []string{reason}}
+	return audit.Act(ctx, c.cfg.Audit, c.cfg.Logger, ev, func() error {
+		_, err := c.cfg.Store.RevokePasskeys(ctx, operator, ev.Time)
+		return err
+	})
 }

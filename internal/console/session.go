@@ -71,10 +71,16 @@ func (c *Console) cookie(r *http.Request, name string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// current returns the request's live session.
+// current returns the request's live session: sealed here, unexpired,
+// and its passkey still working (not revoked with its operator). A store
+// error ends it too.
 func (c *Console) current(r *http.Request) (session, bool) {
 	var s session
 	if err := c.cookie(r, sessionCookie, &s); err != nil || !c.cfg.Clock.Now().Before(s.Expires) || s.Operator == "" {
+		return session{}, false
+	}
+	k, err := c.cfg.Store.Passkey(r.Context(), s.Passkey)
+	if err != nil || !k.RevokedAt.IsZero() || k.Operator != s.Operator {
 		return session{}, false
 	}
 	return s, true
@@ -89,6 +95,7 @@ func (c *Console) signedIn(next func(http.ResponseWriter, *http.Request, session
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, ok := c.current(r)
 		if !ok {
+			c.refuse(r.Context(), r, audit.Actor{Kind: audit.ActorAnonymous}, "no session")
 			httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "sign in with a passkey"})
 			return
 		}

@@ -14,6 +14,9 @@ type Passkey struct {
 	Credential []byte
 	CreatedAt  time.Time
 	LastUsedAt time.Time
+	// RevokedAt is when the passkey stopped working (its operator was
+	// revoked); zero while it works.
+	RevokedAt time.Time
 }
 
 // Link is a one-time passkey registration link; only its hash is stored.
@@ -39,4 +42,7 @@ type Store interface {
 	// UsePasskey stores a credential's new state (its sign count) after a
 	// sign-in or an approval.
 	UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error
+	// RevokePasskeys revokes every working passkey of operator and says
+	// how many.
+	RevokePasskeys(ctx context.Context, operator string, at time.Time) (int64, error)
 }

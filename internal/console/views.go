@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
 	"github.com/bulkhead-dev/bulkhead/internal/httpx"
@@ -67,11 +68,16 @@ func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request, p page) 
 // events is the audit stream for a signed-in browser: the same stream as
 // /v1/events, authenticated by the session instead of a certificate.
 func (c *Console) events(w http.ResponseWriter, r *http.Request) {
-	if _, ok := c.current(r); !ok {
+	s, ok := c.current(r)
+	if !ok {
+		c.refuse(r.Context(), r, audit.Actor{Kind: audit.ActorAnonymous}, "no session")
 		httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "sign in with a passkey"})
 		return
 	}
-	c.cfg.Evidence.Stream.ServeHTTP(w, r)
+	// The stream ends with the session: it does not outlive it.
+	ctx, cancel := clock.Until(r.Context(), c.cfg.Clock, s.Expires)
+	defer cancel()
+	c.cfg.Evidence.Stream.ServeHTTP(w, r.WithContext(ctx))
 }
 
 type auditView struct {

@@ -91,6 +91,9 @@ type taskCache struct {
 	mu      sync.Mutex
 	entries map[string]*taskEntry
 	trusted map[cedar.EntityUID]time.Time
+	// forgotten counts forget calls: a read begun before one must not
+	// store the state it read, which may predate the change.
+	forgotten uint64
 }
 
 type taskEntry struct {
@@ -113,12 +116,19 @@ func (tc *taskCache) get(ctx context.Context, id string) (TaskState, error) {
 		tc.mu.Unlock()
 		return st, nil
 	}
+	gen := tc.forgotten
 	tc.mu.Unlock()
 	st, err := tc.src.TaskState(ctx, id)
 	if err != nil {
 		return TaskState{}, err
 	}
 	tc.mu.Lock()
+	if tc.forgotten != gen {
+		// A change arrived while this read was under way: answer with
+		// what was read, but keep nothing that may be older than it.
+		tc.mu.Unlock()
+		return st, nil
+	}
 	if len(tc.entries) >= maxCachedTasks {
 		for k, old := range tc.entries {
 			if now.Sub(old.at) >= TaskStateMaxAge || len(tc.entries) >= maxCachedTasks {
@@ -139,6 +149,7 @@ func (tc *taskCache) get(ctx context.Context, id string) (TaskState, error) {
 func (tc *taskCache) forget(id string) {
 	tc.mu.Lock()
 	delete(tc.entries, id)
+	tc.forgotten++
 	tc.mu.Unlock()
 }
 

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -40,14 +41,32 @@ func (s *Service) IssueOperator(ctx context.Context, by audit.Actor, name string
 	return s.issueByOperator(ctx, by, audit.ActionOperatorIssue, id, csrPEM, ttl, DefaultOperatorTTL, MaxOperatorTTL, "operator credentials")
 }
 
-// RevokeOperator revokes every certificate of operator NAME.
+// RevokeOperator revokes every certificate of operator NAME, and then
+// every other credential registered with OnOperatorRevoke (the console's
+// passkeys). If those cannot be revoked the call fails, so the operator
+// retries: the certificates stay revoked.
 func (s *Service) RevokeOperator(ctx context.Context, by audit.Actor, name, reason string) ([]string, error) {
 	id, err := s.OperatorID(name)
 	if err != nil {
 		return nil, err
 	}
-	return s.revokeID(ctx, by, ActionOperatorRevoke, id, reason)
+	serials, err := s.revokeID(ctx, by, ActionOperatorRevoke, id, reason)
+	if err != nil {
+		return nil, err
+	}
+	if hook := s.operatorRevoked.Load(); hook != nil {
+		if err := (*hook)(ctx, by, id.String(), reason); err != nil {
+			return serials, fmt.Errorf("identity: revoke operator %s's other credentials: %w", name, err)
+		}
+	}
+	return serials, nil
 }
+
+// OperatorRevoker revokes an operator's credentials kept elsewhere.
+type OperatorRevoker func(ctx context.Context, by audit.Actor, operator, reason string) error
+
+// OnOperatorRevoke registers f to run when an operator is revoked.
+func (s *Service) OnOperatorRevoke(f OperatorRevoker) { s.operatorRevoked.Store(&f) }
 
 // ActionOperatorRevoke records the revocation of an operator's
 // certificates.

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -67,6 +68,8 @@ type Service struct {
 	defaultTTL time.Duration
 	sealer     Sealer
 	attest     attestation.Verifier
+	// operatorRevoked revokes an operator's other credentials.
+	operatorRevoked atomic.Pointer[OperatorRevoker]
 
 	crlMu  sync.Mutex
 	crl    []byte

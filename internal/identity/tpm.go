@@ -94,6 +94,12 @@ func (s *Service) BeginTPM(ctx context.Context, c TPMCaller, req api.TPMBeginReq
 	if s.sealer == nil {
 		return api.TPMChallenge{}, s.deny(ctx, sub.ev, fmt.Errorf("%w: this control plane does not attest TPMs", fault.Unavailable))
 	}
+	if sub.agent.EKPin == "" {
+		// An agent no operator tied to a TPM gains nothing from one: a
+		// stolen software credential must not buy a "tpm" attestation
+		// with the thief's own TPM.
+		return api.TPMChallenge{}, s.deny(ctx, sub.ev, fmt.Errorf("%w: agent %q has no TPM registered (bulkhead agent tpm NAME EK)", fault.Forbidden, sub.agent.Name))
+	}
 	sess, ch, err := s.attest.Challenge(req, pinFor(sub.agent), sub.subject, s.clock.Now())
 	if err != nil {
 		return api.TPMChallenge{}, s.denyAttestation(ctx, sub.ev, err)
@@ -128,6 +134,8 @@ func (s *Service) FinishTPM(ctx context.Context, c TPMCaller, fin api.TPMFinishR
 	}
 	ev.Detail["ek"] = sess.EK
 	switch {
+	case sub.agent.EKPin == "":
+		return Issued{}, s.deny(ctx, ev, fmt.Errorf("%w: agent %q has no TPM registered", fault.Forbidden, sub.agent.Name))
 	case sess.Subject != sub.subject:
 		return Issued{}, s.denyAttestation(ctx, ev, fmt.Errorf("%w: the challenge was issued to another caller", attestation.ErrRefused))
 	case pinFor(sub.agent) != "" && pinFor(sub.agent) != sess.EK:

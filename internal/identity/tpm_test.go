@@ -192,3 +192,27 @@ func TestTPMEnrollmentAttacksAreRecorded(t *testing.T) {
 		t.Fatalf("%d certificates issued, want the enrollment's and the renewal's", len(certs))
 	}
 }
+
+// An agent no operator tied to a TPM cannot buy a "tpm" attestation with
+// a TPM of the thief's: the TPM routes refuse it, and record it.
+func TestTPMRoutesNeedARegisteredTPM(t *testing.T) {
+	f := newTPMFixture(t)
+	ctx := context.Background()
+	if _, err := f.svc.CreateAgent(ctx, operator, "plain", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := f.svc.CreateJoinToken(ctx, operator, "plain", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, begin, err := f.tpm.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	begin.Token = tok
+	_, err = f.svc.BeginTPM(ctx, identity.TPMCaller{Token: tok}, begin)
+	if !errors.Is(err, fault.Forbidden) || !identity.IsRecorded(err) || !strings.Contains(err.Error(), "no TPM registered") {
+		t.Fatalf("got %v", err)
+	}
+}

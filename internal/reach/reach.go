@@ -22,6 +22,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 )
@@ -72,6 +73,10 @@ var contexts = []struct {
 	{"tainted", policy.Context{Tainted: true}},
 	{"risk 50", policy.Context{Risk: 50}},
 	{"risk 100", policy.Context{Risk: 100}},
+	// Policies may ask where the caller's key lives: what an agent reaches
+	// once its key is in a TPM, or as a sub-agent of one, counts too.
+	{"key in a TPM", policy.Context{Attestation: attestation.Claims{Protection: attestation.TPM, Method: attestation.MethodEKPinned}}},
+	{"lineage from a TPM", policy.Context{Attestation: attestation.Claims{Protection: attestation.Software, Method: attestation.MethodLineage, Depth: 1}}},
 }
 
 // timeProbes are the times, after At, tried for an item a forbid on time

@@ -10,6 +10,7 @@ import (
 	"github.com/cedar-policy/cedar-go"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/internal/attestation"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/policy"
 	"github.com/bulkhead-dev/bulkhead/internal/reach"
@@ -351,6 +352,10 @@ func requestFor(p cedar.EntityUID, action string, res cedar.EntityUID, way reach
 			req.Context.Risk = 50
 		case "risk 100":
 			req.Context.Risk = 100
+		case "key in a TPM":
+			req.Context.Attestation = attestation.Claims{Protection: attestation.TPM, Method: attestation.MethodEKPinned}
+		case "lineage from a TPM":
+			req.Context.Attestation = attestation.Claims{Protection: attestation.Software, Method: attestation.MethodLineage, Depth: 1}
 		}
 	case reach.ViaElevation:
 		req.Context = policy.Context{Task: "t", Manifest: way.Manifest, Grants: []string{elevation.GrantName(way.Manifest, way.Trigger)}}
@@ -363,7 +368,9 @@ func requestFor(p cedar.EntityUID, action string, res cedar.EntityUID, way reach
 }
 
 func allContexts(ms []elevation.Manifest) []policy.Context {
-	out := []policy.Context{{}, {Tainted: true}, {Risk: 50}, {Risk: 100}}
+	out := []policy.Context{{}, {Tainted: true}, {Risk: 50}, {Risk: 100},
+		{Attestation: attestation.Claims{Protection: attestation.TPM, Method: attestation.MethodEKPinned}},
+		{Attestation: attestation.Claims{Protection: attestation.Software, Method: attestation.MethodLineage, Depth: 1}}}
 	for _, m := range ms {
 		for _, tr := range m.EscalationTriggers {
 			out = append(out, policy.Context{Task: "t", Manifest: m.Name, Grants: []string{elevation.GrantName(m.Name, tr.Name)}})
@@ -453,4 +460,25 @@ escalation_triggers:
 		return
 	}
 	t.Fatalf("the conditional grant's delete_page is not in alpha's reach: %v", summary(r))
+}
+
+// A write only TPM-held keys may make is in the reach of an agent, by way
+// of the key in a TPM.
+func TestAttestationIsAWay(t *testing.T) {
+	w := build(t, map[string]string{"tpm.cedar": `@id("tpm-deletes")
+permit (principal, action == Action::"call_tool", resource == Tool::"docs/delete_page")
+when { context.attestation.protection == "tpm" };`})
+	r, err := reach.Agent(w.frozen, agent("beta"), reach.Options{At: office})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range r.Items {
+		if it.Key() == `call_tool Tool::"docs/delete_page"` {
+			if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaContext || it.Ways[0].Context != "key in a TPM" {
+				t.Fatalf("delete_page ways %+v", it.Ways)
+			}
+			return
+		}
+	}
+	t.Fatalf("the TPM-only delete is not in beta's reach: %v", summary(r))
 }

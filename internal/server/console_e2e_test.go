@@ -15,6 +15,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/bulkhead-dev/bulkhead/api"
+	"github.com/bulkhead-dev/bulkhead/client"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/browsertest"
 	"github.com/bulkhead-dev/bulkhead/internal/console"
@@ -168,7 +169,13 @@ func signedInConsole(t *testing.T) (*elevEnv, *browsertest.Browser, string) {
 // signIn registers a passkey for the bootstrap operator in b and signs in.
 func signIn(t *testing.T, b *browsertest.Browser, env *testenv.Env) {
 	t.Helper()
-	link, err := env.Operator.PasskeyLink(context.Background())
+	signInAs(t, b, env, env.Operator)
+}
+
+// signInAs registers a passkey for op's operator in b and signs in.
+func signInAs(t *testing.T, b *browsertest.Browser, env *testenv.Env, op *client.Client) {
+	t.Helper()
+	link, err := op.PasskeyLink(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,5 +364,37 @@ func TestConsoleViews(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("the console's disable is not recorded as the human's")
+	}
+}
+
+// A revoked operator's passkeys stop working with its certificates: its
+// open session ends at its next request and it cannot sign in again.
+func TestConsoleRevokedOperatorIsSignedOut(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "bob")
+	if _, err := env.Operator.IssueOperatorSVID(ctx, "bob", dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	b := browsertest.New(t, servingCert(t, env))
+	signInAs(t, b, env, env.Client(dir))
+	if got := b.Eval(t, `document.getElementById("operator").textContent`); got != "spiffe://bulkhead.local/operator/bob" {
+		t.Fatalf("signed in as %q", got)
+	}
+	if _, err := env.Operator.RevokeOperator(ctx, "bob", "left the team"); err != nil {
+		t.Fatal(err)
+	}
+	origin := consoleURL(env)
+	b.Do(t, chromedp.Navigate(origin+"/console/"))
+	b.WaitFor(t, `location.pathname == "/console/login"`)
+	b.Do(t, chromedp.Click("#signin"))
+	b.WaitFor(t, `document.getElementById("status").className == "error"`)
+	revoked, refused := false, false
+	for _, ev := range storedEvents(t, env.Server) {
+		revoked = revoked || ev.Action == console.ActionPasskeyRevoke && ev.Target == "spiffe://bulkhead.local/operator/bob" && ev.Decision == audit.Allow
+		refused = refused || ev.Action == console.ActionSignIn && ev.Decision == audit.Deny && ev.Target == "spiffe://bulkhead.local/operator/bob"
+	}
+	if !revoked || !refused {
+		t.Fatalf("records: passkeys revoked %v, sign-in refused %v", revoked, refused)
 	}
 }

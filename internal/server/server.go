@@ -343,6 +343,7 @@ func (s *Server) newConsole() error {
 		return fmt.Errorf("config: --console-origin: %w", err)
 	}
 	s.console = c
+	s.identity.OnOperatorRevoke(c.RevokeOperator)
 	return nil
 }
 

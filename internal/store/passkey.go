@@ -40,10 +40,7 @@ func (s *DB) PasskeyLink(ctx context.Context, hash string) (console.Link, error)
 	if err != nil {
 		return l, fmt.Errorf("store: get passkey link: %w", err)
 	}
-	l.ExpiresAt, l.CreatedAt = fromTS(expires), fromTS(created)
-	if used.Valid && used.Int64 != 0 {
-		l.UsedAt = fromTS(used)
-	}
+	l.ExpiresAt, l.CreatedAt, l.UsedAt = fromTS(expires), fromTS(created), nonZeroTS(used)
 	return l, nil
 }
 
@@ -73,20 +70,25 @@ func (s *DB) AddPasskey(ctx context.Context, p console.Passkey, link string, now
 
 func scanPasskey(sc rowScanner) (console.Passkey, error) {
 	var (
-		p             console.Passkey
-		created, used sql.NullInt64
+		p                      console.Passkey
+		created, used, revoked sql.NullInt64
 	)
-	if err := sc.Scan(&p.ID, &p.Operator, &p.Credential, &created, &used); err != nil {
+	if err := sc.Scan(&p.ID, &p.Operator, &p.Credential, &created, &used, &revoked); err != nil {
 		return p, err
 	}
-	p.CreatedAt = fromTS(created)
-	if used.Valid && used.Int64 != 0 {
-		p.LastUsedAt = fromTS(used)
-	}
+	p.CreatedAt, p.LastUsedAt, p.RevokedAt = fromTS(created), nonZeroTS(used), nonZeroTS(revoked)
 	return p, nil
 }
 
-const passkeyCols = `id, operator, credential, created_at, last_used_at`
+// nonZeroTS reads a time stored with 0 for none.
+func nonZeroTS(v sql.NullInt64) time.Time {
+	if !v.Valid || v.Int64 == 0 {
+		return time.Time{}
+	}
+	return fromTS(v)
+}
+
+const passkeyCols = `id, operator, credential, created_at, last_used_at, revoked_at`
 
 // Passkey returns a passkey by credential id.
 func (s *DB) Passkey(ctx context.Context, id []byte) (console.Passkey, error) {
@@ -105,9 +107,19 @@ func (s *DB) PasskeysOf(ctx context.Context, operator string) ([]console.Passkey
 	return queryList(ctx, s, "list passkeys", scanPasskey, `SELECT `+passkeyCols+` FROM passkeys WHERE operator = ? ORDER BY created_at`, operator)
 }
 
-// UsePasskey stores a passkey's state after a ceremony.
+// RevokePasskeys revokes an operator's working passkeys.
+func (s *DB) RevokePasskeys(ctx context.Context, operator string, at time.Time) (int64, error) {
+	res, err := s.exec(ctx, `UPDATE passkeys SET revoked_at = ? WHERE operator = ? AND revoked_at = 0`, ts(at), operator)
+	if err != nil {
+		return 0, fmt.Errorf("store: revoke passkeys: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// UsePasskey stores a passkey's state after a ceremony; a revoked passkey
+// is not found.
 func (s *DB) UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error {
-	res, err := s.exec(ctx, `UPDATE passkeys SET credential = ?, last_used_at = ? WHERE id = ?`, credential, ts(at), id)
+	res, err := s.exec(ctx, `UPDATE passkeys SET credential = ?, last_used_at = ? WHERE id = ? AND revoked_at = 0`, credential, ts(at), id)
 	if err != nil {
 		return fmt.Errorf("store: use passkey: %w", err)
 	}

@@ -59,4 +59,13 @@ func testPasskeys(t *testing.T, db *store.DB) {
 	if _, err := db.Passkey(ctx, []byte{7}); !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown passkey: %v", err)
 	}
+	if n, err := db.RevokePasskeys(ctx, op, now.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("revoke: %d %v", n, err)
+	}
+	if got, err := db.Passkey(ctx, p.ID); err != nil || !got.RevokedAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("revoked passkey: %+v %v", got, err)
+	}
+	if err := db.UsePasskey(ctx, p.ID, []byte(`{}`), now.Add(2*time.Hour)); !errors.Is(err, fault.NotFound) {
+		t.Fatalf("a revoked passkey used: %v", err)
+	}
 }

@@ -13,6 +13,7 @@ CREATE TABLE passkeys (
     operator     TEXT NOT NULL,
     credential   {{bytes}} NOT NULL,
     created_at   BIGINT NOT NULL,
-    last_used_at BIGINT NOT NULL DEFAULT 0
+    last_used_at BIGINT NOT NULL DEFAULT 0,
+    revoked_at   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX passkeys_operator ON passkeys (operator);
