@@ -161,3 +161,11 @@ type PasskeyLink struct {
 	Operator  string    `json:"operator"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
+
+// Passkey is one of an operator's console passkeys.
+type Passkey struct {
+	ID         string    `json:"id"` // base64url credential id
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	Revoked    bool      `json:"revoked"`
+}

@@ -268,3 +268,14 @@ func (c *Client) PasskeyLink(ctx context.Context) (api.PasskeyLink, error) {
 	var l api.PasskeyLink
 	return l, c.do(ctx, http.MethodPost, "/v1/operators/passkey-links", struct{}{}, &l)
 }
+
+// Passkeys lists the calling operator's console passkeys.
+func (c *Client) Passkeys(ctx context.Context) ([]api.Passkey, error) {
+	var out []api.Passkey
+	return out, c.do(ctx, http.MethodGet, "/v1/operators/passkeys", nil, &out)
+}
+
+// RevokePasskeys revokes the calling operator's console passkeys.
+func (c *Client) RevokePasskeys(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/operators/passkeys/revoke", struct{}{}, nil)
+}

@@ -105,6 +105,50 @@ verify the user (a PIN, a fingerprint or a face).`,
 		},
 	}
 	add.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(add)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List this operator's passkeys",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			keys, err := c.Passkeys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, keys)
+			}
+			rows := make([][]string, 0, len(keys))
+			for _, k := range keys {
+				state := "working"
+				if k.Revoked {
+					state = "revoked"
+				}
+				rows = append(rows, []string{k.ID, fmtTime(k.CreatedAt), fmtTime(k.LastUsedAt), state})
+			}
+			return table(e.stdout, []string{"ID", "CREATED", "LAST USED", "STATE"}, rows)
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke",
+		Short: "Revoke every passkey of this operator (a lost or stolen authenticator); its console sessions end",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := e.operator()
+			if err != nil {
+				return err
+			}
+			if err := c.RevokePasskeys(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, "passkeys revoked; 'bulkhead operator passkey add' registers a new one")
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, revoke)
 	return cmd
 }

@@ -137,6 +137,8 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	mux.Handle("POST /console/api/approvals/{id}/begin", c.secure(c.sameOrigin(c.signedIn(c.decideBegin))))
 	mux.Handle("POST /console/api/approvals/{id}/finish", c.secure(c.sameOrigin(c.signedIn(c.decideFinish))))
 	mux.Handle("POST /v1/operators/passkey-links", c.cfg.Guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(c.createLink)))
+	mux.Handle("GET /v1/operators/passkeys", c.cfg.Guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(c.listPasskeys)))
+	mux.Handle("POST /v1/operators/passkeys/revoke", c.cfg.Guard.Require(peer.Kinds(audit.ActorOperator), http.HandlerFunc(c.revokeOwnPasskeys)))
 }
 
 // secure sets the headers every console response carries, and refuses an

@@ -327,3 +327,30 @@ func (c *Console) RevokeOperator(ctx context.Context, by audit.Actor, operator, 
 		return err
 	})
 }
+
+// listPasskeys lists the calling operator's passkeys.
+func (c *Console) listPasskeys(w http.ResponseWriter, r *http.Request) {
+	p, _ := peer.FromContext(r.Context())
+	keys, err := c.cfg.Store.PasskeysOf(r.Context(), p.ID.String())
+	if err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	out := make([]api.Passkey, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, api.Passkey{ID: base64.RawURLEncoding.EncodeToString(k.ID), CreatedAt: k.CreatedAt.UTC(),
+			LastUsedAt: k.LastUsedAt.UTC(), Revoked: !k.RevokedAt.IsZero()})
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+}
+
+// revokeOwnPasskeys revokes the calling operator's passkeys (a lost or
+// stolen authenticator); a new link registers another.
+func (c *Console) revokeOwnPasskeys(w http.ResponseWriter, r *http.Request) {
+	p, _ := peer.FromContext(r.Context())
+	if err := c.RevokeOperator(r.Context(), p.Actor(), p.ID.String(), "revoked by its operator"); err != nil {
+		httpx.WriteError(w, r, c.cfg.Logger, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -134,6 +134,19 @@ func TestConsolePasskeySignIn(t *testing.T) {
 	b.Do(t, chromedp.Click("#signout"))
 	b.WaitFor(t, `location.pathname == "/console/login"`)
 
+	// The operator lists its passkey, then revokes it (a lost
+	// authenticator): it signs in no more.
+	keys, err := env.Operator.Passkeys(ctx)
+	if err != nil || len(keys) != 1 || keys[0].Revoked {
+		t.Fatalf("passkeys: %+v %v", keys, err)
+	}
+	if err := env.Operator.RevokePasskeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := env.Operator.Passkeys(ctx); err != nil || len(keys) != 1 || !keys[0].Revoked {
+		t.Fatalf("passkeys after revoking: %+v %v", keys, err)
+	}
+
 	var regs, refusedRegs, signIns, refusedSignIns, refused int
 	for _, ev := range storedEvents(t, env.Server) {
 		switch {
