@@ -204,7 +204,7 @@ func (c *Console) decideBegin(w http.ResponseWriter, r *http.Request, s session)
 		httpx.WriteError(w, r, c.cfg.Logger, fmt.Errorf("console: begin confirmation: %w", err))
 		return
 	}
-	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "decide", Session: *sess, Operator: s.Operator, Statement: &st}, ceremonyTTL); err != nil {
+	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "decide", Session: *sess, Operator: s.Operator, Statement: &st, Expires: c.cfg.Clock.Now().Add(ceremonyTTL)}, ceremonyTTL); err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
@@ -238,6 +238,10 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 	}
 	st := *cer.Statement
 	ev.Detail["decision"], ev.Detail["statement"] = st.Decision, "sha256:"+st.digest()
+	if err := c.spend(r.Context(), cer); err != nil {
+		c.refuseDecision(w, r, ev, err)
+		return
+	}
 	h, err := c.human(r.Context(), s.Operator)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)

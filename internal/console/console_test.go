@@ -285,3 +285,29 @@ func FuzzCeremonyAnswers(f *testing.F) {
 		}
 	})
 }
+
+// A ceremony is answered once: the same ceremony cookie and answer played
+// again are refused, whatever the first answer was.
+func TestCeremonyAnsweredOnce(t *testing.T) {
+	f := newFixture(t)
+	w := f.do(http.MethodPost, "/console/api/login/begin", origin)
+	if w.Code != http.StatusOK {
+		t.Fatalf("begin: %d", w.Code)
+	}
+	cookies := w.Result().Cookies()
+	var bodies []string
+	for range 2 {
+		w := f.do(http.MethodPost, "/console/api/login/finish", origin, cookies...)
+		bodies = append(bodies, w.Body.String())
+	}
+	if strings.Contains(bodies[0], "already answered") || !strings.Contains(bodies[1], "already answered") {
+		t.Fatalf("answers: %q", bodies)
+	}
+	// A ceremony kept past its five minutes is refused, though its sealed
+	// cookie still opens.
+	w = f.do(http.MethodPost, "/console/api/login/begin", origin)
+	f.clock.Advance(console.SessionTTL)
+	if w := f.do(http.MethodPost, "/console/api/login/finish", origin, w.Result().Cookies()...); !strings.Contains(w.Body.String(), "expired") {
+		t.Fatalf("a stale ceremony: %d %s", w.Code, w.Body)
+	}
+}

@@ -69,11 +69,29 @@ type ceremony struct {
 	Link     string               `json:"link,omitempty"`
 	// Statement is what a decision's assertion confirms.
 	Statement *statement `json:"statement,omitempty"`
+	// Expires ends the ceremony whatever the cookie's own lifetime: a
+	// sealed value kept past it opens, but is refused.
+	Expires time.Time `json:"exp"`
 }
 
 func linkHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
+}
+
+// spend marks a ceremony's challenge answered: a captured ceremony
+// cookie and answer cannot be played again, here or on another replica.
+func (c *Console) spend(ctx context.Context, cer ceremony) error {
+	now := c.cfg.Clock.Now()
+	if !now.Before(cer.Expires) {
+		return fmt.Errorf("%w: the ceremony expired", fault.Unauthenticated)
+	}
+	sum := sha256.Sum256([]byte(cer.Kind + "\x00" + cer.Session.Challenge))
+	err := c.cfg.Store.SpendChallenge(ctx, hex.EncodeToString(sum[:]), cer.Expires, now)
+	if errors.Is(err, fault.Conflict) {
+		return fmt.Errorf("%w: this ceremony was already answered", fault.Unauthenticated)
+	}
+	return err
 }
 
 // createLink makes a one-time link with which the calling operator
@@ -133,7 +151,7 @@ func (c *Console) registerBegin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, c.cfg.Logger, fmt.Errorf("console: begin registration: %w", err))
 		return
 	}
-	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "register", Session: *sess, Operator: l.Operator, Link: l.Hash}, ceremonyTTL); err != nil {
+	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "register", Session: *sess, Operator: l.Operator, Link: l.Hash, Expires: c.cfg.Clock.Now().Add(ceremonyTTL)}, ceremonyTTL); err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
@@ -166,6 +184,10 @@ func (c *Console) registerFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	clearCookie(w, ceremonyCookie)
+	if err := c.spend(r.Context(), cer); err != nil {
+		c.refuseCeremony(w, r, ActionPasskeyRegister, cer.Operator, err)
+		return
+	}
 	h, err := c.human(r.Context(), cer.Operator)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
@@ -218,7 +240,7 @@ func (c *Console) loginBegin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, r, c.cfg.Logger, fmt.Errorf("console: begin sign-in: %w", err))
 		return
 	}
-	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "login", Session: *sess}, ceremonyTTL); err != nil {
+	if err := c.setCookie(w, ceremonyCookie, ceremony{Kind: "login", Session: *sess, Expires: c.cfg.Clock.Now().Add(ceremonyTTL)}, ceremonyTTL); err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
@@ -233,6 +255,10 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	clearCookie(w, ceremonyCookie)
+	if err := c.spend(r.Context(), cer); err != nil {
+		c.refuseCeremony(w, r, ActionSignIn, "", err)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxCeremonyBody)
 	var who string
 	user, cred, err := c.wa.FinishPasskeyLogin(func(rawID, handle []byte) (webauthn.User, error) {

@@ -45,4 +45,8 @@ type Store interface {
 	// RevokePasskeys revokes every working passkey of operator and says
 	// how many.
 	RevokePasskeys(ctx context.Context, operator string, at time.Time) (int64, error)
+	// SpendChallenge records a ceremony's challenge as answered until
+	// expires; fault.Conflict if it already was. Spent challenges past
+	// their expiry at now are forgotten.
+	SpendChallenge(ctx context.Context, hash string, expires, now time.Time) error
 }

@@ -125,3 +125,18 @@ func (s *DB) UsePasskey(ctx context.Context, id, credential []byte, at time.Time
 	}
 	return oneRow(res, "passkey")
 }
+
+// SpendChallenge records an answered ceremony challenge.
+func (s *DB) SpendChallenge(ctx context.Context, hash string, expires, now time.Time) error {
+	if _, err := s.exec(ctx, `DELETE FROM console_challenges WHERE expires_at < ?`, ts(now)); err != nil {
+		return fmt.Errorf("store: forget spent challenges: %w", err)
+	}
+	_, err := s.exec(ctx, `INSERT INTO console_challenges (hash, expires_at) VALUES (?, ?)`, hash, ts(expires))
+	if isUnique(err) {
+		return fmt.Errorf("%w: the challenge was already answered", fault.Conflict)
+	}
+	if err != nil {
+		return fmt.Errorf("store: spend challenge: %w", err)
+	}
+	return nil
+}

@@ -59,6 +59,16 @@ func testPasskeys(t *testing.T, db *store.DB) {
 	if _, err := db.Passkey(ctx, []byte{7}); !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown passkey: %v", err)
 	}
+	if err := db.SpendChallenge(ctx, "c1", now.Add(time.Minute), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SpendChallenge(ctx, "c1", now.Add(time.Minute), now); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("a challenge answered twice: %v", err)
+	}
+	// Once expired it is forgotten (the ceremony itself is refused by then).
+	if err := db.SpendChallenge(ctx, "c1", now.Add(time.Hour), now.Add(2*time.Minute)); err != nil {
+		t.Fatalf("an expired challenge: %v", err)
+	}
 	if n, err := db.RevokePasskeys(ctx, op, now.Add(time.Hour)); err != nil || n != 1 {
 		t.Fatalf("revoke: %d %v", n, err)
 	}

@@ -17,3 +17,9 @@ CREATE TABLE passkeys (
     revoked_at   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX passkeys_operator ON passkeys (operator);
+-- Ceremony challenges already answered, until they would have expired:
+-- a captured ceremony cannot be answered twice, on any replica.
+CREATE TABLE console_challenges (
+    hash       TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
