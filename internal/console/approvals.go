@@ -287,7 +287,7 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		return
 	}
 	if err := audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error {
-		return c.cfg.Store.UsePasskey(r.Context(), cred.ID, b, c.cfg.Clock.Now())
+		return c.cfg.Store.UsePasskey(r.Context(), cred.ID, b, cred.Authenticator.SignCount, c.cfg.Clock.Now())
 	}); err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return

@@ -308,7 +308,7 @@ func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
 		Detail: map[string]string{"passkey": base64.RawURLEncoding.EncodeToString(cred.ID), "expires_at": s.Expires.UTC().Format(time.RFC3339)}}
 	err = audit.Act(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, func() error {
 		// The sign count moves on: a cloned authenticator shows up.
-		return c.cfg.Store.UsePasskey(r.Context(), cred.ID, b, now)
+		return c.cfg.Store.UsePasskey(r.Context(), cred.ID, b, cred.Authenticator.SignCount, now)
 	})
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)

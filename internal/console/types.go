@@ -39,9 +39,11 @@ type Store interface {
 	AddPasskey(ctx context.Context, p Passkey, link string, now time.Time) error
 	Passkey(ctx context.Context, id []byte) (Passkey, error)
 	PasskeysOf(ctx context.Context, operator string) ([]Passkey, error)
-	// UsePasskey stores a credential's new state (its sign count) after a
-	// sign-in or an approval.
-	UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error
+	// UsePasskey stores a credential's new state after a sign-in or an
+	// approval, if its signature counter grew past the stored one (or
+	// both are 0: an authenticator without a counter); fault.Conflict if
+	// it did not, fault.NotFound for a revoked passkey.
+	UsePasskey(ctx context.Context, id, credential []byte, signCount uint32, at time.Time) error
 	// RevokePasskeys revokes every working passkey of operator and says
 	// how many.
 	RevokePasskeys(ctx context.Context, operator string, at time.Time) (int64, error)

@@ -116,14 +116,23 @@ func (s *DB) RevokePasskeys(ctx context.Context, operator string, at time.Time) 
 	return res.RowsAffected()
 }
 
-// UsePasskey stores a passkey's state after a ceremony; a revoked passkey
-// is not found.
-func (s *DB) UsePasskey(ctx context.Context, id, credential []byte, at time.Time) error {
-	res, err := s.exec(ctx, `UPDATE passkeys SET credential = ?, last_used_at = ? WHERE id = ? AND revoked_at = 0`, credential, ts(at), id)
+// UsePasskey stores a passkey's state after a ceremony, in one statement
+// that checks its signature counter grew: of two ceremonies racing, the
+// one with the lower counter fails rather than rolling the counter back.
+func (s *DB) UsePasskey(ctx context.Context, id, credential []byte, signCount uint32, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE passkeys SET credential = ?, sign_count = ?, last_used_at = ?
+WHERE id = ? AND revoked_at = 0 AND (sign_count < ? OR (sign_count = 0 AND ? = 0))`,
+		credential, int64(signCount), ts(at), id, int64(signCount), int64(signCount))
 	if err != nil {
 		return fmt.Errorf("store: use passkey: %w", err)
 	}
-	return oneRow(res, "passkey")
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return err
+	}
+	if p, err := s.Passkey(ctx, id); err == nil && p.RevokedAt.IsZero() {
+		return fmt.Errorf("%w: the passkey's signature counter did not grow", fault.Conflict)
+	}
+	return fmt.Errorf("%w: passkey", fault.NotFound)
 }
 
 // SpendChallenge records an answered ceremony challenge.

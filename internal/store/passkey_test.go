@@ -46,8 +46,15 @@ func testPasskeys(t *testing.T, db *store.DB) {
 	if err := db.AddPasskey(ctx, console.Passkey{ID: []byte{4}, Operator: op, Credential: []byte("{}"), CreatedAt: now}, "h1", now); !errors.Is(err, fault.Conflict) {
 		t.Fatalf("a link used twice: %v", err)
 	}
-	if err := db.UsePasskey(ctx, p.ID, []byte(`{"a":2}`), now.Add(time.Minute)); err != nil {
+	if err := db.UsePasskey(ctx, p.ID, []byte(`{"a":2}`), 5, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
+	}
+	// A counter that does not grow (a clone, or the slower of two racing
+	// ceremonies) is refused and changes nothing.
+	for _, n := range []uint32{5, 4, 0} {
+		if err := db.UsePasskey(ctx, p.ID, []byte(`{"a":"clone"}`), n, now.Add(time.Minute)); !errors.Is(err, fault.Conflict) {
+			t.Fatalf("counter %d: %v", n, err)
+		}
 	}
 	got, err := db.Passkey(ctx, p.ID)
 	if err != nil || got.Operator != op || string(got.Credential) != `{"a":2}` || !got.LastUsedAt.Equal(now.Add(time.Minute)) {
@@ -75,7 +82,7 @@ func testPasskeys(t *testing.T, db *store.DB) {
 	if got, err := db.Passkey(ctx, p.ID); err != nil || !got.RevokedAt.Equal(now.Add(time.Hour)) {
 		t.Fatalf("revoked passkey: %+v %v", got, err)
 	}
-	if err := db.UsePasskey(ctx, p.ID, []byte(`{}`), now.Add(2*time.Hour)); !errors.Is(err, fault.NotFound) {
+	if err := db.UsePasskey(ctx, p.ID, []byte(`{}`), 9, now.Add(2*time.Hour)); !errors.Is(err, fault.NotFound) {
 		t.Fatalf("a revoked passkey used: %v", err)
 	}
 }

@@ -14,7 +14,10 @@ CREATE TABLE passkeys (
     credential   {{bytes}} NOT NULL,
     created_at   BIGINT NOT NULL,
     last_used_at BIGINT NOT NULL DEFAULT 0,
-    revoked_at   BIGINT NOT NULL DEFAULT 0
+    revoked_at   BIGINT NOT NULL DEFAULT 0,
+    -- The authenticator's signature counter as last seen; it must grow
+    -- with every use (0 for authenticators that keep none).
+    sign_count   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX passkeys_operator ON passkeys (operator);
 -- Ceremony challenges already answered, until they would have expired:
