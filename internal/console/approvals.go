@@ -17,6 +17,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/bulkhead-dev/bulkhead/api"
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
 	"github.com/bulkhead-dev/bulkhead/internal/fault"
@@ -69,13 +70,14 @@ type provenance struct {
 }
 
 // provenanceOf reads the request's task (who tainted it) and what
-// approving would add to the agent's reach.
-func (c *Console) provenanceOf(ctx context.Context, p peer.Principal, e elevation.Elevation) (provenance, error) {
+// approving would add to the agent's reach. reach memoizes blast radii by
+// agent across the requests of one page; nil computes afresh.
+func (c *Console) provenanceOf(ctx context.Context, p peer.Principal, e elevation.Elevation, reach map[string]api.BlastRadius) (provenance, error) {
 	t, err := c.cfg.Elevations.Task(ctx, p, e.Task)
 	if err != nil {
 		return provenance{}, err
 	}
-	adds, err := c.grantDelta(ctx, e)
+	adds, err := c.grantDelta(ctx, e, reach)
 	if err != nil {
 		return provenance{}, err
 	}
@@ -84,11 +86,17 @@ func (c *Console) provenanceOf(ctx context.Context, p peer.Principal, e elevatio
 
 // grantDelta is what the agent can reach only through this request's
 // grant, from its blast radius.
-func (c *Console) grantDelta(ctx context.Context, e elevation.Elevation) ([]string, error) {
+func (c *Console) grantDelta(ctx context.Context, e elevation.Elevation, reach map[string]api.BlastRadius) ([]string, error) {
 	_, name, _ := strings.Cut(e.Agent, "/agent/")
-	br, err := c.cfg.Reports.BlastRadius(ctx, name)
-	if err != nil {
-		return nil, fmt.Errorf("console: blast radius of %s: %w", name, err)
+	br, ok := reach[name]
+	if !ok {
+		var err error
+		if br, err = c.cfg.Reports.BlastRadius(ctx, name); err != nil {
+			return nil, fmt.Errorf("console: blast radius of %s: %w", name, err)
+		}
+		if reach != nil {
+			reach[name] = br
+		}
 	}
 	var adds []string
 	for _, a := range br.Fleet.Agents {
@@ -138,8 +146,9 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request, p page) 
 		return
 	}
 	v := approvalsView{page: p}
+	reach := map[string]api.BlastRadius{}
 	for _, e := range pending {
-		pv, err := c.provenanceOf(r.Context(), who, e)
+		pv, err := c.provenanceOf(r.Context(), who, e, reach)
 		if err != nil {
 			httpx.WriteError(w, r, c.cfg.Logger, err)
 			return
@@ -182,7 +191,7 @@ func (c *Console) decideBegin(w http.ResponseWriter, r *http.Request, s session)
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	pv, err := c.provenanceOf(r.Context(), p, e)
+	pv, err := c.provenanceOf(r.Context(), p, e, nil)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
@@ -225,21 +234,21 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		Detail: map[string]string{"elevation": id, "passkey": base64.RawURLEncoding.EncodeToString(s.Passkey)}}
 	switch {
 	case err != nil || cer.Kind != "decide" || cer.Statement == nil:
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: no confirmation in progress", fault.Unauthenticated))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: no confirmation in progress", fault.Unauthenticated))
 		return
 	case cer.Operator != s.Operator:
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the confirmation was begun by another operator", fault.Forbidden))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: the confirmation was begun by another operator", fault.Forbidden))
 		return
 	case cer.Statement.Elevation != id:
 		// An assertion for one request replayed onto another.
 		ev.Detail["confirmed_elevation"] = cer.Statement.Elevation
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the confirmation is for request %s, not %s", fault.Forbidden, cer.Statement.Elevation, id))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: the confirmation is for request %s, not %s", fault.Forbidden, cer.Statement.Elevation, id))
 		return
 	}
 	st := *cer.Statement
 	ev.Detail["decision"], ev.Detail["statement"] = st.Decision, "sha256:"+st.digest()
 	if err := c.spend(r.Context(), cer); err != nil {
-		c.refuseDecision(w, r, ev, err)
+		c.refuseWith(w, r, ev, err)
 		return
 	}
 	h, err := c.human(r.Context(), s.Operator)
@@ -250,15 +259,15 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 	r.Body = http.MaxBytesReader(w, r.Body, maxCeremonyBody)
 	cred, err := c.wa.FinishLogin(h, cer.Session, r)
 	if err != nil {
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: %s", fault.Unauthenticated, describe(err)))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: %s", fault.Unauthenticated, describe(err)))
 		return
 	}
 	if !cred.Flags.UserVerified {
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: the authenticator did not verify the user", fault.Unauthenticated))
 		return
 	}
 	if cred.Authenticator.CloneWarning {
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the passkey's signature counter went back: a cloned authenticator?", fault.Unauthenticated))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: the passkey's signature counter went back: a cloned authenticator?", fault.Unauthenticated))
 		return
 	}
 	ev.Detail["passkey"] = base64.RawURLEncoding.EncodeToString(cred.ID)
@@ -272,13 +281,13 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	pv, err := c.provenanceOf(r.Context(), p, e)
+	pv, err := c.provenanceOf(r.Context(), p, e, nil)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
 	if now := statementOf(pv, st.Decision, st.Reason); now.digest() != st.digest() {
-		c.refuseDecision(w, r, ev, fmt.Errorf("%w: the request changed after it was confirmed", fault.Conflict))
+		c.refuseWith(w, r, ev, fmt.Errorf("%w: the request changed after it was confirmed", fault.Conflict))
 		return
 	}
 	b, err := json.Marshal(cred)
@@ -304,7 +313,8 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"elevation": out.ID, "status": out.Status, "approvals": len(out.Approvals)})
 }
 
-func (c *Console) refuseDecision(w http.ResponseWriter, r *http.Request, ev audit.Event, why error) {
+// refuseWith records ev as refused for why, and answers the refusal.
+func (c *Console) refuseWith(w http.ResponseWriter, r *http.Request, ev audit.Event, why error) {
 	audit.Refuse(r.Context(), c.cfg.Audit, c.cfg.Logger, ev, why)
 	httpx.WriteError(w, r, c.cfg.Logger, why)
 }

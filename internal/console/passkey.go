@@ -228,8 +228,7 @@ func (c *Console) refuseCeremony(w http.ResponseWriter, r *http.Request, action,
 	if operator != "" {
 		who = audit.Actor{Kind: audit.ActorOperator, ID: operator}
 	}
-	audit.Refuse(r.Context(), c.cfg.Audit, c.cfg.Logger, audit.Event{Time: c.cfg.Clock.Now(), Actor: who, Action: action, Target: operator}, why)
-	httpx.WriteError(w, r, c.cfg.Logger, why)
+	c.refuseWith(w, r, audit.Event{Time: c.cfg.Clock.Now(), Actor: who, Action: action, Target: operator}, why)
 }
 
 // loginBegin starts a sign-in with any of the operators' passkeys (a

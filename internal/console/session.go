@@ -31,7 +31,7 @@ type session struct {
 	Expires  time.Time `json:"exp"`
 }
 
-// Human is the audit actor of a session: the operator, signed in with a
+// actor is the audit actor of a session: the operator, signed in with a
 // passkey.
 func (s session) actor() audit.Actor { return audit.Actor{Kind: audit.ActorOperator, ID: s.Operator} }
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
 	"github.com/bulkhead-dev/bulkhead/internal/clock"
 	"github.com/bulkhead-dev/bulkhead/internal/elevation"
@@ -108,7 +110,12 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, p page) {
 	}
 	if a := v.Query.Agent; a != "" {
 		if !strings.HasPrefix(a, "spiffe://") {
-			a = "spiffe://" + strings.TrimPrefix(c.trustDomainOf(p.Operator), "spiffe://") + "/agent/" + a
+			// A bare name is an agent of the operator's trust domain.
+			if op, err := spiffeid.FromString(p.Operator); err == nil {
+				if id, err := spiffeid.FromSegments(op.TrustDomain(), "agent", a); err == nil {
+					a = id.String()
+				}
+			}
 		}
 		q.Subject = a
 	}
@@ -127,13 +134,6 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, p page) {
 	}
 	v.Limited = len(rows) == searchLimit
 	c.render(w, "audit.html", v)
-}
-
-// trustDomainOf is the trust domain of a SPIFFE ID.
-func (c *Console) trustDomainOf(id string) string {
-	rest := strings.TrimPrefix(id, "spiffe://")
-	td, _, _ := strings.Cut(rest, "/")
-	return td
 }
 
 // verify checks the audit log against its signed checkpoints and says

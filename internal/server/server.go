@@ -250,8 +250,7 @@ func (s *Server) Handler() http.Handler {
 	s.elev.Routes(mux, s.identity.Guard(s.logger), s.logger)
 	reach.Routes(mux, s.identity.Guard(s.logger), s.policy, s.elev, s.db, s.clock, s.logger)
 	baseline.Routes(mux, s.identity.Guard(s.logger), operatorsAndGateways, s.identity, s.baselines(), s.logger)
-	assess.Routes(mux, s.identity.Guard(s.logger), assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev,
-		Grants: s.elev, TokenTTL: s.token.TTL()}, s.db, s.clock, s.logger)
+	assess.Routes(mux, s.identity.Guard(s.logger), s.assessDeps(), s.db, s.clock, s.logger)
 	spend, release := budget.Handlers(s.db, func(r *http.Request) audit.Actor {
 		p, _ := peer.FromContext(r.Context())
 		return p.Actor()
@@ -311,14 +310,19 @@ func (s *Server) Listen() error {
 	return s.listenGateway()
 }
 
+// assessDeps is what the tier assessment reads, for its API and the
+// console alike.
+func (s *Server) assessDeps() assess.Deps {
+	return assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev, Grants: s.elev, TokenTTL: s.token.TTL()}
+}
+
 // consoleReports computes the console's evidence views as the assess and
 // blast-radius APIs do.
 type consoleReports struct{ s *Server }
 
 func (r consoleReports) Assessment(ctx context.Context) (api.Assessment, error) {
 	s := r.s
-	return assess.Assess(ctx, assess.Deps{Agents: s.identity, Events: s.db, PDP: s.policy, Manifests: s.elev, Grants: s.elev,
-		TokenTTL: s.token.TTL()}, s.clock.Now())
+	return assess.Assess(ctx, s.assessDeps(), s.clock.Now())
 }
 
 func (r consoleReports) BlastRadius(ctx context.Context, agent string) (api.BlastRadius, error) {
