@@ -21,11 +21,12 @@ import (
 //	go test -run '^$' -bench BenchmarkAudit -benchtime 3s -count 3 ./internal/audit/
 //
 // Append: durable appends per second through Log.Record with group commit
-// (many concurrent callers, as under load), next to one transaction per
-// event on the same store (what Record would cost without group commit) and
-// to raw single-row SQLite inserts with the same durability settings (the
-// storage engine's floor, with no Merkle hashing at all). Every append is
-// committed with fsync before it is acknowledged.
+// (many concurrent callers, as under load), next to one append per event
+// on the same store (what Record would cost without group commit: on
+// SQLite one write and fdatasync of the audit journal) and to raw
+// single-row SQLite inserts with the same durability settings (the storage
+// engine's floor, with no Merkle hashing at all). Every append is on disk
+// (fsync or fdatasync) before it is acknowledged.
 //
 // Verify: entries recomputed and checked per minute by audit.Verify over a
 // stored log (every body rehashed and compared with its record hash and its
@@ -38,7 +39,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 			benchRecord(b, audit.New(db, clock.Real{}, storetest.Logger(b)), callers)
 		})
 	}
-	b.Run("tx-per-event/sqlite", func(b *testing.B) {
+	b.Run("append-per-event/sqlite", func(b *testing.B) {
 		db := storetest.Backends()[0].Open(b)
 		ctx := context.Background()
 		b.ResetTimer()

@@ -21,11 +21,13 @@ var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // fixture is a log over a real store with its key and checkpointer.
 type fixture struct {
-	db    *store.DB
-	log   *audit.Log
-	key   audit.Key
-	cp    *audit.Checkpointer
-	clock *clock.Fake
+	// dsn and dir open db again (restart).
+	dsn, dir string
+	db       *store.DB
+	log      *audit.Log
+	key      audit.Key
+	cp       *audit.Checkpointer
+	clock    *clock.Fake
 }
 
 func newFixture(t testing.TB, b storetest.Backend) *fixture {
@@ -39,14 +41,38 @@ func newFixture(t testing.TB, b storetest.Backend) *fixture {
 
 func newFixtureWithKey(t testing.TB, b storetest.Backend, key audit.Key) *fixture {
 	t.Helper()
-	f := &fixture{db: b.Open(t), clock: clock.NewFake(t0), key: key}
-	var err error
+	f := &fixture{clock: clock.NewFake(t0), key: key}
+	f.dsn, f.dir = b.DSN(t)
+	f.open(t)
+	return f
+}
+
+func (f *fixture) open(t testing.TB) {
+	t.Helper()
+	db, err := store.Open(context.Background(), f.dsn, f.dir, storetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	f.db = db
 	f.log = audit.New(f.db, f.clock, storetest.Logger(t))
 	f.cp, err = audit.NewCheckpointer(audit.CheckpointerConfig{Store: f.db, Key: f.key, Clock: f.clock, Logger: storetest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+}
+
+// restart closes the store and opens it again, as a control plane that
+// restarts does. A running control plane refuses a log changed behind its
+// back at its next append (its audit journal knows where the log ends);
+// attacks that need it to carry on over a changed database are staged
+// across a restart.
+func (f *fixture) restart(t testing.TB) {
+	t.Helper()
+	if err := f.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.open(t)
 }
 
 // event returns a varied, realistic event.

@@ -27,6 +27,15 @@ type Row struct {
 	Body       []byte
 }
 
+// RowOf is the row that stores ev, whose canonical encoding is body.
+func RowOf(ev Event, body []byte) Row {
+	return Row{
+		Seq: ev.Seq, Time: ev.Time, ActorKind: string(ev.Actor.Kind), ActorID: ev.Actor.ID,
+		Action: ev.Action, Target: ev.Target, Decision: string(ev.Decision),
+		Task: ev.Task, DecisionID: ev.Detail["decision_id"], Body: body,
+	}
+}
+
 // Store is the durable, append-only home of the log.
 type Store interface {
 	// AppendEvents commits rows in one transaction, in order, assigning them
@@ -105,15 +114,7 @@ func (l *Log) Record(ctx context.Context, ev Event) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	p := &pending{
-		ev:   ev,
-		done: make(chan error, 1),
-		row: Row{
-			Time: ev.Time, ActorKind: string(ev.Actor.Kind), ActorID: ev.Actor.ID,
-			Action: ev.Action, Target: ev.Target, Decision: string(ev.Decision),
-			Task: ev.Task, DecisionID: ev.Detail["decision_id"], Body: body,
-		},
-	}
+	p := &pending{ev: ev, done: make(chan error, 1), row: RowOf(ev, body)}
 	l.mu.Lock()
 	l.queue = append(l.queue, p)
 	lead := !l.flushing

@@ -118,7 +118,21 @@ func TestTamperingIsCaught(t *testing.T) {
 			t.Run("appends stop when the end of the log was tampered with", func(t *testing.T) {
 				f := signedLog(t, b)
 				f.exec(t, `DELETE FROM audit_events WHERE seq = 44`)
-				if _, err := f.log.Record(context.Background(), event(99)); !errors.Is(err, audit.ErrUnavailable) {
+				// On SQLite the first append may be acknowledged: it is
+				// durable in the audit journal, which the database then
+				// refuses to take. From then on appends are refused, and
+				// reads of the log fail rather than show it without them.
+				ctx := context.Background()
+				_, first := f.log.Record(ctx, event(99))
+				if b.Name == "postgres" && !errors.Is(first, audit.ErrUnavailable) {
+					t.Fatalf("append over a truncated log = %v, want refused", first)
+				}
+				if first == nil {
+					if _, err := f.db.TreeState(ctx); err == nil {
+						t.Fatal("the log reads as whole with an acknowledged event the database refused")
+					}
+				}
+				if _, err := f.log.Record(ctx, event(100)); !errors.Is(err, audit.ErrUnavailable) {
 					t.Fatalf("append over a truncated log = %v, want refused", err)
 				}
 			})

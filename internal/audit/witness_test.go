@@ -71,6 +71,18 @@ func (x *witnessed) config(t *testing.T) audit.WitnessConfig {
 		Observer: x.metrics, Clock: x.clock, Logger: storetest.Logger(t), Interval: time.Minute}
 }
 
+// restart restarts the control plane (its store and log) and the witness,
+// which keeps what it held in its file.
+func (x *witnessed) restart(t *testing.T) {
+	t.Helper()
+	x.fixture.restart(t)
+	x.src.set(audit.LocalCheckpoints{Store: x.db})
+	var err error
+	if x.w, err = audit.NewWitness(x.config(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newWitnessed(t *testing.T) *witnessed {
 	t.Helper()
 	f := newFixture(t, sqlite)
@@ -159,6 +171,7 @@ func TestWitnessCatchesWhatTheDatabaseHides(t *testing.T) {
 	}{
 		{name: "the log truncated and signed again", kind: audit.AlertTruncated, attack: func(t *testing.T, x *witnessed) {
 			truncateTo(t, x.fixture, 15, false, 0)
+			x.restart(t)
 			if cp := x.checkpoint(t); cp.Size != 15 {
 				t.Fatalf("re-signed at %d", cp.Size)
 			}

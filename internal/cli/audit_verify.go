@@ -109,7 +109,7 @@ func (e *env) verifyStore(ctx context.Context, dsn string, v note.Verifier, save
 			return fmt.Errorf("no store in %s: pass --data-dir or --store", e.dataDir)
 		}
 	}
-	db, err := store.Open(ctx, dsn, e.dataDir, e.logger)
+	db, err := store.Open(ctx, dsn, e.dataDir, e.logger, store.AuditReader())
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ control plane's host (--data-dir, --store), like 'audit verify'.`,
 					return fmt.Errorf("no store in %s: pass --data-dir or --store", e.dataDir)
 				}
 			}
-			db, err := store.Open(cmd.Context(), storeDSN, e.dataDir, e.logger)
+			db, err := store.Open(cmd.Context(), storeDSN, e.dataDir, e.logger, store.AuditReader())
 			if err != nil {
 				return err
 			}

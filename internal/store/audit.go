@@ -38,12 +38,30 @@ func (s *DB) lockAudit(ctx context.Context, tx *Tx) error {
 // AppendEvents commits rows with consecutive sequence numbers and, in the
 // same transaction, the Merkle tree hashes that cover them: a committed
 // event is always in the tree, whichever replica wrote it.
+//
+// On SQLite the rows are made durable in the audit journal and reach the
+// tables in a later, larger transaction (see journal.go).
 func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) {
+	switch {
+	case s.journal != nil:
+		return s.journal.append(ctx, rows)
+	case s.auditHeld:
+		return 0, errors.New("store: opened to read the audit log: the control plane appends to it")
+	}
+	return s.appendEvents(ctx, rows, -1)
+}
+
+// errLogMoved is appendEvents' refusal to place events anywhere but at.
+var errLogMoved = errors.New("store: the audit log's end moved")
+
+// appendEvents commits rows to the tables, from sequence number at if at
+// is not negative (refusing with errLogMoved if the log ends elsewhere).
+func (s *DB) appendEvents(ctx context.Context, rows []audit.Row, at int64) (int64, error) {
 	var (
 		first int64
 		tree  *audit.Frontier
 	)
-	err := s.tx(ctx, func(tx *Tx) error {
+	err := s.rawTx(ctx, func(tx *Tx) error {
 		if err := s.lockAudit(ctx, tx); err != nil {
 			return err
 		}
@@ -52,6 +70,9 @@ func (s *DB) AppendEvents(ctx context.Context, rows []audit.Row) (int64, error) 
 			return err
 		}
 		first = tree.Size()
+		if at >= 0 && first != at {
+			return fmt.Errorf("%w: the database's log ends at %d, not at %d", errLogMoved, first, at)
+		}
 		hashes := make([]audit.StoredHash, 0, 2*len(rows)+64)
 		for _, r := range rows {
 			hs, err := tree.AppendRecord(r.Body)
@@ -238,6 +259,9 @@ func insertRows(ctx context.Context, tx *Tx, head string, width int, sizes []int
 
 // Events returns events in sequence order.
 func (s *DB) Events(ctx context.Context, f audit.Query) ([]audit.Row, error) {
+	if err := s.syncAudit(ctx); err != nil {
+		return nil, err
+	}
 	q := `SELECT seq, time, actor_kind, actor_id, action, target, decision, task, body FROM audit_events WHERE seq > ?`
 	args := []any{f.AfterSeq}
 	if len(f.Actions) > 0 {

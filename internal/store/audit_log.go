@@ -22,6 +22,9 @@ type querier interface {
 
 // TreeState returns the tree's size and retention horizon.
 func (s *DB) TreeState(ctx context.Context) (audit.TreeState, error) {
+	if err := s.syncAudit(ctx); err != nil {
+		return audit.TreeState{}, err
+	}
 	var st audit.TreeState
 	err := s.queryRow(ctx, `SELECT size, pruned_before FROM audit_tree WHERE id = 1`).Scan(&st.Size, &st.PrunedBefore)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -36,6 +39,9 @@ func (s *DB) TreeState(ctx context.Context) (audit.TreeState, error) {
 // ReadHashes returns the stored hashes at indexes, the zero hash for any
 // that is missing.
 func (s *DB) ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error) {
+	if err := s.syncAudit(ctx); err != nil {
+		return nil, err
+	}
 	return readHashes(ctx, s, indexes)
 }
 
@@ -83,6 +89,9 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 // MaxHashIndex returns the largest stored hash index, or -1 when there is
 // none. The index is the primary key, so this reads one entry of it.
 func (s *DB) MaxHashIndex(ctx context.Context) (int64, error) {
+	if err := s.syncAudit(ctx); err != nil {
+		return 0, err
+	}
 	var idx sql.NullInt64
 	if err := s.queryRow(ctx, `SELECT MAX(idx) FROM audit_hashes`).Scan(&idx); err != nil {
 		return 0, fmt.Errorf("store: read audit hashes: %w", err)

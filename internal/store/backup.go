@@ -32,6 +32,9 @@ func (s *DB) Backup(ctx context.Context, dsn, path string) error {
 		}
 		return runPG(ctx, "pg_dump", append(args, "--dbname", conn)...)
 	}
+	if err := s.syncAudit(ctx); err != nil {
+		return fmt.Errorf("store: backup: %w", err)
+	}
 	if _, err := s.sql.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
 		return fmt.Errorf("store: backup: %w", err)
 	}

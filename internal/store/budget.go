@@ -49,7 +49,11 @@ func (s *DB) SpendBudgetAs(ctx context.Context, holder string, counters []budget
 		return n, nil
 	}
 	var granted int64
-	err := s.tx(ctx, func(tx *Tx) error {
+	// Spends and releases skip tx's audit catch-up (rawTx): a counter is
+	// not an effect whose record must reach the database first (a
+	// snapshot holding a spend without its record over-counts, the safe
+	// side), and a spend sits on a tool call's path.
+	err := s.rawTx(ctx, func(tx *Tx) error {
 		lock := ""
 		if s.dialect == postgresDialect {
 			lock = " FOR UPDATE"
@@ -151,7 +155,7 @@ func (s *DB) commitSpends(ctx context.Context) {
 		q.mu.Unlock()
 		results := make([]error, len(batch))
 		tctx, cancel := context.WithTimeout(ctx, spendTimeout)
-		err := s.tx(tctx, func(tx *Tx) error {
+		err := s.rawTx(tctx, func(tx *Tx) error { // see SpendBudgetAs
 			for i, r := range batch {
 				if results[i] = spendIn(tctx, tx, r); results[i] != nil && !budget.IsExhausted(results[i]) {
 					return results[i]
@@ -231,7 +235,7 @@ func (s *DB) ReleaseBudgetAs(ctx context.Context, holder string, keys []string, 
 	if n <= 0 {
 		return nil
 	}
-	return s.tx(ctx, func(tx *Tx) error {
+	return s.rawTx(ctx, func(tx *Tx) error { // see SpendBudgetAs
 		for _, k := range keys {
 			if holder != "" {
 				res, err := tx.exec(ctx, `UPDATE budget_holds SET held = held - ? WHERE holder = ? AND key = ? AND held >= ?`, n, holder, k, n)

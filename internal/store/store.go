@@ -23,6 +23,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/bulkhead-dev/bulkhead/internal/audit"
+	"github.com/bulkhead-dev/bulkhead/internal/fault"
 )
 
 // DB is a migrated database.
@@ -46,7 +47,23 @@ type DB struct {
 	}
 	// spends group-commits budget spends (see spendAll).
 	spends spendQueue
+	// journal makes audit appends durable ahead of the database (SQLite;
+	// see journal.go); auditHeld says another process holds it, and this
+	// one must not append.
+	journal   *journal
+	auditHeld bool
 }
+
+// Option adjusts Open.
+type Option func(*options)
+
+type options struct{ auditReader bool }
+
+// AuditReader opens the store for a process that reads the audit log but
+// never appends to it, beside a control plane that may be running (backup,
+// verify). On SQLite it ingests the audit journal if no control plane
+// holds it (one stopped by a crash), and otherwise leaves it to its owner.
+func AuditReader() Option { return func(o *options) { o.auditReader = true } }
 
 type dialect int
 
@@ -67,11 +84,16 @@ func (d dialect) String() string {
 // An empty dsn (or "sqlite") means the embedded default: a SQLite database in
 // dataDir, created if needed. "postgres://..." or "postgresql://..." opens
 // PostgreSQL with pgx. "sqlite:PATH" opens a SQLite file at PATH.
-func Open(ctx context.Context, dsn, dataDir string, logger *slog.Logger) (*DB, error) {
+func Open(ctx context.Context, dsn, dataDir string, logger *slog.Logger, opts ...Option) (*DB, error) {
 	var (
-		db *sql.DB
-		d  dialect
+		db   *sql.DB
+		d    dialect
+		path string
+		o    options
 	)
+	for _, opt := range opts {
+		opt(&o)
+	}
 	switch {
 	case dsn == "" || dsn == "sqlite":
 		if dataDir == "" {
@@ -81,13 +103,15 @@ func Open(ctx context.Context, dsn, dataDir string, logger *slog.Logger) (*DB, e
 			return nil, fmt.Errorf("store: create data directory: %w", err)
 		}
 		var err error
-		db, err = openSQLite(filepath.Join(dataDir, "bulkhead.db"))
+		path = filepath.Join(dataDir, "bulkhead.db")
+		db, err = openSQLite(path)
 		if err != nil {
 			return nil, err
 		}
 	case strings.HasPrefix(dsn, "sqlite:"):
 		var err error
-		db, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"))
+		path = strings.TrimPrefix(dsn, "sqlite:")
+		db, err = openSQLite(path)
 		if err != nil {
 			return nil, err
 		}
@@ -110,6 +134,26 @@ func Open(ctx context.Context, dsn, dataDir string, logger *slog.Logger) (*DB, e
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if d == sqliteDialect {
+		j, held, err := openJournal(ctx, s, path)
+		switch {
+		case err != nil:
+			db.Close()
+			return nil, err
+		case held && !o.auditReader:
+			db.Close()
+			return nil, fmt.Errorf("store: another process appends to this store's audit log (it holds %s%s): stop it first", path, journalSuffix)
+		case o.auditReader && j != nil:
+			// Recovered; the control plane that starts next owns it.
+			if err := j.close(); err != nil {
+				db.Close()
+				return nil, err
+			}
+		default:
+			s.journal = j
+		}
+		s.auditHeld = o.auditReader
 	}
 	return s, nil
 }
@@ -151,17 +195,39 @@ func redact(dsn string) string {
 // Dialect names the database behind the store: "sqlite" or "postgres".
 func (s *DB) Dialect() string { return s.dialect.String() }
 
-// Close closes the database.
+// Close ingests the audit journal and closes the database.
 func (s *DB) Close() error {
+	var err error
+	if s.journal != nil {
+		err = s.journal.close()
+	}
 	s.stmts.Range(func(_, v any) bool {
 		_ = v.(*sql.Stmt).Close()
 		return true
 	})
-	return s.sql.Close()
+	return errors.Join(err, s.sql.Close())
 }
 
-// SQL exposes the underlying handle for tests that tamper with rows directly.
-func (s *DB) SQL() *sql.DB { return s.sql }
+// SQL exposes the underlying handle for tests that tamper with rows
+// directly; the audit journal is ingested first, so every acknowledged
+// event is in the tables.
+func (s *DB) SQL() *sql.DB {
+	_ = s.syncAudit(context.Background())
+	return s.sql
+}
+
+// syncAudit returns once every acknowledged audit event is in the
+// database. Audit reads and every other write call it (see journal.go).
+func (s *DB) syncAudit(ctx context.Context) error {
+	if s.journal == nil {
+		return nil
+	}
+	if err := s.journal.sync(ctx); err != nil {
+		// The audit log is down: a dependency, not the request, failed.
+		return fmt.Errorf("%w: %w: %w", fault.Unavailable, audit.ErrUnavailable, err)
+	}
+	return nil
+}
 
 // q rewrites a query written with ? placeholders for the dialect.
 func (s *DB) q(query string) string {
@@ -191,6 +257,9 @@ func (s *DB) q(query string) string {
 }
 
 func (s *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := s.syncAudit(ctx); err != nil {
+		return nil, err
+	}
 	return s.sql.ExecContext(ctx, s.q(query), args...)
 }
 
@@ -202,8 +271,19 @@ func (s *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	return s.sql.QueryRowContext(ctx, s.q(query), args...)
 }
 
-// tx runs fn in a transaction, committing if fn returns nil.
+// tx runs fn in a transaction, committing if fn returns nil. Acknowledged
+// audit events are committed first: no transaction commits an effect
+// before its record.
 func (s *DB) tx(ctx context.Context, fn func(*Tx) error) error {
+	if err := s.syncAudit(ctx); err != nil {
+		return err
+	}
+	return s.rawTx(ctx, fn)
+}
+
+// rawTx is tx without the audit journal's catch-up: the journal's own
+// ingest.
+func (s *DB) rawTx(ctx context.Context, fn func(*Tx) error) error {
 	if s.dialect == sqliteDialect {
 		s.writeMu.Lock()
 		defer s.writeMu.Unlock()
