@@ -69,6 +69,9 @@ func TestMetrics(t *testing.T) {
 	if _, ok := m["bulkhead_policy_live_version"]; !ok {
 		t.Error("bulkhead_policy_live_version missing")
 	}
+	if _, ok := m["bulkhead_audit_journal_backlog"]; !ok {
+		t.Error("bulkhead_audit_journal_backlog missing")
+	}
 	// No agent names in labels: the label values are fixed vocabularies.
 	for name := range m {
 		if strings.Contains(name, "alpha") {

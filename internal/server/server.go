@@ -505,6 +505,13 @@ func (s *Server) serveMetrics(ctx context.Context) error {
 
 // gauges registers the figures read at each scrape.
 func (s *Server) gauges() {
+	// A scrape fails while the database refuses the log: the alert is
+	// the missing figure as much as a large one.
+	s.metrics.GaugeFunc("bulkhead_audit_journal_backlog", "Acknowledged audit events waiting in the SQLite audit journal for the database.",
+		func(context.Context) (float64, error) {
+			n, err := s.db.AuditBacklog()
+			return float64(n), err
+		})
 	s.metrics.GaugeFunc("bulkhead_policy_live_version", "The policy version the PDP decides with (0: none applied).",
 		func(context.Context) (float64, error) {
 			live, _ := s.policy.State()

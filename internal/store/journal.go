@@ -348,6 +348,17 @@ func (j *journal) ingest(ctx context.Context, upto int64) error {
 	}
 }
 
+// backlog is how many acknowledged events wait for the database, and
+// whether the database refuses them (or the journal is broken).
+func (j *journal) backlog() (int, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.broken != nil {
+		return len(j.pending), j.broken
+	}
+	return len(j.pending), j.ingestErr
+}
+
 // sync returns once every event journaled before the call is in the
 // database.
 func (j *journal) sync(ctx context.Context) error {

@@ -55,6 +55,15 @@ func writeJournal(t *testing.T, dir string, from, to int, extra []byte) {
 	}
 }
 
+// stopIngester stops db's background ingester, leaving the journal
+// otherwise working (and closable).
+func stopIngester(db *DB) {
+	close(db.journal.stop)
+	<-db.journal.done
+	db.journal.stop, db.journal.done = make(chan struct{}), make(chan struct{})
+	go func() { <-db.journal.stop; close(db.journal.done) }()
+}
+
 func appendN(t *testing.T, db *DB, from, n int) {
 	t.Helper()
 	rows := make([]audit.Row, n)
@@ -185,11 +194,7 @@ func TestJournalHasOneAppender(t *testing.T) {
 func TestJournalIsIngestedBeforeAnyOtherWrite(t *testing.T) {
 	dir := t.TempDir()
 	db := openJournaled(t, dir)
-	// Stop the background ingester: only the write below can ingest.
-	close(db.journal.stop)
-	<-db.journal.done
-	db.journal.stop, db.journal.done = make(chan struct{}), make(chan struct{})
-	go func() { <-db.journal.stop; close(db.journal.done) }()
+	stopIngester(db) // only the write below can ingest
 	appendN(t, db, 0, 3)
 	count := func() (n int) {
 		if err := db.sql.QueryRow(`SELECT COUNT(*) FROM audit_events`).Scan(&n); err != nil {
@@ -200,11 +205,17 @@ func TestJournalIsIngestedBeforeAnyOtherWrite(t *testing.T) {
 	if n := count(); n != 0 {
 		t.Fatalf("%d events ingested with the ingester stopped", n)
 	}
+	if n, err := db.AuditBacklog(); n != 3 || err != nil {
+		t.Fatalf("backlog = %d, %v; want 3 waiting", n, err)
+	}
 	if _, err := db.SetMetaOnce(context.Background(), "test", "x"); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 3 {
 		t.Fatalf("after a write the database holds %d of 3 acknowledged events", n)
+	}
+	if n, err := db.AuditBacklog(); n != 0 || err != nil {
+		t.Fatalf("backlog = %d, %v; want none", n, err)
 	}
 }
 
@@ -232,4 +243,26 @@ func FuzzParseJournal(f *testing.F) {
 			t.Fatal("accepted frames do not re-encode to what was read")
 		}
 	})
+}
+
+// Appends that outrun the database wait for it, and go on once it has
+// caught up, rather than fill the journal or fail.
+func TestJournalAppendsWaitForTheDatabase(t *testing.T) {
+	db := openJournaled(t, t.TempDir())
+	stopIngester(db) // only the reads below ingest
+	appendN(t, db, 0, highWater)
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.AppendEvents(context.Background(), []audit.Row{journalEvent(t, highWater)})
+		done <- err
+	}()
+	if _, err := db.TreeState(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := bodies(t, db); len(got) != highWater+1 {
+		t.Fatalf("the log holds %d events, want %d", len(got), highWater+1)
+	}
 }

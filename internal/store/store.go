@@ -216,6 +216,16 @@ func (s *DB) SQL() *sql.DB {
 	return s.sql
 }
 
+// AuditBacklog is how many acknowledged audit events wait in the journal
+// for the database (always 0 without one), with the error that keeps them
+// there, if any.
+func (s *DB) AuditBacklog() (int, error) {
+	if s.journal == nil {
+		return 0, nil
+	}
+	return s.journal.backlog()
+}
+
 // syncAudit returns once every acknowledged audit event is in the
 // database. Audit reads and every other write call it (see journal.go).
 func (s *DB) syncAudit(ctx context.Context) error {
