@@ -94,10 +94,19 @@ func (s *Service) explain(ctx context.Context, pr *prepared, version int64) (Exp
 }
 
 func (s *Set) info(id string) PolicyInfo {
+	if pi, ok := s.infos.Load(id); ok {
+		return pi.(PolicyInfo)
+	}
 	p, ok := s.Policy(id)
 	if !ok {
 		return PolicyInfo{ID: id}
 	}
+	pi := s.describe(id, p)
+	s.infos.Store(id, pi)
+	return pi
+}
+
+func (s *Set) describe(id string, p *cedar.Policy) PolicyInfo {
 	pos := p.Position()
 	effect := "permit"
 	if p.Effect() == cedar.Forbid {

@@ -47,6 +47,9 @@ type Set struct {
 	policies []*cedar.Policy
 	byID     map[cedar.PolicyID]int
 	index    *index
+	// infos memoizes info: a policy's text is marshalled from its AST,
+	// and the blast radius asks for the same policies for every item.
+	infos sync.Map // policy ID → PolicyInfo
 }
 
 // Compile parses, validates and indexes a policy set. It reports every

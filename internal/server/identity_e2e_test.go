@@ -678,13 +678,9 @@ func TestOperatorCredentialIsRenewedWhenStale(t *testing.T) {
 	env := testenv.Start(t, testenv.WithClock(fake))
 	before := readFile(t, filepath.Join(env.Server.OperatorDir(), svidfile.CertFile))
 	fake.Advance(13 * time.Hour) // past half of the 24h operator TTL
-	deadline := time.Now().Add(10 * time.Second)
-	for bytes.Equal(readFile(t, filepath.Join(env.Server.OperatorDir(), svidfile.CertFile)), before) {
-		if time.Now().After(deadline) {
-			t.Fatal("operator credential not renewed after half-life")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Await(t, 10*time.Second, "operator credential renewed after half-life", func() bool {
+		return !bytes.Equal(readFile(t, filepath.Join(env.Server.OperatorDir(), svidfile.CertFile)), before)
+	})
 	if ev := lastEvent(t, env, audit.ActionOperatorIssue); ev.Actor.Kind != audit.ActorSystem {
 		t.Fatalf("operator renewal record = %+v", ev)
 	}
