@@ -271,18 +271,43 @@ func (a *analysis) item(agent cedar.EntityUID, action string, r policy.Resource)
 	return it, true, nil
 }
 
-// conditionalGrant is the way a grant of trigger t reaches req for some
-// arguments: its permit applies and reads context.input.
+// conditionalGrant is the way a grant of trigger t reaches req under a
+// condition of its permit: for some arguments (it reads context.input),
+// or for a caller whose key is in a TPM or descends from one (it reads
+// context.attestation).
 func (a *analysis) conditionalGrant(q policy.Request, manifest string, t elevation.Trigger) (*Way, error) {
 	app, err := a.o.Applicable(q)
 	if err != nil {
 		return nil, err
 	}
 	id := elevation.TriggerPolicyID(manifest, t.Name)
+	way := func(when string, policies []string) *Way {
+		return &Way{Via: ViaElevation, Context: "with grant " + elevation.GrantName(manifest, t.Name) + ", " + when,
+			Manifest: manifest, Trigger: t.Name, Approval: t.Approval, Policies: policies}
+	}
 	for _, p := range app {
-		if p.Effect == "permit" && p.ID == id && strings.Contains(p.Text, "context.input") {
-			return &Way{Via: ViaElevation, Context: "with grant " + elevation.GrantName(manifest, t.Name) + ", when " + condition(p.Text),
-				Manifest: manifest, Trigger: t.Name, Approval: t.Approval, Policies: []string{p.ID}}, nil
+		if p.Effect != "permit" || p.ID != id {
+			continue
+		}
+		if strings.Contains(p.Text, "context.input") {
+			return way("when "+condition(p.Text), []string{p.ID}), nil
+		}
+		if !strings.Contains(p.Text, "context.attestation") {
+			continue
+		}
+		for _, c := range contexts {
+			if c.ctx.Attestation == (attestation.Claims{}) {
+				continue
+			}
+			aq := q
+			aq.Context.Attestation = c.ctx.Attestation
+			d, err := a.o.Decide(aq, a.opts.At)
+			if err != nil {
+				return nil, err
+			}
+			if d.Allowed {
+				return way("with the "+c.name, d.Reasons), nil
+			}
 		}
 	}
 	return nil, nil

@@ -482,3 +482,35 @@ when { context.attestation.protection == "tpm" };`})
 	}
 	t.Fatalf("the TPM-only delete is not in beta's reach: %v", summary(r))
 }
+
+// A grant only a TPM-held key may use is what approving it adds, for an
+// agent whose key is in a TPM: the console's approval shows it.
+func TestAttestedGrantIsAWay(t *testing.T) {
+	const tidy = `name: tidy
+agents: ["spiffe://bulkhead.local/agent/alpha"]
+approved_actions:
+  - { actions: [call_tool], resources: [docs] }
+escalation_triggers:
+  - name: hardware
+    grants: [{ actions: [call_tool], resources: [docs/delete_page], when: 'context.attestation.protection == "tpm"' }]
+    approval: human
+`
+	f, ms := reachtest.World{Policies: basePolicies, Catalog: catalogYAML, Manifests: []string{tidy}, Agents: []policy.AgentRoles{
+		{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
+	}}.Freeze(t)
+	r, err := reach.Agent(f, agent("alpha"), reach.Options{At: office, Manifests: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range r.Items {
+		if it.Key() != `call_tool Tool::"docs/delete_page"` {
+			continue
+		}
+		if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaElevation || it.Ways[0].Trigger != "hardware" ||
+			!strings.Contains(it.Ways[0].Context, "key in a TPM") {
+			t.Fatalf("delete_page ways %+v", it.Ways)
+		}
+		return
+	}
+	t.Fatalf("the TPM-only grant's delete_page is not in alpha's reach: %v", summary(r))
+}
