@@ -119,6 +119,9 @@ func (b *Browser) WaitFor(t testing.TB, cond string) {
 // Screenshot writes a PNG of the page to path (quality 100 is PNG).
 func (b *Browser) Screenshot(t testing.TB, path string) {
 	t.Helper()
+	// A page just navigated to may not be laid out yet (a busy machine),
+	// and chromium refuses to capture a page of width 0.
+	b.WaitFor(t, `document.readyState == "complete" && document.documentElement.getBoundingClientRect().width > 0`)
 	png, err := chromedp.Run(b.Ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("chromium: screenshot: %v", err)
