@@ -153,10 +153,16 @@ func (j *journal) recover(ctx context.Context) error {
 		return fmt.Errorf("store: audit journal: read %s: %w", j.path, err)
 	}
 	rows, valid := parseJournal(data)
-	if valid < len(data) && !allZero(data[valid:]) {
+	switch rest := data[valid:]; {
+	case allZero(rest):
+	case tornTail(rest):
 		// A frame cut short by a crash was never acknowledged (the answer
 		// waits for fdatasync).
-		j.logger.Warn("audit journal: discarding an incomplete frame at its end", "file", j.path, "bytes", len(data)-valid)
+		j.logger.Warn("audit journal: discarding an incomplete frame at its end", "file", j.path, "bytes", len(rest))
+	default:
+		// Damage with something after it: frames there may have been
+		// acknowledged, and dropping them would lose them silently.
+		return fmt.Errorf("store: the audit journal %s is damaged at byte %d, with data after it that may hold acknowledged events; move it aside only after checking it", j.path, valid)
 	}
 	end, pruned, err := j.db.auditEnd(ctx)
 	if err != nil {
@@ -415,6 +421,21 @@ func (j *journal) preallocate() error {
 	}
 	j.alloc = from + allocChunk
 	return nil
+}
+
+// tornTail says whether rest, what follows the journal's valid frames,
+// is one frame cut short: appends write a whole frame at once over zeroed
+// space, so a crash leaves at most one bad frame, then zeros (or the end
+// of the file).
+func tornTail(rest []byte) bool {
+	if len(rest) < frameHeader {
+		return true
+	}
+	n := int(binary.LittleEndian.Uint32(rest))
+	if n > maxJournalBody {
+		return false
+	}
+	return frameHeader+n >= len(rest) || allZero(rest[frameHeader+n:])
 }
 
 func allZero(b []byte) bool {

@@ -133,6 +133,14 @@ func TestJournalRefusesADatabaseThatLostEvents(t *testing.T) {
 			b = appendFrame(b, 1, journalEvent(t, 42).Body)
 			os.WriteFile(filepath.Join(dir, "bulkhead.db"+journalSuffix), b, 0o600)
 		}, "disagree on event 1"},
+		{"the journal is damaged before its end", func(t *testing.T, dir string) {
+			var b []byte
+			for i := range 3 {
+				b = appendFrame(b, int64(i), journalEvent(t, i).Body)
+			}
+			b[frameHeader+3] ^= 0xff // in the first frame's body: frames 1 and 2 follow
+			os.WriteFile(filepath.Join(dir, "bulkhead.db"+journalSuffix), b, 0o600)
+		}, "is damaged at byte 0"},
 		{"the journal skips events", func(t *testing.T, dir string) {
 			var b []byte
 			b = appendFrame(b, 0, journalEvent(t, 0).Body)
