@@ -291,8 +291,8 @@ func (s *DB) tx(ctx context.Context, fn func(*Tx) error) error {
 	return s.rawTx(ctx, fn)
 }
 
-// rawTx is tx without the audit journal's catch-up: the journal's own
-// ingest.
+// rawTx is tx without the audit journal's catch-up: for the journal's
+// own ingest, and for budget counters (see SpendBudgetAs).
 func (s *DB) rawTx(ctx context.Context, fn func(*Tx) error) error {
 	if s.dialect == sqliteDialect {
 		s.writeMu.Lock()
