@@ -69,6 +69,16 @@ type provenance struct {
 	Adds        []string
 }
 
+// requestNow reads request id as it stands now, with its provenance: what a
+// decision is confirmed against, when asked and when answered.
+func (c *Console) requestNow(ctx context.Context, p peer.Principal, id string) (provenance, error) {
+	e, err := c.cfg.Elevations.Elevation(ctx, p, id)
+	if err != nil {
+		return provenance{}, err
+	}
+	return c.provenanceOf(ctx, p, e, nil)
+}
+
 // provenanceOf reads the request's task (who tainted it) and what
 // approving would add to the agent's reach. reach memoizes blast radii by
 // agent across the requests of one page; nil computes afresh.
@@ -186,12 +196,7 @@ func (c *Console) decideBegin(w http.ResponseWriter, r *http.Request, s session)
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	e, err := c.cfg.Elevations.Elevation(r.Context(), p, r.PathValue("id"))
-	if err != nil {
-		httpx.WriteError(w, r, c.cfg.Logger, err)
-		return
-	}
-	pv, err := c.provenanceOf(r.Context(), p, e, nil)
+	pv, err := c.requestNow(r.Context(), p, r.PathValue("id"))
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
@@ -276,12 +281,7 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
 	}
-	e, err := c.cfg.Elevations.Elevation(r.Context(), p, id)
-	if err != nil {
-		httpx.WriteError(w, r, c.cfg.Logger, err)
-		return
-	}
-	pv, err := c.provenanceOf(r.Context(), p, e, nil)
+	pv, err := c.requestNow(r.Context(), p, id)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return
@@ -305,7 +305,7 @@ func (c *Console) decideFinish(w http.ResponseWriter, r *http.Request, s session
 	if st.Decision == "deny" {
 		decide = c.cfg.Elevations.Deny
 	}
-	out, err := decide(r.Context(), p, id, elevation.Binding{Elevation: id, Task: e.Task}, st.Reason)
+	out, err := decide(r.Context(), p, id, elevation.Binding{Elevation: id, Task: pv.Task}, st.Reason)
 	if err != nil {
 		httpx.WriteError(w, r, c.cfg.Logger, err)
 		return

@@ -176,16 +176,27 @@ func (c *Console) usableLink(ctx context.Context, token string) (Link, error) {
 	return l, nil
 }
 
-// registerFinish checks the browser's new credential and stores it.
-func (c *Console) registerFinish(w http.ResponseWriter, r *http.Request) {
+// takeCeremony reads, clears and spends the ceremony of this kind the
+// browser answers, refusing (and recording, as action) anything else. A
+// login ceremony names no operator yet.
+func (c *Console) takeCeremony(w http.ResponseWriter, r *http.Request, kind, action, what string) (ceremony, bool) {
 	var cer ceremony
-	if err := c.cookie(r, ceremonyCookie, &cer); err != nil || cer.Kind != "register" {
-		c.refuseCeremony(w, r, ActionPasskeyRegister, "", fmt.Errorf("%w: no registration in progress", fault.Unauthenticated))
-		return
+	if err := c.cookie(r, ceremonyCookie, &cer); err != nil || cer.Kind != kind {
+		c.refuseCeremony(w, r, action, "", fmt.Errorf("%w: no %s in progress", fault.Unauthenticated, what))
+		return ceremony{}, false
 	}
 	clearCookie(w, ceremonyCookie)
 	if err := c.spend(r.Context(), cer); err != nil {
-		c.refuseCeremony(w, r, ActionPasskeyRegister, cer.Operator, err)
+		c.refuseCeremony(w, r, action, cer.Operator, err)
+		return ceremony{}, false
+	}
+	return cer, true
+}
+
+// registerFinish checks the browser's new credential and stores it.
+func (c *Console) registerFinish(w http.ResponseWriter, r *http.Request) {
+	cer, ok := c.takeCeremony(w, r, "register", ActionPasskeyRegister, "registration")
+	if !ok {
 		return
 	}
 	h, err := c.human(r.Context(), cer.Operator)
@@ -248,14 +259,8 @@ func (c *Console) loginBegin(w http.ResponseWriter, r *http.Request) {
 
 // loginFinish checks the assertion and opens a session for its operator.
 func (c *Console) loginFinish(w http.ResponseWriter, r *http.Request) {
-	var cer ceremony
-	if err := c.cookie(r, ceremonyCookie, &cer); err != nil || cer.Kind != "login" {
-		c.refuseCeremony(w, r, ActionSignIn, "", fmt.Errorf("%w: no sign-in in progress", fault.Unauthenticated))
-		return
-	}
-	clearCookie(w, ceremonyCookie)
-	if err := c.spend(r.Context(), cer); err != nil {
-		c.refuseCeremony(w, r, ActionSignIn, "", err)
+	cer, ok := c.takeCeremony(w, r, "login", ActionSignIn, "sign-in")
+	if !ok {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxCeremonyBody)

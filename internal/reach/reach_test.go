@@ -430,38 +430,6 @@ func TestDiffSeesARemovedGuardrail(t *testing.T) {
 	}
 }
 
-// A grant whose permit reads the arguments (deletes under /drafts only)
-// is what approving it adds, though no request without arguments shows it.
-func TestConditionalGrantIsAWay(t *testing.T) {
-	const tidy = `name: tidy
-agents: ["spiffe://bulkhead.local/agent/alpha"]
-approved_actions:
-  - { actions: [call_tool], resources: [docs] }
-escalation_triggers:
-  - name: drafts
-    grants: [{ actions: [call_tool], resources: [docs/delete_page], when: 'context.input has path && context.input.path like "/drafts/*"' }]
-    approval: human
-`
-	f, ms := reachtest.World{Policies: basePolicies, Catalog: catalogYAML, Manifests: []string{tidy}, Agents: []policy.AgentRoles{
-		{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
-	}}.Freeze(t)
-	r, err := reach.Agent(f, agent("alpha"), reach.Options{At: office, Manifests: ms})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, it := range r.Items {
-		if it.Key() != `call_tool Tool::"docs/delete_page"` {
-			continue
-		}
-		if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaElevation || it.Ways[0].Trigger != "drafts" ||
-			!strings.Contains(it.Ways[0].Context, `context.input.path like "/drafts/*"`) {
-			t.Fatalf("delete_page ways %+v", it.Ways)
-		}
-		return
-	}
-	t.Fatalf("the conditional grant's delete_page is not in alpha's reach: %v", summary(r))
-}
-
 // A write only TPM-held keys may make is in the reach of an agent, by way
 // of the key in a TPM.
 func TestAttestationIsAWay(t *testing.T) {
@@ -483,34 +451,42 @@ when { context.attestation.protection == "tpm" };`})
 	t.Fatalf("the TPM-only delete is not in beta's reach: %v", summary(r))
 }
 
-// A grant only a TPM-held key may use is what approving it adds, for an
-// agent whose key is in a TPM: the console's approval shows it.
-func TestAttestedGrantIsAWay(t *testing.T) {
-	const tidy = `name: tidy
+// A grant whose permit has a condition no plain request meets is still
+// what approving it adds, with the condition: arguments (deletes under
+// /drafts only), or a key in a TPM. The console's approval shows it.
+func TestConditionalGrantIsAWay(t *testing.T) {
+	for _, c := range []struct{ name, when, want string }{
+		{"drafts", `context.input has path && context.input.path like "/drafts/*"`, `context.input.path like "/drafts/*"`},
+		{"hardware", `context.attestation.protection == "tpm"`, "key in a TPM"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tidy := `name: tidy
 agents: ["spiffe://bulkhead.local/agent/alpha"]
 approved_actions:
   - { actions: [call_tool], resources: [docs] }
 escalation_triggers:
-  - name: hardware
-    grants: [{ actions: [call_tool], resources: [docs/delete_page], when: 'context.attestation.protection == "tpm"' }]
+  - name: ` + c.name + `
+    grants: [{ actions: [call_tool], resources: [docs/delete_page], when: '` + c.when + `' }]
     approval: human
 `
-	f, ms := reachtest.World{Policies: basePolicies, Catalog: catalogYAML, Manifests: []string{tidy}, Agents: []policy.AgentRoles{
-		{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
-	}}.Freeze(t)
-	r, err := reach.Agent(f, agent("alpha"), reach.Options{At: office, Manifests: ms})
-	if err != nil {
-		t.Fatal(err)
+			f, ms := reachtest.World{Policies: basePolicies, Catalog: catalogYAML, Manifests: []string{tidy}, Agents: []policy.AgentRoles{
+				{Name: "alpha", SPIFFEID: "spiffe://bulkhead.local/agent/alpha", Roles: []string{"reader"}},
+			}}.Freeze(t)
+			r, err := reach.Agent(f, agent("alpha"), reach.Options{At: office, Manifests: ms})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range r.Items {
+				if it.Key() != `call_tool Tool::"docs/delete_page"` {
+					continue
+				}
+				if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaElevation || it.Ways[0].Trigger != c.name ||
+					!strings.Contains(it.Ways[0].Context, c.want) {
+					t.Fatalf("delete_page ways %+v", it.Ways)
+				}
+				return
+			}
+			t.Fatalf("the conditional grant's delete_page is not in alpha's reach: %v", summary(r))
+		})
 	}
-	for _, it := range r.Items {
-		if it.Key() != `call_tool Tool::"docs/delete_page"` {
-			continue
-		}
-		if len(it.Ways) != 1 || it.Ways[0].Via != reach.ViaElevation || it.Ways[0].Trigger != "hardware" ||
-			!strings.Contains(it.Ways[0].Context, "key in a TPM") {
-			t.Fatalf("delete_page ways %+v", it.Ways)
-		}
-		return
-	}
-	t.Fatalf("the TPM-only grant's delete_page is not in alpha's reach: %v", summary(r))
 }

@@ -194,7 +194,6 @@ func (j *journal) recover(ctx context.Context) error {
 		return fmt.Errorf("store: the audit journal %s holds events from %d, but the database's log ends at %d: events the control plane acknowledged are missing from the database (a restored or replaced database?). Restore the database that goes with this journal; start with this one only after moving the journal aside", j.path, tail[0].Seq, end)
 	}
 	j.next, j.ingested, j.pending = end+int64(len(tail)), end, tail
-	j.size = int64(len(data))
 	if len(tail) > 0 {
 		j.logger.Info("audit journal: ingesting events acknowledged before the last stop", "events", len(tail), "from", end)
 	}
@@ -337,6 +336,7 @@ func (j *journal) ingest(ctx context.Context, upto int64) error {
 			// database refuses the log (a tampered end, a full disk).
 			j.ingestErr = err
 		case err != nil:
+			// The caller's context ended: not the database's refusal.
 		default:
 			j.pending = j.pending[n:]
 			j.ingested += int64(n)
